@@ -1,0 +1,162 @@
+"""Rendering: the target panel, tables, errors, prompts and `--json` documents.
+
+Human output goes to stderr through Rich; data goes to stdout. Core modules never import this.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.prompt import Confirm
+from rich.table import Table
+
+from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
+from autopack.errors import AutopackError
+
+# stderr for people; Rich reads sys.stderr at write time, so test capture works too.
+err = Console(stderr=True, highlight=False, soft_wrap=False)
+
+
+def print_json(document: Mapping[str, Any] | BaseModel) -> None:
+    """One JSON document on stdout (the `--json` contract, documented in docs/json.md)."""
+    data = document.model_dump(mode="json") if isinstance(document, BaseModel) else document
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def render_error(error: AutopackError) -> None:
+    err.print(f"[bold red]error:[/] {escape(error.message)}")
+    if error.hint:
+        err.print(f"[yellow]hint:[/] {escape(error.hint)}")
+
+
+def render_unexpected(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))}")
+    err.print("[yellow]hint:[/] run again with --debug for the traceback, and report it")
+
+
+def info(message: str) -> None:
+    err.print(message)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def confirm(question: str) -> bool:
+    return Confirm.ask(question, console=err, default=False)
+
+
+def _fmt_size(size: int | None) -> str:
+    if size is None:
+        return "—"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size:,} B" if unit == "B" else f"{value:.1f} {unit} ({size:,} B)"
+        value /= 1024
+    return f"{size:,} B"
+
+
+def _target_lines(target: TargetInfo) -> list[tuple[str, str]]:
+    if target.in_memory:
+        where = "in-memory (nothing is kept after the command)"
+    else:
+        where = target.path or "—"
+    role = target.role if target.role_stamped else f"{target.role} (unstamped — treated as legacy)"
+    revision = target.schema_revision or "none"
+    if target.schema_revision != target.head_revision:
+        revision += f" (autopack needs {target.head_revision})"
+    return [
+        ("URL", target.url),
+        ("named by", target.source),
+        (
+            "file" if target.backend == "sqlite" else "backend",
+            where if target.backend == "sqlite" else target.backend,
+        ),
+        ("size", _fmt_size(target.size_bytes)),
+        ("modified", target.mtime or "—"),
+        ("role", role),
+        ("db id", target.db_id or "—"),
+        ("schema", revision),
+    ]
+
+
+def show_panel(panel: TargetPanel, *, title: str = "target database") -> None:
+    """The panel every DB command shows on stderr before it acts."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in _target_lines(panel.target):
+        grid.add_row(label, escape(value))
+    counts = ", ".join(f"{name} {count:,}" for name, count in panel.counts.items())
+    grid.add_row("rows", counts or "—")
+    for warning in panel.warnings:
+        grid.add_row("[yellow]warning[/]", escape(warning))
+    err.print(Panel(grid, title=title, title_align="left", expand=False))
+
+
+def _counts_table(title: str, counts: Mapping[str, int]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
+    table.add_column()
+    table.add_column(justify="right")
+    for key, value in counts.items():
+        table.add_row(escape(key), f"{value:,}")
+    return table
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _telemetry_table(stats: TelemetryStats) -> Table | None:
+    if not stats.available:
+        return None
+    table = Table(
+        title="telemetry (token_estimation_v2_events)",
+        title_justify="left",
+        show_header=False,
+        box=None,
+        padding=(0, 2),
+    )
+    table.add_column()
+    table.add_column(justify="right")
+    table.add_row("events", f"{stats.events:,}")
+    table.add_row("success", f"{stats.success:,} ({_rate(stats.success_rate)})")
+    table.add_row("truncated", f"{stats.truncated:,} ({_rate(stats.truncation_rate)})")
+    table.add_row("clean samples (success, not truncated)", f"{stats.clean_samples:,}")
+    for label, breakdown in (
+        ("by category", stats.by_category),
+        ("by complexity", stats.by_complexity),
+        ("by deliverables", stats.by_deliverable_bucket),
+    ):
+        for key, value in breakdown.items():
+            table.add_row(f"  {label}: {escape(key)}", f"{value:,}")
+    if stats.escalation_events is not None:
+        table.add_row("escalation events", f"{stats.escalation_events:,}")
+    if stats.llm_usage_events is not None:
+        table.add_row("LLM usage events", f"{stats.llm_usage_events:,}")
+    return table
+
+
+def show_identity(report: IdentityReport) -> None:
+    show_panel(
+        TargetPanel(target=report.target, counts=report.counts, warnings=report.warnings),
+        title="database identity",
+    )
+    err.print(_counts_table("phases by state", report.phase_states))
+    err.print(_counts_table("runs by state", report.run_states))
+    telemetry = _telemetry_table(report.telemetry)
+    if telemetry is None:
+        err.print("[yellow]telemetry:[/] table token_estimation_v2_events is missing")
+    else:
+        err.print(telemetry)
+    if report.missing_tables:
+        err.print(f"[yellow]missing tables:[/] {', '.join(report.missing_tables)}")

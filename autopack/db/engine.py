@@ -1,0 +1,255 @@
+"""Open a named database exactly as asked: read-only, read-write, or (for `db init`) create.
+
+No module-level engine: every engine is built here from an explicit target. A SQLite file is
+never created by opening it; only `OpenMode.CREATE` (used by `db init`) may do that.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from autopack.errors import TargetError
+from autopack.settings import DatabaseTarget
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class OpenMode(Enum):
+    READ_ONLY = "read-only"
+    READ_WRITE = "read-write"
+    CREATE = "create"
+
+
+@dataclass
+class Database:
+    """An open database: the target it came from and an engine bound to exactly that place."""
+
+    target: DatabaseTarget
+    engine: Engine
+    mode: OpenMode
+    created_file: bool = False
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def writable(self) -> bool:
+        return self.mode is not OpenMode.READ_ONLY
+
+    def close(self) -> None:
+        if not self._closed:
+            self.engine.dispose()
+            self._closed = True
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_database(target: DatabaseTarget, mode: OpenMode) -> Database:
+    """Check the target can be opened as asked, then build its engine.
+
+    Raises TargetError (exit 2, one line and a hint) for a missing file, a directory, a file
+    that is not SQLite, a read-only file for a writing command, or an unreachable server.
+    """
+    if target.backend == "sqlite":
+        return _open_sqlite(target, mode)
+    if target.backend == "postgresql":
+        return _open_postgresql(target, mode)
+    raise TargetError(
+        f"unsupported database {target.display_url}: autopack speaks SQLite and PostgreSQL.",
+        hint="give sqlite:///path.db or postgresql://user@host/dbname",
+    )
+
+
+def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
+    if target.in_memory:
+        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+        _install_sqlite_pragmas(engine)
+        return Database(target, engine, mode)
+    path = target.sqlite_path
+    assert path is not None  # a file target always has a path (settings.build_target)
+    created = False
+    if mode is OpenMode.CREATE:
+        created = _check_sqlite_creatable(path)
+    else:
+        _check_sqlite_file(path, writable=mode is OpenMode.READ_WRITE)
+    engine = sa.create_engine(
+        "sqlite://",
+        creator=_sqlite_creator(path, read_only=mode is OpenMode.READ_ONLY),
+    )
+    _install_sqlite_pragmas(engine)
+    return Database(target, engine, mode, created_file=created)
+
+
+def _sqlite_creator(path: Path, *, read_only: bool) -> Any:
+    # mode=rw refuses to create a missing file (a typo must never yield a fresh DB);
+    # mode=rwc is used by `db init` only; mode=ro cannot change the file at all.
+    uri_mode = "ro" if read_only else "rw"
+
+    def connect() -> sqlite3.Connection:
+        uri = f"file:{quote(path.as_posix())}?mode={uri_mode}"
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    return connect
+
+
+def _install_sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+
+def _check_sqlite_file(path: Path, *, writable: bool) -> None:
+    if not path.exists():
+        raise TargetError(
+            f"no database file at {path}.",
+            hint="check the path or name; only `autopack db init` creates a database",
+        )
+    if path.is_dir():
+        raise TargetError(
+            f"{path} is a directory, not a database file.",
+            hint="name the .db file inside it, e.g. sqlite:///dir/autopack.db",
+        )
+    _check_sqlite_header(path)
+    if writable and not _is_writable(path):
+        raise TargetError(
+            f"{path} is read-only, and this command writes to it.",
+            hint=f"make it writable (chmod u+w {path}) or work on a copy",
+        )
+    if writable and not _is_writable(path.parent):
+        raise TargetError(
+            f"the directory of {path} is read-only; SQLite needs it for its journal.",
+            hint=f"make {path.parent} writable or move the database",
+        )
+
+
+def _check_sqlite_header(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise TargetError(
+            f"cannot read {path}: {exc.strerror}.", hint="check its permissions"
+        ) from exc
+    if header and header != SQLITE_HEADER:
+        raise TargetError(
+            f"{path} is not a SQLite database.",
+            hint="check the path: it points at some other kind of file",
+        )
+
+
+def _is_writable(path: Path) -> bool:
+    # root passes os.access whatever the mode bits say; a file without write bits is
+    # still one its owner meant to keep read-only, so honour the bits too.
+    mode = path.stat().st_mode
+    return os.access(path, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _check_sqlite_creatable(path: Path) -> bool:
+    """True if `db init` will create the file; raises if it must not touch it."""
+    if path.is_dir():
+        raise TargetError(
+            f"{path} is a directory, not a database file.",
+            hint="name the .db file to create, e.g. sqlite:///dir/autopack.db",
+        )
+    if not path.parent.is_dir():
+        raise TargetError(
+            f"the directory {path.parent} does not exist.",
+            hint=f"create it first (mkdir -p {path.parent}); autopack makes no directories",
+        )
+    if not _is_writable(path.parent):
+        raise TargetError(
+            f"cannot create a database in {path.parent}: it is read-only.",
+            hint="pick a writable directory",
+        )
+    if not path.exists():
+        path.touch(exist_ok=False)
+        return True
+    _check_sqlite_header(path)
+    if not _is_writable(path):
+        raise TargetError(f"{path} is read-only.", hint=f"make it writable (chmod u+w {path})")
+    return False
+
+
+def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
+    try:
+        engine = sa.create_engine(target.url, pool_pre_ping=True)
+    except ImportError as exc:
+        raise TargetError(
+            "PostgreSQL needs the psycopg driver, which is not installed.",
+            hint="pip install 'autopack[postgres]'",
+        ) from exc
+    if mode is OpenMode.READ_ONLY:
+
+        @event.listens_for(engine, "connect")
+        def _read_only(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.close()
+            dbapi_connection.commit()
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise TargetError(
+            f"cannot reach PostgreSQL at {target.display_url}: {_first_line(exc)}.",
+            hint="check the server is running and the URL's host, port, user and database",
+        ) from exc
+    return Database(target, engine, mode)
+
+
+def _first_line(exc: BaseException) -> str:
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(inner).strip().splitlines()
+    return text[0].rstrip(".") if text else type(inner).__name__
+
+
+@contextmanager
+def translated_errors(db: Database) -> Iterator[None]:
+    """Turn driver errors into one-line TargetErrors that name the database."""
+    try:
+        yield
+    except OperationalError as exc:
+        message = _first_line(exc)
+        lowered = message.lower()
+        if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+            raise TargetError(
+                f"{db.target.display_url} is read-only: {message}.",
+                hint="make the file and its directory writable, or work on a copy",
+            ) from exc
+        raise TargetError(
+            f"database error on {db.target.display_url}: {message}.",
+            hint="run `autopack db check` on it; restore it from a backup if it is damaged",
+        ) from exc
+    except DBAPIError as exc:
+        message = _first_line(exc)
+        if "not a database" in message or "malformed" in message:
+            raise TargetError(
+                f"{db.target.display_url} is damaged: {message}.",
+                hint="restore it from a backup (db upgrade leaves one beside the file)",
+            ) from exc
+        raise TargetError(
+            f"database error on {db.target.display_url}: {message}.",
+            hint="run again with --debug for the details",
+        ) from exc

@@ -1,0 +1,208 @@
+"""The explicit acts on a database's schema and stamp: init, plan/upgrade, stamp, check.
+
+These are the only functions that create or change a schema. Each takes a resolved target or
+an open Database and returns a typed result; the CLI renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+
+from autopack.db.backup import backup_sqlite
+from autopack.db.engine import Database, OpenMode, open_database, translated_errors
+from autopack.db.meta import (
+    RoleStamp,
+    read_stamp,
+    record_schema_revision,
+    validate_role,
+    write_stamp,
+)
+from autopack.db.schema import (
+    SchemaState,
+    alembic_config,
+    enable_wal,
+    head_revision,
+    inspect_schema,
+    require_autopack_schema,
+)
+from autopack.errors import ConfigError, SchemaError, TargetError
+from autopack.settings import BUILTIN_TARGET_ROLES, DatabaseTarget
+
+
+def run_migrations(connection: sa.Connection) -> str:
+    """Bring the schema on `connection` to head through Alembic; return the head revision."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+    return head_revision()
+
+
+def role_for_init(target: DatabaseTarget, role: str | None) -> str:
+    """`seed`/`legacy` for those built-in names, else `--role`, else `general`."""
+    builtin = BUILTIN_TARGET_ROLES.get(target.name or "")
+    if role is None:
+        return builtin or "general"
+    chosen = validate_role(role)
+    if builtin is not None and chosen != builtin:
+        raise ConfigError(
+            f"--db {target.name} is the {builtin} database; it cannot be stamped {chosen!r}.",
+            hint=f"drop --role, or use --database-url for a {chosen} database",
+        )
+    return chosen
+
+
+@dataclass(frozen=True)
+class InitResult:
+    target: DatabaseTarget
+    role: str
+    db_id: str | None
+    revision: str
+    created_file: bool
+
+
+def init_database(target: DatabaseTarget, role: str | None) -> InitResult:
+    """Create the schema in a new (or empty) database and stamp its role.
+
+    Refuses a database that already holds tables; a file it created is removed again if
+    anything fails, so a failed init leaves nothing behind.
+    """
+    chosen_role = role_for_init(target, role)
+    db = open_database(
+        target, OpenMode.CREATE if target.backend == "sqlite" else OpenMode.READ_WRITE
+    )
+    try:
+        with translated_errors(db):
+            _refuse_non_empty(db)
+            with db.engine.begin() as connection:
+                revision = run_migrations(connection)
+                stamp = write_stamp(connection, chosen_role, revision)
+            enable_wal(db)
+    except BaseException:
+        db.close()
+        if db.created_file and target.sqlite_path is not None:
+            _remove_sqlite_files(target.sqlite_path)
+        raise
+    db.close()
+    return InitResult(target, chosen_role, stamp.db_id, revision, db.created_file)
+
+
+def _refuse_non_empty(db: Database) -> None:
+    with db.engine.connect() as connection:
+        tables = sa.inspect(connection).get_table_names()
+    if db.target.backend != "sqlite":
+        # A PostgreSQL database may hold unrelated schemas' tables; only ours matter.
+        state_tables = [t for t in tables if t in ("runs", "phases", "autopack_meta")]
+        tables = state_tables
+    if tables:
+        raise TargetError(
+            f"{db.target.display_url} already holds a database ({len(tables)} tables); "
+            "db init never overwrites one.",
+            hint="inspect it with `autopack db identity`, or bring it up to date with "
+            "`autopack db upgrade`",
+        )
+
+
+def _remove_sqlite_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class UpgradePlan:
+    state: SchemaState
+
+    @property
+    def tables_to_create(self) -> tuple[str, ...]:
+        return self.state.missing_tables
+
+    @property
+    def columns_to_add(self) -> dict[str, tuple[str, ...]]:
+        return self.state.missing_columns
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.state.matches_code
+
+
+def plan_upgrade(db: Database) -> UpgradePlan:
+    with translated_errors(db), db.engine.connect() as connection:
+        state = inspect_schema(connection)
+    require_autopack_schema(db, state)
+    return UpgradePlan(state)
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    revision: str
+    backup_path: Path | None
+    rows_before: dict[str, int]
+    rows_after: dict[str, int]
+
+
+def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
+    names = sa.inspect(connection).get_table_names()
+    return {
+        name: int(
+            connection.execute(sa.select(sa.func.count()).select_from(sa.table(name))).scalar_one()
+        )
+        for name in sorted(names)
+    }
+
+
+def upgrade_database(db: Database, *, backup: bool = True) -> UpgradeResult:
+    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost."""
+    if not db.writable:
+        raise TargetError("db upgrade needs the database opened for writing.", hint="internal")
+    with translated_errors(db):
+        with db.engine.connect() as connection:
+            before = _all_row_counts(connection)
+        backup_path = None
+        if backup and db.target.sqlite_path is not None:
+            backup_path = backup_sqlite(db.target.sqlite_path)
+        with db.engine.begin() as connection:
+            revision = run_migrations(connection)
+            record_schema_revision(connection, revision)
+        enable_wal(db)
+        with db.engine.connect() as connection:
+            after = _all_row_counts(connection)
+    lost = {t: (n, after.get(t, 0)) for t, n in before.items() if after.get(t, 0) < n}
+    if lost:
+        details = ", ".join(f"{t}: {a} → {b}" for t, (a, b) in lost.items())
+        raise SchemaError(
+            f"the upgrade lost rows ({details}).",
+            hint=f"restore from the backup {backup_path}"
+            if backup_path
+            else "restore from a backup",
+        )
+    return UpgradeResult(revision, backup_path, before, after)
+
+
+@dataclass(frozen=True)
+class StampResult:
+    previous: RoleStamp
+    current: RoleStamp
+
+
+def stamp_database(db: Database, role: str) -> StampResult:
+    """Write the role stamp; creates only the small autopack_meta table if it is missing."""
+    chosen = validate_role(role)
+    with translated_errors(db):
+        with db.engine.connect() as connection:
+            state = inspect_schema(connection)
+            previous = read_stamp(connection)
+        require_autopack_schema(db, state)
+        with db.engine.begin() as connection:
+            current = write_stamp(connection, chosen, state.revision)
+    return StampResult(previous, current)
+
+
+def check_database(db: Database) -> SchemaState:
+    """How the schema compares with the code (read-only)."""
+    with translated_errors(db), db.engine.connect() as connection:
+        state = inspect_schema(connection)
+    require_autopack_schema(db, state)
+    return state

@@ -1,0 +1,313 @@
+"""The one schema source: the original Autopack tables (column-compatible) and autopack's own.
+
+The original tables keep their names, columns, types, keys and indexes
+(reference/original_spec.md §2) so a DB made by the original works as it is. States are
+stored as their names in plain VARCHAR columns, as the original's SQLAlchemy Enum did on
+SQLite; using strings here keeps PostgreSQL free of native enum types that an old DB lacks.
+autopack's own tables are additive and prefixed `autopack_`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utc_now() -> datetime:
+    """Naive UTC, as the original stored timestamps (readers treat naive values as UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class RunState(StrEnum):
+    QUEUED = "QUEUED"
+    PLAN_BOOTSTRAP = "PLAN_BOOTSTRAP"
+    RUN_CREATED = "RUN_CREATED"
+    PHASE_QUEUEING = "PHASE_QUEUEING"
+    PHASE_EXECUTION = "PHASE_EXECUTION"
+    GATE = "GATE"
+    CI_RUNNING = "CI_RUNNING"
+    SNAPSHOT_CREATED = "SNAPSHOT_CREATED"
+    DONE_SUCCESS = "DONE_SUCCESS"
+    DONE_FAILED_BUDGET_EXHAUSTED = "DONE_FAILED_BUDGET_EXHAUSTED"
+    DONE_FAILED_POLICY_VIOLATION = "DONE_FAILED_POLICY_VIOLATION"
+    DONE_FAILED_REQUIRES_HUMAN_REVIEW = "DONE_FAILED_REQUIRES_HUMAN_REVIEW"
+    DONE_FAILED_ENVIRONMENT = "DONE_FAILED_ENVIRONMENT"
+
+
+class PhaseState(StrEnum):
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    GATE = "GATE"
+    CI_RUNNING = "CI_RUNNING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class TierState(StrEnum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+# Naive UTC on every backend, as the original's columns are (TIMESTAMP WITHOUT TIME ZONE on
+# PostgreSQL); SQLModel's default aware type would disagree with an original DB's columns.
+NaiveUtcDateTime = sa.DateTime(timezone=False)
+
+
+def _now_column(*, on_update: bool = False, index: bool = False) -> Any:
+    return Field(
+        default_factory=utc_now,
+        sa_type=NaiveUtcDateTime,
+        sa_column_kwargs={"onupdate": utc_now} if on_update else {},
+        nullable=False,
+        index=index,
+    )
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = (sa.Index("ix_runs_state_created", "state", "created_at"),)
+
+    id: str = Field(primary_key=True, index=True)
+    state: str = Field(default=RunState.RUN_CREATED.value, sa_type=sa.String(33))
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column(on_update=True)
+    started_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    safety_profile: str = "normal"
+    run_scope: str = "multi_tier"
+    token_cap: int = 5_000_000
+    max_phases: int = 25
+    max_duration_minutes: int = 120
+    max_minor_issues_total: int | None = None
+    tokens_used: int = 0
+    ci_runs_used: int = 0
+    minor_issues_count: int = 0
+    major_issues_count: int = 0
+    promotion_eligible_to_main: str = "false"
+    debt_status: str | None = None
+    failure_reason: str | None = Field(default=None, sa_type=sa.Text)
+    goal_anchor: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Tier(SQLModel, table=True):
+    __tablename__ = "tiers"
+
+    id: int | None = Field(default=None, primary_key=True, index=True)
+    tier_id: str = Field(index=True)
+    run_id: str = Field(
+        sa_column=sa.Column(sa.String, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    )
+    tier_index: int
+    name: str
+    description: str | None = Field(default=None, sa_type=sa.Text)
+    state: str = Field(default=TierState.PENDING.value, sa_type=sa.String(11))
+    token_cap: int | None = None
+    ci_run_cap: int | None = None
+    max_minor_issues_tolerated: int | None = None
+    max_major_issues_tolerated: int = 0
+    tokens_used: int = 0
+    ci_runs_used: int = 0
+    minor_issues_count: int = 0
+    major_issues_count: int = 0
+    cleanliness: str = "clean"
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column(on_update=True)
+    started_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+
+
+class Phase(SQLModel, table=True):
+    __tablename__ = "phases"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "phase_id", name="uq_phases_run_id_phase_id"),
+        sa.Index("ix_phases_run_state", "run_id", "state"),
+        sa.Index("ix_phases_state_started", "state", "started_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, index=True)
+    phase_id: str = Field(index=True)
+    run_id: str = Field(
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    tier_id: int = Field(foreign_key="tiers.id")
+    phase_index: int
+    name: str
+    description: str | None = Field(default=None, sa_type=sa.Text)
+    state: str = Field(default=PhaseState.QUEUED.value, sa_type=sa.String(10), index=True)
+    task_category: str | None = None
+    complexity: str | None = None
+    builder_mode: str | None = None
+    phase_type: str | None = None
+    scope: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    deployment_config: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    max_builder_attempts: int | None = None
+    max_auditor_attempts: int | None = None
+    incident_token_cap: int | None = None
+    builder_attempts: int = 0
+    auditor_attempts: int = 0
+    tokens_used: int = 0
+    minor_issues_count: int = 0
+    major_issues_count: int = 0
+    issue_state: str = "no_issues"
+    quality_level: str | None = None
+    quality_blocked: bool = False
+    retry_attempt: int = 0
+    revision_epoch: int = 0
+    escalation_level: int = 0
+    last_attempt_timestamp: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    last_failure_reason: str | None = None
+    created_at: datetime = _now_column()
+    updated_at: datetime = _now_column(on_update=True)
+    started_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+
+
+def _run_phase_fk(name: str) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        ["run_id", "phase_id"], ["phases.run_id", "phases.phase_id"], name=name, ondelete="CASCADE"
+    )
+
+
+class TokenEstimationV2Event(SQLModel, table=True):
+    """One row per answered builder call: predicted vs actual output tokens."""
+
+    __tablename__ = "token_estimation_v2_events"
+    __table_args__ = (
+        _run_phase_fk("fk_token_est_v2_run_phase"),
+        sa.Index("ix_telemetry_run_category", "run_id", "category"),
+        sa.Index("ix_telemetry_category_timestamp", "category", "timestamp"),
+    )
+
+    event_id: int | None = Field(default=None, primary_key=True, index=True)
+    run_id: str = Field(
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    phase_id: str = Field(index=True)
+    timestamp: datetime = _now_column(index=True)
+    category: str = Field(index=True)
+    complexity: str = Field(index=True)
+    deliverable_count: int = Field(index=True)
+    deliverables_json: str = Field(sa_type=sa.Text)
+    predicted_output_tokens: int
+    actual_output_tokens: int
+    selected_budget: int
+    actual_max_tokens: int | None = None
+    success: bool = Field(index=True)
+    truncated: bool = Field(default=False, index=True)
+    stop_reason: str | None = None
+    model: str
+    smape_percent: float | None = None
+    waste_ratio: float | None = None
+    underestimated: bool | None = Field(default=None, index=True)
+    is_truncated_output: bool = Field(default=False, index=True)
+    api_reference_required: bool | None = None
+    examples_required: bool | None = None
+    research_required: bool | None = None
+    usage_guide_required: bool | None = None
+    context_quality: str | None = None
+    is_sot_file: bool | None = False
+    sot_file_name: str | None = None
+    sot_entry_count_hint: int | None = None
+    created_at: datetime = _now_column(index=True)
+
+
+class TokenBudgetEscalationEvent(SQLModel, table=True):
+    """The escalate-once decision after a truncated builder call."""
+
+    __tablename__ = "token_budget_escalation_events"
+    __table_args__ = (
+        _run_phase_fk("fk_token_budget_escalation_run_phase"),
+        sa.Index("ix_escalation_run_timestamp", "run_id", "timestamp"),
+        sa.Index("ix_escalation_reason_timestamp", "reason", "timestamp"),
+    )
+
+    event_id: int | None = Field(default=None, primary_key=True, index=True)
+    run_id: str = Field(
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    phase_id: str = Field(index=True)
+    timestamp: datetime = _now_column(index=True)
+    attempt_index: int
+    reason: str
+    was_truncated: bool
+    output_utilization: float | None = None
+    escalation_factor: float
+    base_value: int
+    base_source: str
+    retry_max_tokens: int
+    selected_budget: int | None = None
+    actual_max_tokens: int | None = None
+    tokens_used: int | None = None
+
+
+class LlmUsageEvent(SQLModel, table=True):
+    """One row per LLM call (builder, auditor, …); no prediction, so no use for calibration."""
+
+    __tablename__ = "llm_usage_events"
+    __table_args__ = (sa.Index("ix_client_created", "client_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, index=True)
+    provider: str = Field(index=True)
+    model: str = Field(index=True)
+    run_id: str | None = Field(default=None, index=True)
+    phase_id: str | None = None
+    role: str
+    total_tokens: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    created_at: datetime = _now_column(index=True)
+    client_id: str | None = Field(default=None, index=True)
+    is_doctor_call: bool = Field(default=False, index=True)
+    doctor_model: str | None = None
+    doctor_action: str | None = None
+    phase_type: str | None = Field(default=None, index=True)
+    intent: str | None = Field(default=None, index=True)
+
+
+class AutopackMeta(SQLModel, table=True):
+    """The role stamp: which DB this is, written by `db init` / `db stamp` (one row)."""
+
+    __tablename__ = "autopack_meta"
+
+    id: int = Field(default=1, primary_key=True)
+    role: str
+    db_id: str
+    created_at: datetime = _now_column()
+    stamped_at: datetime = _now_column()
+    schema_revision: str | None = None
+    tool_version: str
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table behind a model, typed (for aggregate queries without ORM objects)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
+
+
+# The tables the original Autopack defines (and this tool reads). Everything else in an
+# original DB (it has 36 tables) is left alone.
+ORIGINAL_TABLES: tuple[str, ...] = (
+    "runs",
+    "tiers",
+    "phases",
+    "token_estimation_v2_events",
+    "token_budget_escalation_events",
+    "llm_usage_events",
+)
+AUTOPACK_TABLES: tuple[str, ...] = ("autopack_meta",)
+ALL_TABLES: tuple[str, ...] = ORIGINAL_TABLES + AUTOPACK_TABLES

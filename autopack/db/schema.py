@@ -1,0 +1,96 @@
+"""The schema through Alembic: what revision a DB is at, what an upgrade would add, and doing it.
+
+`db init` and `db upgrade` (autopack.db.lifecycle) are the only callers that change a
+schema. Everything here takes an open `Database`; nothing binds an engine itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlmodel import SQLModel
+
+from autopack.db import models
+from autopack.db.engine import Database
+from autopack.errors import SchemaError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "autopack_alembic_version"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None  # the package always ships at least the baseline revision
+    return head
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """How a database's schema compares with this version of autopack's models."""
+
+    revision: str | None
+    head: str
+    existing_tables: tuple[str, ...]
+    missing_tables: tuple[str, ...]
+    missing_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def at_head(self) -> bool:
+        return self.revision == self.head
+
+    @property
+    def matches_code(self) -> bool:
+        return self.at_head and not self.missing_tables and not self.missing_columns
+
+    @property
+    def is_autopack_db(self) -> bool:
+        """Made by autopack or by the original Autopack (it has runs or our stamp)."""
+        return "runs" in self.existing_tables or "autopack_meta" in self.existing_tables
+
+
+def inspect_schema(connection: sa.Connection) -> SchemaState:
+    inspector = sa.inspect(connection)
+    present = set(inspector.get_table_names())
+    known = [t for t in models.ALL_TABLES if t in present]
+    missing = tuple(t for t in models.ALL_TABLES if t not in present)
+    missing_columns: dict[str, tuple[str, ...]] = {}
+    for table_name in known:
+        have = {c["name"] for c in inspector.get_columns(table_name)}
+        want = [c.name for c in SQLModel.metadata.tables[table_name].columns]
+        absent = tuple(name for name in want if name not in have)
+        if absent:
+            missing_columns[table_name] = absent
+    revision = current_revision(connection) if VERSION_TABLE in present else None
+    return SchemaState(revision, head_revision(), tuple(known), missing, missing_columns)
+
+
+def enable_wal(db: Database) -> None:
+    """WAL lets readers and one writer work at once; only `db init` and `db upgrade` call this."""
+    if db.target.backend == "sqlite" and not db.target.in_memory:
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def require_autopack_schema(db: Database, state: SchemaState) -> None:
+    """Refuse a database that is neither autopack's nor the original Autopack's."""
+    if not state.is_autopack_db:
+        raise SchemaError(
+            f"{db.target.display_url} has no Autopack tables (no runs, no autopack_meta).",
+            hint="check the target; `autopack db init` creates a new database",
+        )

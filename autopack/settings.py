@@ -1,0 +1,250 @@
+"""Which database: explicit targets only, resolved once, never guessed.
+
+Sources, all explicit: `--database-url URL`, `--db NAME` (a named target) and `DATABASE_URL`.
+With none, autopack refuses; with two that name different databases, it refuses and names
+both. SQLite paths are resolved to one absolute path here, and that path is the one shown,
+opened and written everywhere else (the original resolved relative paths differently in its
+banner and its engine, and reported the wrong file).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import ArgumentError
+
+from autopack.errors import ConfigError, TargetError
+
+CONFIG_FILE = "autopack.toml"
+
+# The runbook's names: the legacy backlog and the telemetry seed DB live apart.
+BUILTIN_TARGETS: dict[str, str] = {
+    "legacy": "sqlite:///autopack_legacy.db",
+    "seed": "sqlite:///autopack_telemetry_seed.db",
+}
+
+# The role `db init` stamps on a DB it creates through a built-in name.
+BUILTIN_TARGET_ROLES: dict[str, str] = {"legacy": "legacy", "seed": "seed"}
+
+_TRUE_VALUES = frozenset({"1", "true", "yes"})
+_SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
+
+Backend = Literal["sqlite", "postgresql", "other"]
+
+
+def parse_flag(value: str | None) -> bool:
+    """The one parser for boolean environment flags such as TELEMETRY_DB_ENABLED.
+
+    `1`, `true` and `yes` in any case (and surrounding blanks) are on; anything else is off.
+    The original accepted different spellings in different writers.
+    """
+    return value is not None and value.strip().lower() in _TRUE_VALUES
+
+
+class EnvironmentSettings(BaseSettings):
+    """The environment variables autopack reads for the database layer."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    telemetry_db_enabled_raw: str | None = Field(default=None, alias="TELEMETRY_DB_ENABLED")
+
+    @property
+    def telemetry_db_enabled(self) -> bool:
+        return parse_flag(self.telemetry_db_enabled_raw)
+
+
+def load_environment(env: Mapping[str, str] | None = None) -> EnvironmentSettings:
+    """Read the environment (or `env`, for tests and embedding); blank values count as unset."""
+    if env is None:
+        return EnvironmentSettings()
+    values = {k: v for k, v in env.items() if k in ("DATABASE_URL", "TELEMETRY_DB_ENABLED")}
+    return EnvironmentSettings.model_validate(values)
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A database named explicitly, resolved to exactly one place."""
+
+    url: str
+    """The URL to connect with (driver filled in, absolute SQLite path). May hold a secret."""
+    display_url: str
+    """The URL as shown to people: passwords masked."""
+    backend: Backend
+    sqlite_path: Path | None
+    """Absolute path of a SQLite file; None for PostgreSQL and in-memory SQLite."""
+    in_memory: bool
+    source: str
+    """How the operator named it, e.g. `--db seed`, `--database-url`, `DATABASE_URL`."""
+    name: str | None = None
+    """The named target used, if any (`seed`, `legacy`, or one from autopack.toml)."""
+
+    @property
+    def identity_key(self) -> str:
+        """What makes two targets the same database (used to detect conflicting sources)."""
+        if self.sqlite_path is not None:
+            return f"sqlite:{self.sqlite_path}"
+        url = sa.engine.make_url(self.url)
+        return (
+            f"{url.get_backend_name()}://{url.username or ''}@{url.host or ''}:"
+            f"{url.port or ''}/{url.database or ''}?{sorted(url.query.items())}"
+        )
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (and any secret-looking query value) replaced by `***`."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except ArgumentError:
+        return "<unparseable URL>"
+    if parsed.query:
+        masked_query = {
+            key: ("***" if any(s in key.lower() for s in _SECRET_QUERY_KEYS) else value)
+            for key, value in parsed.query.items()
+        }
+        parsed = parsed.set(query=masked_query)
+    return parsed.render_as_string(hide_password=True)
+
+
+def load_named_targets(cwd: Path) -> dict[str, str]:
+    """Built-in names, overridden or extended by `autopack.toml` or `[tool.autopack]`.
+
+    `autopack.toml` takes precedence over `pyproject.toml` when both exist in `cwd`.
+    """
+    targets = dict(BUILTIN_TARGETS)
+    config = cwd / CONFIG_FILE
+    pyproject = cwd / "pyproject.toml"
+    if config.is_file():
+        section = _read_toml(config).get("databases", {})
+        origin = f"{config} [databases]"
+    elif pyproject.is_file():
+        tool = _read_toml(pyproject).get("tool", {})
+        autopack_table = tool.get("autopack", {}) if isinstance(tool, dict) else {}
+        section = autopack_table.get("databases", {}) if isinstance(autopack_table, dict) else {}
+        origin = f"{pyproject} [tool.autopack.databases]"
+    else:
+        return targets
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"{origin} must be a table of name = URL entries.",
+            hint='e.g. [databases]\nlegacy = "sqlite:///autopack_legacy.db"',
+        )
+    for name, url in section.items():
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigError(
+                f"named target {name!r} in {origin} is not a URL string.",
+                hint=f'write it as {name} = "sqlite:///{name}.db"',
+            )
+        targets[name] = url.strip()
+    return targets
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc}", hint="fix the file's TOML syntax or remove it"
+        ) from exc
+
+
+def build_target(url: str, *, source: str, cwd: Path, name: str | None = None) -> DatabaseTarget:
+    """Parse and normalise one URL: driver for PostgreSQL, absolute path for SQLite."""
+    raw = url.strip()
+    try:
+        parsed = sa.engine.make_url(raw)
+    except ArgumentError as exc:
+        raise TargetError(
+            f"{source} is not a database URL: {mask_url(raw) if '://' in raw else raw!r}.",
+            hint="give sqlite:///path/to/file.db or postgresql://user@host/dbname",
+        ) from exc
+    backend_name = parsed.get_backend_name()
+    if backend_name in ("postgresql", "postgres"):
+        if parsed.drivername in ("postgresql", "postgres"):
+            # A plain postgresql:// URL means psycopg 3 (the `postgres` extra), not psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        final = parsed.render_as_string(hide_password=False)
+        return DatabaseTarget(final, mask_url(final), "postgresql", None, False, source, name)
+    if backend_name != "sqlite":
+        final = parsed.render_as_string(hide_password=False)
+        return DatabaseTarget(final, mask_url(final), "other", None, False, source, name)
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return DatabaseTarget(
+            "sqlite:///:memory:",
+            "sqlite:///:memory: (in-memory)",
+            "sqlite",
+            None,
+            True,
+            source,
+            name,
+        )
+    path = Path(database).expanduser()
+    if not path.is_absolute():
+        path = cwd / path
+    path = path.resolve()
+    final = f"sqlite:///{path.as_posix()}"
+    return DatabaseTarget(final, final, "sqlite", path, False, source, name)
+
+
+def resolve_target(
+    db_name: str | None,
+    database_url: str | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> DatabaseTarget:
+    """The one database the operator named, or a refusal that says how to name one."""
+    work_dir = (cwd or Path.cwd()).resolve()
+    env_url = load_environment(env).database_url
+    candidates: list[DatabaseTarget] = []
+    if database_url is not None and database_url.strip():
+        candidates.append(build_target(database_url, source="--database-url", cwd=work_dir))
+    if db_name is not None:
+        targets = load_named_targets(work_dir)
+        if db_name not in targets:
+            known = ", ".join(sorted(targets))
+            raise TargetError(
+                f"unknown database name {db_name!r}.",
+                hint=f"known names: {known}; add more under [databases] in {CONFIG_FILE}",
+            )
+        candidates.append(
+            build_target(targets[db_name], source=f"--db {db_name}", cwd=work_dir, name=db_name)
+        )
+    if env_url is not None and env_url.strip():
+        candidates.append(build_target(env_url, source="DATABASE_URL", cwd=work_dir))
+    if not candidates:
+        raise TargetError(
+            "no database given: autopack never picks one by itself.",
+            hint="add --db seed, --db legacy or --database-url sqlite:///path.db, "
+            "or set DATABASE_URL",
+        )
+    first = candidates[0]
+    for other in candidates[1:]:
+        if other.identity_key != first.identity_key:
+            raise TargetError(
+                f"{first.source} names {first.display_url} but {other.source} names "
+                f"{other.display_url}.",
+                hint="give one database, or make both name the same one",
+            )
+    named = next((c for c in candidates if c.name is not None), None)
+    if named is not None and first.name is None:
+        # Same database from two sources: keep the name so its built-in role applies.
+        return DatabaseTarget(
+            first.url,
+            first.display_url,
+            first.backend,
+            first.sqlite_path,
+            first.in_memory,
+            first.source,
+            named.name,
+        )
+    return first
