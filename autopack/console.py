@@ -20,8 +20,10 @@ from rich.table import Table
 from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
 from autopack.errors import AutopackError
 
-# stderr for people; Rich reads sys.stderr at write time, so test capture works too.
-err = Console(stderr=True, highlight=False, soft_wrap=False)
+
+def stderr_console() -> Console:
+    """A console on stderr, made when needed so it honours the current COLUMNS and NO_COLOR."""
+    return Console(stderr=True, highlight=False)
 
 
 def print_json(document: Mapping[str, Any] | BaseModel) -> None:
@@ -32,26 +34,31 @@ def print_json(document: Mapping[str, Any] | BaseModel) -> None:
 
 
 def render_error(error: AutopackError) -> None:
-    err.print(f"[bold red]error:[/] {escape(error.message)}")
+    # soft_wrap: the error stays one line however narrow the terminal.
+    stderr_console().print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
     if error.hint:
-        err.print(f"[yellow]hint:[/] {escape(error.hint)}")
+        stderr_console().print(f"[yellow]hint:[/] {escape(error.hint)}", soft_wrap=True)
 
 
 def render_unexpected(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))}")
-    err.print("[yellow]hint:[/] run again with --debug for the traceback, and report it")
+    stderr_console().print(
+        f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True
+    )
+    stderr_console().print(
+        "[yellow]hint:[/] run again with --debug for the traceback, and report it", soft_wrap=True
+    )
 
 
 def info(message: str) -> None:
-    err.print(message)
+    stderr_console().print(message)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}")
+    stderr_console().print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def confirm(question: str) -> bool:
-    return Confirm.ask(question, console=err, default=False)
+    return Confirm.ask(question, console=stderr_console(), default=False)
 
 
 def _fmt_size(size: int | None) -> str:
@@ -93,14 +100,15 @@ def show_panel(panel: TargetPanel, *, title: str = "target database") -> None:
     """The panel every DB command shows on stderr before it acts."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    grid.add_column()
+    # fold, never truncate: a path cut short by "…" would hide which database this is.
+    grid.add_column(overflow="fold")
     for label, value in _target_lines(panel.target):
         grid.add_row(label, escape(value))
     counts = ", ".join(f"{name} {count:,}" for name, count in panel.counts.items())
     grid.add_row("rows", counts or "—")
     for warning in panel.warnings:
         grid.add_row("[yellow]warning[/]", escape(warning))
-    err.print(Panel(grid, title=title, title_align="left", expand=False))
+    stderr_console().print(Panel(grid, title=title, title_align="left", expand=False))
 
 
 def _counts_table(title: str, counts: Mapping[str, int]) -> Table:
@@ -151,12 +159,12 @@ def show_identity(report: IdentityReport) -> None:
         TargetPanel(target=report.target, counts=report.counts, warnings=report.warnings),
         title="database identity",
     )
-    err.print(_counts_table("phases by state", report.phase_states))
-    err.print(_counts_table("runs by state", report.run_states))
+    stderr_console().print(_counts_table("phases by state", report.phase_states))
+    stderr_console().print(_counts_table("runs by state", report.run_states))
     telemetry = _telemetry_table(report.telemetry)
     if telemetry is None:
-        err.print("[yellow]telemetry:[/] table token_estimation_v2_events is missing")
+        stderr_console().print("[yellow]telemetry:[/] table token_estimation_v2_events is missing")
     else:
-        err.print(telemetry)
+        stderr_console().print(telemetry)
     if report.missing_tables:
-        err.print(f"[yellow]missing tables:[/] {', '.join(report.missing_tables)}")
+        stderr_console().print(f"[yellow]missing tables:[/] {', '.join(report.missing_tables)}")

@@ -1,0 +1,121 @@
+"""The one place where categories, complexities and deliverable counts are normalised.
+
+Telemetry, analysis, calibration and the estimator all group phases by (category, complexity)
+and by a deliverable-count bucket. They must agree on what "the same category" means, so they
+all import these functions instead of keeping their own alias tables.
+
+Category aliases (the original `select_budget` normalisation, which is the only one the original
+applied consistently):
+
+- `testing` → `tests`
+- `documentation`, `doc`, `doc_write` → `docs`
+- `implement_feature` → `implementation`
+
+`doc_synthesis` and `doc_sot_update` stay distinct: they are separate estimation models.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+CATEGORY_ALIASES: Final[dict[str, str]] = {
+    "testing": "tests",
+    "documentation": "docs",
+    "doc": "docs",
+    "doc_write": "docs",
+    "implement_feature": "implementation",
+}
+"""Lower-cased category → the key it is estimated, calibrated and reported under."""
+
+DOC_SYNTHESIS: Final = "doc_synthesis"
+DOC_SOT_UPDATE: Final = "doc_sot_update"
+
+DOC_CATEGORIES: Final[frozenset[str]] = frozenset({"docs", DOC_SYNTHESIS, DOC_SOT_UPDATE})
+"""Normalised categories whose phases are documentation work."""
+
+COMPLEXITY_LEVELS: Final[tuple[str, ...]] = ("low", "medium", "high", "maintenance")
+"""The complexities the telemetry tables accept (the SQL schema's CHECK constraint)."""
+
+DEFAULT_COMPLEXITY: Final = "medium"
+
+_COMPLEXITY_SUFFIXES: Final[tuple[str, ...]] = (
+    "_complexity",
+    "-complexity",
+    "_level",
+    "-level",
+    "_mode",
+    "-mode",
+    "_task",
+    "_tier",
+)
+_COMPLEXITY_ALIASES: Final[dict[str, str]] = {
+    "med": "medium",
+    "maint": "maintenance",
+    "maintain": "maintenance",
+    "maintenance_mode": "maintenance",
+}
+
+DELIVERABLE_BUCKETS: Final[tuple[str, ...]] = ("0", "1", "2-5", "6+")
+"""Every value `deliverable_count_bucket` returns, in ascending order."""
+
+
+def normalize_category(category: str | None) -> str:
+    """Return the estimation key of a category: stripped, lower-cased, aliases folded.
+
+    `None` and blank strings give `""` (no category). Unknown categories keep their lower-cased
+    value, so `misc` stays `misc`.
+    """
+    if category is None:
+        return ""
+    key = category.strip().lower()
+    return CATEGORY_ALIASES.get(key, key)
+
+
+def same_category(first: str | None, second: str | None) -> bool:
+    """Whether two raw categories are the same category for estimation (`tests` ≡ `testing`)."""
+    return normalize_category(first) == normalize_category(second)
+
+
+def is_doc_category(category: str | None) -> bool:
+    """Whether a category (raw or normalised) is documentation work, SOT and synthesis included."""
+    return normalize_category(category) in DOC_CATEGORIES
+
+
+def normalize_complexity(complexity: str | None) -> str:
+    """Return one of `COMPLEXITY_LEVELS`, as the original telemetry writer did.
+
+    Strip and lower-case; remove suffixes such as `_complexity`, `-level`, `_mode`, `_task` and
+    `_tier` (repeatedly, so `high_complexity_level` is `high`); fold `med` → `medium` and
+    `maint`/`maintain`/`maintenance_mode` → `maintenance`; anything else (including `None`)
+    becomes `medium`.
+    """
+    if complexity is None:
+        return DEFAULT_COMPLEXITY
+    value = complexity.strip().lower()
+    value = _COMPLEXITY_ALIASES.get(value, value)
+    stripped = True
+    while stripped:
+        stripped = False
+        for suffix in _COMPLEXITY_SUFFIXES:
+            if value.endswith(suffix) and len(value) > len(suffix):
+                value = value[: -len(suffix)]
+                stripped = True
+                break
+    value = _COMPLEXITY_ALIASES.get(value, value)
+    return value if value in COMPLEXITY_LEVELS else DEFAULT_COMPLEXITY
+
+
+def deliverable_count_bucket(count: int) -> str:
+    """Bucket a deliverable count for stratified reports: `0`, `1`, `2-5` or `6+`.
+
+    Raises `ValueError` for a negative count, which can only be a caller's bug.
+    """
+    if count < 0:
+        raise ValueError(f"deliverable count cannot be negative: {count}")
+    if count == 0:
+        return "0"
+    if count == 1:
+        return "1"
+    if count <= 5:
+        return "2-5"
+    return "6+"
