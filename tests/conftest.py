@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import uuid
@@ -13,7 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from autopack.cli.app import main
+from autopack.db.engine import Database, OpenMode, open_database
+from autopack.seed.model import SeedPhase, SeedRunSpec, create_seed_run
+from autopack.settings import resolve_target
 
+pytest_plugins = ["tests.fake_llm"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
@@ -221,3 +226,33 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+def reference_seed_spec(run_name: str) -> SeedRunSpec:
+    """A seed run built from the reference phase specs (read in place, never copied)."""
+    data = json.loads((REFERENCE_DATA / "telemetry_run_phase_specs.json").read_text())[run_name]
+    run, tier, defaults = data["run"], data["tier"], data["phase_defaults"]
+    return SeedRunSpec(
+        run_id=run["id"],
+        token_cap=run["token_cap"],
+        max_phases=run["max_phases"],
+        max_duration_minutes=run["max_duration_minutes"],
+        tier_name=tier["name"],
+        tier_description=tier.get("description"),
+        tier_token_cap=tier.get("token_cap"),
+        ci_run_cap=tier["ci_run_cap"],
+        max_builder_attempts=defaults["max_builder_attempts"],
+        max_auditor_attempts=defaults["max_auditor_attempts"],
+        incident_token_cap=defaults["incident_token_cap"],
+        phases=[SeedPhase.model_validate(p) for p in data["phases"]],
+    )
+
+
+@pytest.fixture
+def seed_db(cli: CliRunner, workdir: Path) -> Iterator[Database]:
+    """`autopack_telemetry_seed.db` (role seed) holding the ten telemetry-collection-v4 phases."""
+    assert cli("db", "init", "--db", "seed").exit_code == 0
+    db = open_database(resolve_target("seed", None), OpenMode.READ_WRITE)
+    create_seed_run(db.engine, reference_seed_spec("telemetry-collection-v4"))
+    yield db
+    db.close()

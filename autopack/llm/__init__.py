@@ -1,0 +1,1 @@
+"""The builder LLM: settings, the client protocol and its two wire protocols (httpx, no SDKs)."""
