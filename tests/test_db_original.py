@@ -7,6 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from autopack.db.models import AUTOPACK_TABLES
 from tests.conftest import CliRunner, build_original_db
 
 
@@ -45,7 +46,8 @@ def test_identity_reads_the_original_db_as_it_is(cli: CliRunner, original_db) ->
     assert doc["counts"]["token_budget_escalation_events"] == 1
     assert doc["counts"]["llm_usage_events"] == 3
     assert "autopack_meta" not in doc["counts"]
-    assert doc["missing_tables"] == ["autopack_meta"]
+    # Only autopack's own additive tables are missing from an original DB.
+    assert doc["missing_tables"] == list(AUTOPACK_TABLES)
     assert doc["phase_states"]["QUEUED"] == 2
     assert doc["phase_states"]["FAILED"] == 3
     assert doc["phase_states"]["GATE"] == 1
@@ -73,7 +75,13 @@ def test_upgrade_keeps_every_row_of_every_table_and_backs_up_first(
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["changed"] is True
-    assert doc["created_tables"] == ["autopack_meta"]
+    assert doc["created_tables"] == [
+        "autopack_meta",
+        "autopack_drain_sessions",
+        "autopack_drain_results",
+        "autopack_phase_claims",
+        "autopack_telemetry_provenance",
+    ]
     backup = Path(doc["backup_path"])
     assert backup.parent == workdir
     assert backup.name.startswith("autopack_legacy.db.backup-")
@@ -82,7 +90,8 @@ def test_upgrade_keeps_every_row_of_every_table_and_backs_up_first(
     rows_after = _table_rows(path)
     for table, rows in rows_before.items():
         assert rows_after[table] == rows, table
-    assert set(rows_after) - set(rows_before) == {"autopack_meta", "autopack_alembic_version"}
+    added = set(rows_after) - set(rows_before)
+    assert added == {"autopack_alembic_version", *doc["created_tables"]}
     assert doc["rows_after"]["phases"] == counts["phases"]
     identity = json.loads(cli("db", "identity", "--db", "legacy", "--json").stdout)
     assert identity["target"]["schema_revision"] == identity["target"]["head_revision"]
@@ -128,11 +137,9 @@ def test_alembic_made_original_db_gains_telemetry_tables_and_columns(
     result = cli("db", "upgrade", "--db", "legacy", "--yes", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert set(doc["created_tables"]) == {
-        "token_estimation_v2_events",
-        "token_budget_escalation_events",
-        "autopack_meta",
-    }
+    assert {"token_estimation_v2_events", "token_budget_escalation_events", "autopack_meta"} <= set(
+        doc["created_tables"]
+    )
     assert doc["added_columns"] == {"phases": ["phase_type", "deployment_config"]}
     after = _table_rows(path)
     assert len(after["phases"]) == len(rows_before["phases"])

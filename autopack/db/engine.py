@@ -92,6 +92,11 @@ def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
     engine = sa.create_engine(
         "sqlite://",
         creator=_sqlite_creator(path, read_only=mode is OpenMode.READ_ONLY),
+        # A bare "sqlite://" would get SQLAlchemy's in-memory pool (one connection per thread,
+        # closed under other threads' feet); a file needs a real pool for worker threads.
+        poolclass=sa.pool.QueuePool,
+        pool_size=8,
+        max_overflow=8,
     )
     _install_sqlite_pragmas(engine)
     return Database(target, engine, mode, created_file=created)

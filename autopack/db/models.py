@@ -292,6 +292,110 @@ class AutopackMeta(SQLModel, table=True):
     tool_version: str
 
 
+class DrainSession(SQLModel, table=True):
+    """One drain command's run: its options, counters and triage state, saved after every phase."""
+
+    __tablename__ = "autopack_drain_sessions"
+
+    id: str = Field(primary_key=True)
+    kind: str
+    """phase | queued | batch"""
+    status: str = Field(default="running", index=True)
+    """running | completed | stopped | interrupted | failed"""
+    started_at: datetime = _now_column()
+    updated_at: datetime = _now_column(on_update=True)
+    finished_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    dry_run: bool = False
+    telemetry_enabled: bool = True
+    worker: str | None = None
+    options: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    state: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    stop_reason: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class DrainResult(SQLModel, table=True):
+    """One phase attempt within a drain session: what happened, and why it yielded what it did."""
+
+    __tablename__ = "autopack_drain_results"
+    __table_args__ = (
+        sa.UniqueConstraint("session_id", "seq", name="uq_autopack_drain_results_session_seq"),
+        sa.Index("ix_autopack_drain_results_run_phase", "run_id", "phase_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(
+        sa_column=sa.Column(
+            sa.String,
+            sa.ForeignKey("autopack_drain_sessions.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    seq: int
+    run_id: str
+    phase_id: str
+    attempt: int = 1
+    started_at: datetime = _now_column()
+    finished_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    duration_s: float | None = None
+    llm_seconds: float | None = None
+    outcome: str
+    """complete | failed | timeout | refused | dry_run"""
+    final_state: str | None = None
+    failure_kind: str | None = None
+    failure_reason: str | None = Field(default=None, sa_type=sa.Text)
+    fingerprint: str | None = Field(default=None, index=True)
+    telemetry_events: int = 0
+    escalation_events: int = 0
+    llm_calls: int = 0
+    llm_attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    zero_yield_reason: str | None = Field(default=None, index=True)
+    facts: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    transcript_dir: str | None = None
+
+
+class PhaseClaim(SQLModel, table=True):
+    """Who is executing a phase, until when: two workers can never both run one phase."""
+
+    __tablename__ = "autopack_phase_claims"
+    __table_args__ = (_run_phase_fk("fk_autopack_phase_claims_run_phase"),)
+
+    run_id: str = Field(primary_key=True)
+    phase_id: str = Field(primary_key=True)
+    session_id: str | None = Field(default=None, index=True)
+    worker: str
+    claimed_at: datetime = _now_column()
+    heartbeat_at: datetime = _now_column()
+    lease_expires_at: datetime = Field(sa_type=NaiveUtcDateTime, index=True)
+
+
+class TelemetryProvenance(SQLModel, table=True):
+    """Where a telemetry row came from and which coefficient set predicted it.
+
+    A side table, so the original's token_estimation_v2_events keeps its exact columns.
+    """
+
+    __tablename__ = "autopack_telemetry_provenance"
+
+    event_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer,
+            sa.ForeignKey("token_estimation_v2_events.event_id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    source: str = Field(index=True)
+    """drain | import"""
+    coefficient_set: str | None = None
+    coefficient_set_hash: str | None = None
+    drain_result_id: int | None = Field(default=None, index=True)
+    sample_key: str | None = Field(default=None, unique=True)
+    source_file: str | None = None
+    source_line: int | None = None
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, typed (for aggregate queries without ORM objects)."""
     table = model.__table__  # type: ignore[attr-defined]
@@ -309,5 +413,11 @@ ORIGINAL_TABLES: tuple[str, ...] = (
     "token_budget_escalation_events",
     "llm_usage_events",
 )
-AUTOPACK_TABLES: tuple[str, ...] = ("autopack_meta",)
+AUTOPACK_TABLES: tuple[str, ...] = (
+    "autopack_meta",
+    "autopack_drain_sessions",
+    "autopack_drain_results",
+    "autopack_phase_claims",
+    "autopack_telemetry_provenance",
+)
 ALL_TABLES: tuple[str, ...] = ORIGINAL_TABLES + AUTOPACK_TABLES

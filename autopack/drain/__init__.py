@@ -1,0 +1,1 @@
+"""Draining phases: claims, sessions and results (and, later, the batch controller)."""

@@ -1,0 +1,1 @@
+"""Seed runs: known-easy phases that yield clean telemetry samples."""

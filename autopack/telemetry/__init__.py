@@ -1,0 +1,1 @@
+"""Telemetry: recording builder calls, and (later) export, import, analysis and explanation."""

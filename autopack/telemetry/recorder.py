@@ -1,0 +1,202 @@
+"""Telemetry at the LLM boundary: one row per answered builder call, and why when there is none.
+
+Every answered call (a 2xx reply with a body) gets exactly one `token_estimation_v2_events` row
+when telemetry is on — successes, parse failures and truncations alike — plus its provenance
+(which coefficient set predicted it) and one `llm_usage_events` row. A row refused by the
+validity guard or a write that raises never fails the phase: it is returned as a fact for the
+drain result, where the zero-yield explanation reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from autopack.db.models import (
+    LlmUsageEvent,
+    TelemetryProvenance,
+    TokenEstimationV2Event,
+    table_of,
+    utc_now,
+)
+from autopack.estimator import TokenEstimate, normalize_complexity
+
+# The original's guard: fewer output tokens than this is almost always an error reply (its
+# v4 "empty files" bug produced 41). Kept, but a rejection is recorded, not silently dropped.
+MIN_VALID_OUTPUT_TOKENS = 50
+MAX_DELIVERABLES_KEPT = 20
+MAX_DELIVERABLE_CHARS = 200
+
+
+class WriteStatus(StrEnum):
+    WRITTEN = "written"
+    DISABLED = "disabled"
+    TABLES_MISSING = "tables_missing"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class BuilderCall:
+    """What one answered builder call was asked and what it returned."""
+
+    run_id: str
+    phase_id: str
+    provider: str
+    model: str
+    estimate: TokenEstimate
+    selected_budget: int
+    max_tokens_sent: int
+    input_tokens: int | None
+    output_tokens: int | None
+    stop_reason: str | None
+    truncated: bool
+    success: bool
+    """The reply parsed into a usable set of files (builder success, not phase success)."""
+    phase_type: str | None = None
+
+
+@dataclass(frozen=True)
+class TelemetryWrite:
+    status: WriteStatus
+    event_id: int | None = None
+    detail: str | None = None
+    usage_error: str | None = None
+    """Set when the llm_usage_events row could not be written (secondary; reported, not fatal)."""
+
+
+def smape_percent(actual: int, predicted: int) -> float | None:
+    if actual <= 0 or predicted <= 0:
+        return None
+    return 200.0 * abs(actual - predicted) / (actual + predicted)
+
+
+def waste_ratio(actual: int, predicted: int) -> float | None:
+    if actual <= 0 or predicted <= 0:
+        return None
+    return predicted / actual
+
+
+def deliverables_json(deliverables: tuple[str, ...]) -> str:
+    kept = [
+        d if len(d) <= MAX_DELIVERABLE_CHARS else d[: MAX_DELIVERABLE_CHARS - 3] + "..."
+        for d in deliverables[:MAX_DELIVERABLES_KEPT]
+    ]
+    return json.dumps(kept)
+
+
+def telemetry_tables_present(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        return inspector.has_table("token_estimation_v2_events")
+
+
+def validity_problem(call: BuilderCall) -> str | None:
+    if call.output_tokens is None:
+        return "the reply carried no output-token usage"
+    if call.output_tokens < MIN_VALID_OUTPUT_TOKENS:
+        return (
+            f"actual_output_tokens={call.output_tokens} < {MIN_VALID_OUTPUT_TOKENS} "
+            "(validity guard: likely an error reply)"
+        )
+    return None
+
+
+def record_builder_call(
+    engine: Engine,
+    call: BuilderCall,
+    *,
+    enabled: bool,
+    tables_present: bool,
+    drain_result_id: int | None = None,
+) -> TelemetryWrite:
+    """Write the call's telemetry in one transaction; never raises for a telemetry problem."""
+    usage_error: str | None = None
+    try:
+        _record_usage(engine, call)
+    except SQLAlchemyError as exc:
+        usage_error = _one_line(exc)
+    if not enabled:
+        return TelemetryWrite(WriteStatus.DISABLED, usage_error=usage_error)
+    if not tables_present:
+        return TelemetryWrite(
+            WriteStatus.TABLES_MISSING, detail="token_estimation_v2_events", usage_error=usage_error
+        )
+    problem = validity_problem(call)
+    if problem is not None:
+        return TelemetryWrite(WriteStatus.REJECTED, detail=problem, usage_error=usage_error)
+    assert call.output_tokens is not None  # validity_problem() refuses None
+    actual = call.output_tokens
+    predicted = call.estimate.estimated_tokens
+    now = utc_now()
+    row = {
+        "run_id": call.run_id,
+        "phase_id": call.phase_id,
+        "timestamp": now,
+        "created_at": now,
+        "category": call.estimate.category,
+        "complexity": normalize_complexity(call.estimate.complexity),
+        "deliverable_count": call.estimate.deliverable_count,
+        "deliverables_json": deliverables_json(call.estimate.deliverables),
+        "predicted_output_tokens": predicted,
+        "actual_output_tokens": actual,
+        "selected_budget": call.selected_budget,
+        "actual_max_tokens": call.max_tokens_sent,
+        "success": call.success,
+        "truncated": call.truncated,
+        "is_truncated_output": call.truncated,
+        "stop_reason": call.stop_reason,
+        "model": call.model,
+        "smape_percent": smape_percent(actual, predicted),
+        "waste_ratio": waste_ratio(actual, predicted),
+        "underestimated": actual > predicted if predicted > 0 else None,
+        **call.estimate.telemetry_fields(),
+    }
+    try:
+        with engine.begin() as connection:
+            event_id = connection.execute(
+                sa.insert(table_of(TokenEstimationV2Event)).values(**row)
+            ).inserted_primary_key
+            assert event_id is not None
+            connection.execute(
+                sa.insert(table_of(TelemetryProvenance)).values(
+                    event_id=event_id[0],
+                    source="drain",
+                    coefficient_set=call.estimate.coefficient_set,
+                    coefficient_set_hash=call.estimate.coefficient_set_hash,
+                    drain_result_id=drain_result_id,
+                )
+            )
+    except SQLAlchemyError as exc:
+        return TelemetryWrite(WriteStatus.FAILED, detail=_one_line(exc), usage_error=usage_error)
+    return TelemetryWrite(WriteStatus.WRITTEN, event_id=int(event_id[0]), usage_error=usage_error)
+
+
+def _record_usage(engine: Engine, call: BuilderCall) -> None:
+    total = (call.input_tokens or 0) + (call.output_tokens or 0)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(table_of(LlmUsageEvent)).values(
+                provider=call.provider,
+                model=call.model,
+                run_id=call.run_id,
+                phase_id=call.phase_id,
+                role="builder",
+                total_tokens=total,
+                prompt_tokens=call.input_tokens,
+                completion_tokens=call.output_tokens,
+                created_at=utc_now(),
+                is_doctor_call=False,
+                phase_type=call.phase_type,
+            )
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
