@@ -19,6 +19,7 @@ from rich.table import Table
 
 from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
 from autopack.errors import AutopackError
+from autopack.estimator.report import EstimateReport
 
 
 def stderr_console() -> Console:
@@ -168,3 +169,27 @@ def show_identity(report: IdentityReport) -> None:
         stderr_console().print(telemetry)
     if report.missing_tables:
         stderr_console().print(f"[yellow]missing tables:[/] {', '.join(report.missing_tables)}")
+
+
+def show_estimate(report: EstimateReport) -> None:
+    predicted = report.estimate
+    table = Table(
+        title="token estimate", title_justify="left", show_header=False, box=None, padding=(0, 2)
+    )
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("predicted output tokens", f"{predicted.estimated_tokens:,}")
+    table.add_row("category (effective)", escape(predicted.category))
+    table.add_row("complexity", escape(predicted.complexity))
+    table.add_row("deliverables", str(predicted.deliverable_count))
+    table.add_row("model", predicted.model)
+    for part, tokens in predicted.breakdown.items():
+        table.add_row(f"  {escape(part)}", f"{tokens:,}")
+    table.add_row("confidence", f"{predicted.confidence:.2f}")
+    table.add_row("selected budget", f"{report.selected_budget:,}")
+    floors = f" ({', '.join(report.floors)})" if report.floors else ""
+    table.add_row("max_tokens sent", f"{report.max_tokens:,}{escape(floors)}")
+    table.add_row(
+        "coefficient set", f"{predicted.coefficient_set} ({predicted.coefficient_set_hash})"
+    )
+    stderr_console().print(table)

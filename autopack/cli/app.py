@@ -9,6 +9,7 @@ import typer
 
 from autopack import __version__, console
 from autopack.cli import db as db_commands
+from autopack.cli.estimate import estimate_command
 from autopack.errors import EXIT_INTERRUPTED, AutopackError
 
 # An unexpected exception is a bug in autopack, not a verdict on the operator's data.
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_commands.app, name="db")
+app.command("estimate")(estimate_command)
 
 
 def _version(value: bool) -> None:

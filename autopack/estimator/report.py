@@ -1,0 +1,60 @@
+"""`autopack estimate`: one phase's prediction, its budget and the ceiling that would be sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from autopack.estimator.coefficients import CoefficientSet, load_builtin_set, load_set_from_file
+from autopack.estimator.model import TokenEstimate, estimate, select_budget
+from autopack.estimator.provider import provider_max_tokens
+
+
+class EstimateReport(BaseModel):
+    estimate: TokenEstimate
+    selected_budget: int
+    max_tokens: int
+    floors: tuple[str, ...]
+
+
+def choose_coefficients(name: str | None, file: Path | None) -> CoefficientSet:
+    """A set from a file if given, else a built-in set by name (default: `default`)."""
+    if file is not None:
+        return load_set_from_file(file)
+    return load_builtin_set(name or "default")
+
+
+def estimate_phase(
+    deliverables: list[str],
+    *,
+    category: str,
+    complexity: str,
+    coefficients: CoefficientSet,
+    workspace: Path,
+    description: str = "",
+    scope_paths: list[str] | None = None,
+) -> EstimateReport:
+    predicted = estimate(
+        deliverables,
+        category,
+        complexity,
+        coefficients=coefficients,
+        workspace=workspace,
+        task_description=description,
+        scope_paths=scope_paths,
+    )
+    budget = select_budget(predicted, complexity, coefficients=coefficients)
+    decision = provider_max_tokens(
+        budget,
+        complexity,
+        coefficients=coefficients,
+        task_category=category,
+        scope_paths=scope_paths or (),
+    )
+    return EstimateReport(
+        estimate=predicted,
+        selected_budget=budget,
+        max_tokens=decision.max_tokens,
+        floors=decision.floors,
+    )
