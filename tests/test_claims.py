@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from autopack.db.engine import Database
 from autopack.db.models import Phase, PhaseClaim, PhaseState, table_of
-from autopack.drain.claims import claim_phase, release_phase
+from autopack.drain.claims import PhaseNotFound, claim_phase, release_phase
 from autopack.errors import GuardError
 
 RUN = "telemetry-collection-v4"
@@ -89,7 +89,7 @@ def test_failed_phase_needs_explicit_requeue(seed_db: Database) -> None:
 
 
 def test_missing_phase_is_refused(seed_db: Database) -> None:
-    with pytest.raises(GuardError, match="does not exist"):
+    with pytest.raises(PhaseNotFound, match="does not exist"):
         claim_phase(seed_db.engine, RUN, "nope", worker="w", session_id=None, lease_seconds=60)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from autopack import __version__, console
 from autopack.cli import db as db_commands
+from autopack.cli import drain as drain_commands
 from autopack.cli.estimate import estimate_command
 from autopack.errors import EXIT_INTERRUPTED, AutopackError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_commands.app, name="db")
+app.add_typer(drain_commands.app, name="drain")
 app.command("estimate")(estimate_command)
 
 

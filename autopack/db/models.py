@@ -421,3 +421,13 @@ AUTOPACK_TABLES: tuple[str, ...] = (
     "autopack_telemetry_provenance",
 )
 ALL_TABLES: tuple[str, ...] = ORIGINAL_TABLES + AUTOPACK_TABLES
+# What a drain cannot work without. The telemetry tables are not among them: without them a
+# drain still builds phases, and each phase's zero yield is explained as "tables missing".
+DRAIN_TABLES: tuple[str, ...] = (
+    "runs",
+    "tiers",
+    "phases",
+    "autopack_drain_sessions",
+    "autopack_drain_results",
+    "autopack_phase_claims",
+)

@@ -94,3 +94,18 @@ def require_autopack_schema(db: Database, state: SchemaState) -> None:
             f"{db.target.display_url} has no Autopack tables (no runs, no autopack_meta).",
             hint="check the target; `autopack db init` creates a new database",
         )
+
+
+def require_tables(db: Database, names: tuple[str, ...]) -> SchemaState:
+    """Refuse to act when a table the command needs is missing (e.g. a DB not yet upgraded)."""
+    with db.engine.connect() as connection:
+        state = inspect_schema(connection)
+    require_autopack_schema(db, state)
+    missing = [name for name in names if name not in state.existing_tables]
+    if missing:
+        raise SchemaError(
+            f"{db.target.display_url} lacks {', '.join(missing)} "
+            f"(schema {state.revision or 'none'}, this autopack needs {state.head}).",
+            hint="back it up and bring it up to date with `autopack db upgrade`",
+        )
+    return state

@@ -20,6 +20,16 @@ PHASES = table_of(Phase)
 CLAIMS = table_of(PhaseClaim)
 
 
+class PhaseNotFound(GuardError):
+    """The run/phase pair is not in this database (nothing to attempt, nothing to record)."""
+
+    def __init__(self, run_id: str, phase_id: str) -> None:
+        super().__init__(
+            f"phase {phase_id!r} of run {run_id!r} does not exist in this database.",
+            hint="check the run and phase ids, and that this is the database you meant",
+        )
+
+
 @dataclass(frozen=True)
 class Claim:
     run_id: str
@@ -98,10 +108,7 @@ def claim_phase(
 
 def _refuse(run_id: str, phase_id: str, state: str | None) -> None:
     if state is None:
-        raise GuardError(
-            f"phase {phase_id!r} of run {run_id!r} does not exist.",
-            hint="list the run's phases with `autopack db identity`, or check the ids",
-        )
+        raise PhaseNotFound(run_id, phase_id)
     if state == PhaseState.FAILED.value:
         raise GuardError(
             f"phase {phase_id!r} of run {run_id!r} is FAILED; it is not re-run silently.",

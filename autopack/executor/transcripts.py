@@ -1,0 +1,77 @@
+"""Transcripts: the prompt and raw reply of every builder call, kept where the operator looks.
+
+`<workspace>/.autopack/logs/<session>/<run>/<phase>/attempt-N-prompt.md` and `…-reply.txt`
+(plus `…-call.json` with usage and attempts). `.autopack/` is git-ignored. Nothing secret is
+written: the prompt holds the phase and workspace files, the reply what the model said, the
+metadata token counts and statuses (error texts are already scrubbed of keys by the client).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from autopack.executor.prompts import BuiltPrompt
+from autopack.llm.base import LlmCallError, LlmResult
+
+LOG_ROOT = Path(".autopack") / "logs"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(name: str) -> str:
+    cleaned = _UNSAFE.sub("_", name).strip("._") or "_"
+    return cleaned[:100]
+
+
+@dataclass(frozen=True)
+class TranscriptWriter:
+    directory: Path
+
+    @classmethod
+    def for_phase(
+        cls, workspace: Path, session_id: str, run_id: str, phase_id: str
+    ) -> TranscriptWriter:
+        directory = workspace / LOG_ROOT / _safe(session_id) / _safe(run_id) / _safe(phase_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(directory)
+
+    def write_prompt(self, attempt: int, prompt: BuiltPrompt, max_tokens: int) -> None:
+        text = (
+            f"<!-- max_tokens={max_tokens} reply_format={prompt.reply_format} -->\n"
+            f"# system\n\n{prompt.system}\n\n# user\n\n{prompt.user}\n"
+        )
+        (self.directory / f"attempt-{attempt}-prompt.md").write_text(text, encoding="utf-8")
+
+    def write_reply(self, attempt: int, result: LlmResult) -> None:
+        (self.directory / f"attempt-{attempt}-reply.txt").write_text(result.text, encoding="utf-8")
+        meta = {
+            "provider": result.provider,
+            "model": result.model,
+            "max_tokens": result.max_tokens,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "stop_reason": result.stop_reason,
+            "truncated": result.truncated,
+            "latency_s": result.latency_s,
+            "attempts": [asdict(a) for a in result.attempts],
+        }
+        self._write_meta(attempt, meta)
+
+    def write_error(self, attempt: int, error: LlmCallError) -> None:
+        meta = {
+            "provider": error.provider,
+            "model": error.model,
+            "error": error.message,
+            "kind": error.kind,
+            "status": error.status,
+            "body_excerpt": error.body_excerpt,
+            "attempts": [asdict(a) for a in error.attempts],
+        }
+        self._write_meta(attempt, meta)
+
+    def _write_meta(self, attempt: int, meta: Mapping[str, object]) -> None:
+        path = self.directory / f"attempt-{attempt}-call.json"
+        path.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Rich renderers, one module per command group (core modules never import these)."""
