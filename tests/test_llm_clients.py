@@ -859,3 +859,21 @@ def test_the_fake_refuses_what_the_real_api_refuses(fake_llm: FakeLlmServer) -> 
     assert fake_llm.pending == 1  # refused requests do not use up scripted replies
     assert fake_llm.answered_2xx == 0
     assert [sent.protocol for sent in fake_llm.requests] == ["anthropic", "anthropic", None]
+
+
+def test_deadline_cuts_the_attempt_timeout_and_stops_retries(
+    connect: Connect, fake_llm: FakeLlmServer
+) -> None:
+    """A phase timeout: the call gives up at its deadline, well before the settings' timeout."""
+    client, sleeps = connect("anthropic", TIMEOUT_S="30")
+    fake_llm.queue(Reply.slow(5.0), Reply.ok("too late"))
+    request = LlmRequest(prompt="hi", max_tokens=100, deadline=time.monotonic() + 0.4)
+
+    started = time.monotonic()
+    with pytest.raises(LlmCallError) as caught:
+        client.complete(request)
+
+    assert time.monotonic() - started < 2.0
+    assert caught.value.kind == "timeout_exhausted"
+    assert [a.kind for a in caught.value.attempts] == ["timeout"]
+    assert sleeps == []

@@ -1,23 +1,30 @@
-"""Claiming a phase atomically (QUEUED → EXECUTING with a lease) and releasing it.
+"""Claiming a phase atomically (QUEUED → EXECUTING with a lease), heartbeats, and releasing it.
 
-The claim is one conditional UPDATE: of two callers racing for one phase, exactly one sees a
-changed row. The lease row (autopack_phase_claims) says who holds it and until when, so a
-dead worker's phase can be recovered once the lease expires.
+Phases of one run build on each other, so a run executes one phase at a time: a claim is refused
+while another phase of the same run is EXECUTING (unless the phase's scope says
+`"independent": true`). The claim itself is one conditional UPDATE, so of two callers racing for
+a phase exactly one sees a changed row. On PostgreSQL the run's row is first locked with
+`SELECT … FOR UPDATE SKIP LOCKED`, which serialises claims within a run across processes and
+machines without waiting: a caller that finds the run locked moves on to other work. On SQLite
+the database's single writer does the same. The lease row (autopack_phase_claims) says who holds
+the phase and until when, so a dead worker's phase can be recovered once its lease expires.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autopack.db.models import Phase, PhaseClaim, PhaseState, table_of, utc_now
+from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of, utc_now
 from autopack.errors import GuardError
 
 PHASES = table_of(Phase)
 CLAIMS = table_of(PhaseClaim)
+RUNS = table_of(Run)
 
 
 class PhaseNotFound(GuardError):
@@ -30,6 +37,15 @@ class PhaseNotFound(GuardError):
         )
 
 
+class ClaimRefused(GuardError):
+    """The phase cannot be claimed now. `retryable`: it may become claimable later (another
+    worker holds it or its run); otherwise its state rules it out."""
+
+    def __init__(self, message: str, hint: str, *, retryable: bool) -> None:
+        super().__init__(message, hint)
+        self.retryable = retryable
+
+
 @dataclass(frozen=True)
 class Claim:
     run_id: str
@@ -37,12 +53,18 @@ class Claim:
     worker: str
     session_id: str | None
     requeued: bool
+    previous_state: str = PhaseState.QUEUED.value
 
 
 def phase_state(connection: sa.Connection, run_id: str, phase_id: str) -> str | None:
     return connection.execute(
         sa.select(PHASES.c.state).where(PHASES.c.run_id == run_id, PHASES.c.phase_id == phase_id)
     ).scalar_one_or_none()
+
+
+def _independent(column: sa.Column[object]) -> sa.ColumnElement[bool]:
+    """The phase's scope says it does not depend on its run's other phases."""
+    return sa.func.coalesce(sa.type_coerce(column, sa.JSON)["independent"].as_boolean(), False)
 
 
 def claim_phase(
@@ -55,29 +77,45 @@ def claim_phase(
     lease_seconds: float,
     requeue_failed: bool = False,
 ) -> Claim:
-    """Take the phase for this worker, or raise GuardError saying why not (nothing changed)."""
+    """Take the phase for this worker, or raise saying why not (then nothing changed)."""
     now = utc_now()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            locked = connection.execute(
+                sa.select(RUNS.c.id).where(RUNS.c.id == run_id).with_for_update(skip_locked=True)
+            ).first()
+            if locked is None and _run_exists(connection, run_id):
+                raise ClaimRefused(
+                    f"run {run_id!r} is being claimed by another worker right now.",
+                    hint="try again in a moment",
+                    retryable=True,
+                )
+        previous = phase_state(connection, run_id, phase_id)
         requeued = False
-        if requeue_failed:
-            requeued = (
-                connection.execute(
-                    sa.update(PHASES)
-                    .where(
-                        PHASES.c.run_id == run_id,
-                        PHASES.c.phase_id == phase_id,
-                        PHASES.c.state == PhaseState.FAILED.value,
-                    )
-                    .values(state=PhaseState.QUEUED.value, updated_at=now)
-                ).rowcount
-                == 1
+        if requeue_failed and previous == PhaseState.FAILED.value:
+            connection.execute(
+                sa.update(PHASES)
+                .where(
+                    PHASES.c.run_id == run_id,
+                    PHASES.c.phase_id == phase_id,
+                    PHASES.c.state == PhaseState.FAILED.value,
+                )
+                .values(state=PhaseState.QUEUED.value, updated_at=now)
             )
+            requeued = True
+        sibling = PHASES.alias("sibling")
+        run_busy = sa.exists().where(
+            sibling.c.run_id == run_id,
+            sibling.c.state == PhaseState.EXECUTING.value,
+            sibling.c.phase_id != phase_id,
+        )
         taken = connection.execute(
             sa.update(PHASES)
             .where(
                 PHASES.c.run_id == run_id,
                 PHASES.c.phase_id == phase_id,
                 PHASES.c.state == PhaseState.QUEUED.value,
+                sa.or_(_independent(PHASES.c.scope), sa.not_(run_busy)),
             )
             .values(
                 state=PhaseState.EXECUTING.value,
@@ -88,7 +126,9 @@ def claim_phase(
         ).rowcount
         if taken != 1:
             state = phase_state(connection, run_id, phase_id)
-            _refuse(run_id, phase_id, state)
+            busy = connection.execute(sa.select(run_busy)).scalar()
+            # Raising inside the transaction rolls back a requeue made above: nothing changes.
+            _refuse(run_id, phase_id, state, run_busy=bool(busy))
         connection.execute(
             sa.delete(CLAIMS).where(CLAIMS.c.run_id == run_id, CLAIMS.c.phase_id == phase_id)
         )
@@ -103,25 +143,40 @@ def claim_phase(
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
             )
         )
-    return Claim(run_id, phase_id, worker, session_id, requeued)
+    return Claim(run_id, phase_id, worker, session_id, requeued, previous or "QUEUED")
 
 
-def _refuse(run_id: str, phase_id: str, state: str | None) -> None:
+def _run_exists(connection: sa.Connection, run_id: str) -> bool:
+    found = connection.execute(sa.select(RUNS.c.id).where(RUNS.c.id == run_id)).first()
+    return found is not None
+
+
+def _refuse(run_id: str, phase_id: str, state: str | None, *, run_busy: bool) -> None:
+    where = f"phase {phase_id!r} of run {run_id!r}"
     if state is None:
         raise PhaseNotFound(run_id, phase_id)
+    if state == PhaseState.QUEUED.value and run_busy:
+        raise ClaimRefused(
+            f"another phase of run {run_id!r} is EXECUTING; a run's phases drain one at a time.",
+            hint="wait for it, or recover a dead worker's phase with `autopack triage stale`",
+            retryable=True,
+        )
     if state == PhaseState.FAILED.value:
-        raise GuardError(
-            f"phase {phase_id!r} of run {run_id!r} is FAILED; it is not re-run silently.",
+        raise ClaimRefused(
+            f"{where} is FAILED; it is not re-run silently.",
             hint="pass --requeue to queue it again and drain it",
+            retryable=False,
         )
     if state == PhaseState.EXECUTING.value:
-        raise GuardError(
-            f"phase {phase_id!r} of run {run_id!r} is already EXECUTING (claimed by a worker).",
+        raise ClaimRefused(
+            f"{where} is already EXECUTING (claimed by a worker).",
             hint="wait for it, or recover a dead worker's phase with `autopack triage stale`",
+            retryable=True,
         )
-    raise GuardError(
-        f"phase {phase_id!r} of run {run_id!r} is {state}; only QUEUED phases are drained.",
+    raise ClaimRefused(
+        f"{where} is {state}; only QUEUED phases are drained.",
         hint="pick a QUEUED phase",
+        retryable=False,
     )
 
 
@@ -133,8 +188,11 @@ def release_phase(
     failure_reason: str | None,
     builder_attempts: int,
     tokens_used: int,
-) -> None:
-    """Set the outcome and drop the lease, only if this worker still holds the phase."""
+) -> bool:
+    """Set the outcome and drop the lease, only if this worker still holds the phase.
+
+    Returns False when the claim was no longer held (e.g. recovered after its lease expired).
+    """
     now = utc_now()
     values: dict[str, object] = {
         "state": final_state.value,
@@ -154,6 +212,36 @@ def release_phase(
                 CLAIMS.c.worker == claim.worker,
             )
         ).rowcount
+        if not held:
+            return False
+        connection.execute(
+            sa.update(PHASES)
+            .where(
+                PHASES.c.run_id == claim.run_id,
+                PHASES.c.phase_id == claim.phase_id,
+                PHASES.c.state == PhaseState.EXECUTING.value,
+            )
+            .values(**values)
+        )
+        if tokens_used:
+            connection.execute(
+                sa.update(RUNS)
+                .where(RUNS.c.id == claim.run_id)
+                .values(tokens_used=RUNS.c.tokens_used + tokens_used)
+            )
+    return True
+
+
+def unclaim(engine: Engine, claim: Claim) -> None:
+    """Give the phase back untouched (interrupted before it ran): its previous state returns."""
+    with engine.begin() as connection:
+        held = connection.execute(
+            sa.delete(CLAIMS).where(
+                CLAIMS.c.run_id == claim.run_id,
+                CLAIMS.c.phase_id == claim.phase_id,
+                CLAIMS.c.worker == claim.worker,
+            )
+        ).rowcount
         if held:
             connection.execute(
                 sa.update(PHASES)
@@ -162,5 +250,63 @@ def release_phase(
                     PHASES.c.phase_id == claim.phase_id,
                     PHASES.c.state == PhaseState.EXECUTING.value,
                 )
-                .values(**values)
+                .values(state=claim.previous_state, updated_at=utc_now())
             )
+
+
+def extend_leases(
+    engine: Engine, worker: str, keys: Iterable[tuple[str, str]], lease_seconds: float
+) -> int:
+    """Heartbeat: push the leases this worker holds on `keys` forward; return how many."""
+    keys = list(keys)
+    if not keys:
+        return 0
+    now = utc_now()
+    with engine.begin() as connection:
+        return int(
+            connection.execute(
+                sa.update(CLAIMS)
+                .where(
+                    CLAIMS.c.worker == worker,
+                    sa.tuple_(CLAIMS.c.run_id, CLAIMS.c.phase_id).in_(keys),
+                )
+                .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            ).rowcount
+        )
+
+
+def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str]]:
+    """Give back, at once, every phase a (dead) session still holds: they return to QUEUED."""
+    with engine.begin() as connection:
+        held = [
+            (row.run_id, row.phase_id)
+            for row in connection.execute(
+                sa.select(CLAIMS.c.run_id, CLAIMS.c.phase_id).where(
+                    CLAIMS.c.session_id == session_id
+                )
+            )
+        ]
+        for run_id, phase_id in held:
+            connection.execute(
+                sa.update(PHASES)
+                .where(
+                    PHASES.c.run_id == run_id,
+                    PHASES.c.phase_id == phase_id,
+                    PHASES.c.state == PhaseState.EXECUTING.value,
+                )
+                .values(state=PhaseState.QUEUED.value, updated_at=utc_now())
+            )
+        connection.execute(sa.delete(CLAIMS).where(CLAIMS.c.session_id == session_id))
+    return held
+
+
+def live_lease_runs(engine: Engine, now: datetime | None = None) -> set[str]:
+    """Runs with a phase held under a lease that has not expired (another worker is on it)."""
+    moment = now or utc_now()
+    with engine.connect() as connection:
+        return {
+            row[0]
+            for row in connection.execute(
+                sa.select(CLAIMS.c.run_id).where(CLAIMS.c.lease_expires_at > moment).distinct()
+            )
+        }

@@ -7,6 +7,7 @@ attempt with the structured facts the zero-yield explanation needs.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import Phase, PhaseState, TokenBudgetEscalationEvent, table_of, utc_now
-from autopack.drain.claims import Claim, PhaseNotFound, claim_phase, release_phase
+from autopack.drain.claims import Claim, ClaimRefused, PhaseNotFound, claim_phase, release_phase
 from autopack.drain.fingerprint import failure_fingerprint
 from autopack.drain.sessions import record_result
 from autopack.errors import AutopackError, GuardError
@@ -54,6 +55,11 @@ class PhaseOptions:
     lease_seconds: float = 900.0
     pytest_timeout_s: float = 300.0
     temperature: float | None = None
+    phase_timeout_s: float | None = None
+    """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
+    raise_retryable_claims: bool = False
+    """Batch drains re-select when another worker holds the phase or its run; `drain phase`
+    records the refusal instead."""
 
 
 @dataclass
@@ -63,7 +69,7 @@ class PhaseOutcome:
     run_id: str
     phase_id: str
     outcome: str
-    """complete | failed | refused"""
+    """complete | failed | timeout | refused | abandoned (cancelled by the controller)"""
     final_state: str | None
     failure_kind: str | None = None
     failure_reason: str | None = None
@@ -108,6 +114,10 @@ class PhaseOutcome:
         }
 
 
+class _Cancelled(Exception):
+    """Internal: the controller abandoned this phase; stop without writing anything more."""
+
+
 class _PhaseFailed(Exception):
     """Internal: ends the pipeline with a FAILED phase of a known kind."""
 
@@ -145,11 +155,18 @@ def drain_one_phase(
     *,
     session_id: str,
     worker: str,
+    cancelled: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> PhaseOutcome:
-    """Drain one phase; record and return its outcome. Raises GuardError only for a phase that
-    does not exist (there is no attempt to record)."""
+    """Drain one phase; record and return its outcome.
+
+    Raises PhaseNotFound for a phase that does not exist (there is no attempt to record), and
+    ClaimRefused when `options.raise_retryable_claims` and another worker holds the phase or
+    its run. If `cancelled` is set while it runs (the controller abandoned it), nothing more is
+    written: no files, no release, no result — the controller has done those.
+    """
     started = clock()
+    deadline = started + options.phase_timeout_s if options.phase_timeout_s else None
     outcome = PhaseOutcome(run_id, phase_id, "refused", None)
     outcome.facts.telemetry_enabled = options.telemetry_enabled
     outcome.facts.telemetry_tables_present = options.telemetry_tables_present
@@ -170,23 +187,32 @@ def drain_one_phase(
         outcome.facts.preflight_passed = True
         transcripts = TranscriptWriter.for_phase(options.workspace, session_id, run_id, phase_id)
         outcome.transcript_dir = str(transcripts.directory)
-        _build(engine, client, spec, row, options, outcome, transcripts)
+        step = _Steps(engine, client, spec, row, options, outcome, transcripts, deadline, cancelled)
+        step.build()
         outcome.outcome, outcome.final_state = "complete", PhaseState.COMPLETE.value
     except PhaseSpecError as exc:
         _refused(outcome, "invalid_phase", exc.message, exc.hint)
     except PhaseNotFound:
         raise
+    except ClaimRefused as exc:
+        if exc.retryable and options.raise_retryable_claims:
+            raise
+        _refused(outcome, "preflight", exc.message, exc.hint)
+    except _Cancelled:
+        outcome.outcome = "abandoned"
+        return outcome
     except GuardError as exc:
         _refused(outcome, "preflight", exc.message, exc.hint)
     except _PhaseFailed as exc:
-        outcome.outcome, outcome.final_state = "failed", PhaseState.FAILED.value
+        outcome.outcome = "timeout" if exc.kind == "timeout" else "failed"
+        outcome.final_state = PhaseState.FAILED.value
         outcome.failure_kind, outcome.failure_reason = exc.kind, exc.reason
     except (AutopackError, OSError) as exc:
         outcome.outcome, outcome.final_state = "failed", PhaseState.FAILED.value
         message = exc.message if isinstance(exc, AutopackError) else str(exc)
         outcome.failure_kind, outcome.failure_reason = "exception", message
     finally:
-        if claim is not None:
+        if claim is not None and not (cancelled and cancelled.is_set()):
             release_phase(
                 engine,
                 claim,
@@ -196,6 +222,9 @@ def drain_one_phase(
                 tokens_used=outcome.input_tokens + outcome.output_tokens,
             )
     outcome.duration_s = clock() - started
+    if cancelled is not None and cancelled.is_set():
+        outcome.outcome = "abandoned"
+        return outcome
     reason = zero_yield_reason(outcome.facts)
     outcome.zero_yield_reason = reason.value if reason else None
     if outcome.outcome != "complete":
@@ -223,217 +252,209 @@ def _preflight(spec: PhaseSpec, options: PhaseOptions) -> None:
             )
 
 
-def _build(
-    engine: Engine,
-    client: LlmClient,
-    spec: PhaseSpec,
-    row: sa.Row[Any],
-    options: PhaseOptions,
-    outcome: PhaseOutcome,
-    transcripts: TranscriptWriter,
-) -> None:
-    complexity = row.complexity or "medium"
-    category = phase_category(row.task_category, list(spec.deliverables))
-    predicted = estimate(
-        list(spec.deliverables),
-        category,
-        complexity,
-        coefficients=options.coefficients,
-        workspace=options.workspace,
-        task_description=spec.description,
-        scope_paths=list(spec.scope_paths),
-    )
-    outcome.estimated_tokens = predicted.estimated_tokens
-    budget = select_budget(predicted, complexity, coefficients=options.coefficients)
-    max_tokens = provider_max_tokens(
-        budget,
-        complexity,
-        coefficients=options.coefficients,
-        task_category=row.task_category,
-        scope_paths=list(spec.scope_paths),
-        builder_mode=row.builder_mode,
-    ).max_tokens
-    prompt = build_prompt(spec, options.workspace)
-    parsed = _call_builder(
-        engine,
-        client,
-        spec,
-        row,
-        options,
-        outcome,
-        transcripts,
-        predicted,
-        budget,
-        max_tokens,
-        prompt,
-    )
-    try:
-        written = write_files_atomically(parsed.files, spec.scope_paths, options.workspace)
-    except WorkspaceError as exc:
-        raise _PhaseFailed("scope", exc.message) from exc
-    outcome.files_written = [str(p.relative_to(options.workspace)) for p in written]
-    verification = verify_deliverables(
-        list(spec.deliverables),
-        options.workspace,
-        is_tests_phase=spec.is_tests_phase,
-        pytest_timeout_s=options.pytest_timeout_s,
-    )
-    if not verification.ok:
-        raise _PhaseFailed("verification", verification.failure_reason or "verification failed")
+@dataclass
+class _Steps:
+    """The steps after the claim, sharing one phase's context; deadline-aware."""
 
+    engine: Engine
+    client: LlmClient
+    spec: PhaseSpec
+    row: sa.Row[Any]
+    options: PhaseOptions
+    outcome: PhaseOutcome
+    transcripts: TranscriptWriter
+    deadline: float | None
+    cancelled: threading.Event | None
 
-def _call_builder(
-    engine: Engine,
-    client: LlmClient,
-    spec: PhaseSpec,
-    row: sa.Row[Any],
-    options: PhaseOptions,
-    outcome: PhaseOutcome,
-    transcripts: TranscriptWriter,
-    predicted: TokenEstimate,
-    budget: int,
-    max_tokens: int,
-    prompt: BuiltPrompt,
-) -> ParsedReply:
-    """Call the model, escalating once on truncation; return the parsed reply or fail."""
-    max_attempts = row.max_builder_attempts or DEFAULT_MAX_BUILDER_ATTEMPTS
-    escalated = False
-    attempt = 0
-    while True:
-        attempt += 1
-        transcripts.write_prompt(attempt, prompt, max_tokens)
-        request = LlmRequest(
-            system=prompt.system,
-            prompt=prompt.user,
-            max_tokens=max_tokens,
-            temperature=options.temperature,
-        )
-        outcome.facts.provider_called = True
-        outcome.llm_calls += 1
-        try:
-            result = client.complete(request)
-        except LlmCallError as exc:
-            outcome.llm_attempts += len(exc.attempts)
-            outcome.llm_seconds += sum(a.latency_s for a in exc.attempts)
-            transcripts.write_error(attempt, exc)
-            if exc.answered:
-                outcome.facts.answered_calls += 1
-                outcome.facts.guard_rejections += 1
-                outcome.facts.last_rejection = "the reply body was malformed (no usage to record)"
-            else:
-                outcome.facts.failed_calls += 1
-            raise _PhaseFailed("llm_call", exc.message) from exc
-        outcome.facts.answered_calls += 1
-        outcome.llm_attempts += len(result.attempts)
-        outcome.llm_seconds += result.elapsed_s
-        outcome.input_tokens += result.input_tokens or 0
-        outcome.output_tokens += result.output_tokens or 0
-        transcripts.write_reply(attempt, result)
-        parsed = parse_reply(result.text)
-        # A truncated reply is an incomplete change set: never a builder success.
-        success = parsed.ok and not result.truncated
-        _record(engine, spec, row, options, outcome, predicted, budget, result, success)
-        if result.truncated:
-            if escalated or attempt >= max_attempts:
-                raise _PhaseFailed(
-                    "truncation",
-                    f"builder output truncated at max_tokens={result.max_tokens}"
-                    + (
-                        " after one escalation"
-                        if escalated
-                        else f" (attempt {attempt} of {max_attempts})"
-                    ),
-                )
-            max_tokens = _escalate(engine, spec, options, outcome, attempt, budget, result)
-            escalated = True
-            continue
-        if not parsed.ok:
-            raise _PhaseFailed("parse", parsed.failure_reason or "the reply held no files")
-        return parsed
-
-
-def _record(
-    engine: Engine,
-    spec: PhaseSpec,
-    row: sa.Row[Any],
-    options: PhaseOptions,
-    outcome: PhaseOutcome,
-    predicted: TokenEstimate,
-    budget: int,
-    result: LlmResult,
-    success: bool,
-) -> None:
-    write = record_builder_call(
-        engine,
-        BuilderCall(
-            run_id=spec.run_id,
-            phase_id=spec.phase_id,
-            provider=result.provider,
-            model=result.model,
-            estimate=predicted,
-            selected_budget=budget,
-            max_tokens_sent=result.max_tokens,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            stop_reason=result.stop_reason,
-            truncated=result.truncated,
-            success=success,
-            phase_type=row.phase_type,
-        ),
-        enabled=options.telemetry_enabled,
-        tables_present=options.telemetry_tables_present,
-    )
-    facts = outcome.facts
-    if write.status is WriteStatus.WRITTEN:
-        facts.rows_written += 1
-        outcome.telemetry_events += 1
-    elif write.status is WriteStatus.REJECTED:
-        facts.guard_rejections += 1
-        facts.last_rejection = write.detail
-    elif write.status is WriteStatus.FAILED:
-        facts.write_errors += 1
-        facts.last_write_error = write.detail
-
-
-def _escalate(
-    engine: Engine,
-    spec: PhaseSpec,
-    options: PhaseOptions,
-    outcome: PhaseOutcome,
-    attempt: int,
-    budget: int,
-    result: LlmResult,
-) -> int:
-    """Escalate once (budget × factor, capped) and record the decision; return the new ceiling."""
-    escalation = escalation_budget(
-        selected_budget=budget,
-        actual_max_tokens=result.max_tokens,
-        actual_output_tokens=result.output_tokens,
-        complexity=str(spec.complexity or "medium"),
-        coefficients=options.coefficients,
-    )
-    if options.telemetry_enabled and options.telemetry_tables_present:
-        utilisation = (
-            100.0 * (result.output_tokens or 0) / result.max_tokens if result.max_tokens else None
-        )
-        with engine.begin() as connection:
-            connection.execute(
-                sa.insert(ESCALATIONS).values(
-                    run_id=spec.run_id,
-                    phase_id=spec.phase_id,
-                    timestamp=utc_now(),
-                    attempt_index=attempt,
-                    reason="truncation",
-                    was_truncated=True,
-                    output_utilization=utilisation,
-                    escalation_factor=options.coefficients.budget.escalation_factor,
-                    base_value=escalation.base,
-                    base_source=escalation.base_source,
-                    retry_max_tokens=escalation.retry_budget,
-                    selected_budget=budget,
-                    actual_max_tokens=result.max_tokens,
-                    tokens_used=result.output_tokens,
-                )
+    def _checkpoint(self, step: str) -> float | None:
+        """Stop if cancelled or out of time; return the seconds left (None: no deadline)."""
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise _Cancelled
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _PhaseFailed(
+                "timeout",
+                f"phase timed out after {self.options.phase_timeout_s:g} s (before {step})",
             )
-        outcome.escalation_events += 1
-    return escalation.retry_budget
+        return left
+
+    def build(self) -> None:
+        spec, row, options = self.spec, self.row, self.options
+        complexity = row.complexity or "medium"
+        category = phase_category(row.task_category, list(spec.deliverables))
+        predicted = estimate(
+            list(spec.deliverables),
+            category,
+            complexity,
+            coefficients=options.coefficients,
+            workspace=options.workspace,
+            task_description=spec.description,
+            scope_paths=list(spec.scope_paths),
+        )
+        self.outcome.estimated_tokens = predicted.estimated_tokens
+        budget = select_budget(predicted, complexity, coefficients=options.coefficients)
+        max_tokens = provider_max_tokens(
+            budget,
+            complexity,
+            coefficients=options.coefficients,
+            task_category=row.task_category,
+            scope_paths=list(spec.scope_paths),
+            builder_mode=row.builder_mode,
+        ).max_tokens
+        prompt = build_prompt(spec, options.workspace)
+        parsed = self.call_builder(predicted, budget, max_tokens, prompt)
+        self._checkpoint("writing files")
+        try:
+            written = write_files_atomically(parsed.files, spec.scope_paths, options.workspace)
+        except WorkspaceError as exc:
+            raise _PhaseFailed("scope", exc.message) from exc
+        self.outcome.files_written = [str(p.relative_to(options.workspace)) for p in written]
+        left = self._checkpoint("verification")
+        pytest_timeout = (
+            options.pytest_timeout_s if left is None else min(options.pytest_timeout_s, left)
+        )
+        verification = verify_deliverables(
+            list(spec.deliverables),
+            options.workspace,
+            is_tests_phase=spec.is_tests_phase,
+            pytest_timeout_s=pytest_timeout,
+        )
+        self._checkpoint("recording the verification")
+        if not verification.ok:
+            raise _PhaseFailed("verification", verification.failure_reason or "verification failed")
+
+    def call_builder(
+        self, predicted: TokenEstimate, budget: int, max_tokens: int, prompt: BuiltPrompt
+    ) -> ParsedReply:
+        """Call the model, escalating once on truncation; return the parsed reply or fail."""
+        outcome, facts = self.outcome, self.outcome.facts
+        max_attempts = self.row.max_builder_attempts or DEFAULT_MAX_BUILDER_ATTEMPTS
+        escalated = False
+        attempt = 0
+        while True:
+            attempt += 1
+            self._checkpoint("the builder call")
+            self.transcripts.write_prompt(attempt, prompt, max_tokens)
+            request = LlmRequest(
+                system=prompt.system,
+                prompt=prompt.user,
+                max_tokens=max_tokens,
+                temperature=self.options.temperature,
+                deadline=self.deadline,
+            )
+            facts.provider_called = True
+            outcome.llm_calls += 1
+            try:
+                result = self.client.complete(request)
+            except LlmCallError as exc:
+                outcome.llm_attempts += len(exc.attempts)
+                outcome.llm_seconds += sum(a.latency_s for a in exc.attempts)
+                self.transcripts.write_error(attempt, exc)
+                if exc.answered:
+                    facts.answered_calls += 1
+                    facts.guard_rejections += 1
+                    facts.last_rejection = "the reply body was malformed (no usage to record)"
+                else:
+                    facts.failed_calls += 1
+                self._checkpoint("handling the failed builder call")
+                raise _PhaseFailed("llm_call", exc.message) from exc
+            facts.answered_calls += 1
+            outcome.llm_attempts += len(result.attempts)
+            outcome.llm_seconds += result.elapsed_s
+            outcome.input_tokens += result.input_tokens or 0
+            outcome.output_tokens += result.output_tokens or 0
+            self.transcripts.write_reply(attempt, result)
+            parsed = parse_reply(result.text)
+            # A truncated reply is an incomplete change set: never a builder success.
+            self.record(predicted, budget, result, success=parsed.ok and not result.truncated)
+            if result.truncated:
+                if escalated or attempt >= max_attempts:
+                    detail = (
+                        "after one escalation"
+                        if escalated
+                        else f"(attempt {attempt} of {max_attempts})"
+                    )
+                    raise _PhaseFailed(
+                        "truncation",
+                        f"builder output truncated at max_tokens={result.max_tokens} {detail}",
+                    )
+                max_tokens = self.escalate(attempt, budget, result)
+                escalated = True
+                continue
+            if not parsed.ok:
+                raise _PhaseFailed("parse", parsed.failure_reason or "the reply held no files")
+            return parsed
+
+    def record(
+        self, predicted: TokenEstimate, budget: int, result: LlmResult, *, success: bool
+    ) -> None:
+        write = record_builder_call(
+            self.engine,
+            BuilderCall(
+                run_id=self.spec.run_id,
+                phase_id=self.spec.phase_id,
+                provider=result.provider,
+                model=result.model,
+                estimate=predicted,
+                selected_budget=budget,
+                max_tokens_sent=result.max_tokens,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                stop_reason=result.stop_reason,
+                truncated=result.truncated,
+                success=success,
+                phase_type=self.row.phase_type,
+            ),
+            enabled=self.options.telemetry_enabled,
+            tables_present=self.options.telemetry_tables_present,
+        )
+        facts = self.outcome.facts
+        if write.status is WriteStatus.WRITTEN:
+            facts.rows_written += 1
+            self.outcome.telemetry_events += 1
+        elif write.status is WriteStatus.REJECTED:
+            facts.guard_rejections += 1
+            facts.last_rejection = write.detail
+        elif write.status is WriteStatus.FAILED:
+            facts.write_errors += 1
+            facts.last_write_error = write.detail
+
+    def escalate(self, attempt: int, budget: int, result: LlmResult) -> int:
+        """Escalate once (budget × factor, capped), record the decision; return the new ceiling."""
+        options = self.options
+        escalation = escalation_budget(
+            selected_budget=budget,
+            actual_max_tokens=result.max_tokens,
+            actual_output_tokens=result.output_tokens,
+            complexity=str(self.spec.complexity or "medium"),
+            coefficients=options.coefficients,
+        )
+        if options.telemetry_enabled and options.telemetry_tables_present:
+            utilisation = (
+                100.0 * (result.output_tokens or 0) / result.max_tokens
+                if result.max_tokens
+                else None
+            )
+            with self.engine.begin() as connection:
+                connection.execute(
+                    sa.insert(ESCALATIONS).values(
+                        run_id=self.spec.run_id,
+                        phase_id=self.spec.phase_id,
+                        timestamp=utc_now(),
+                        attempt_index=attempt,
+                        reason="truncation",
+                        was_truncated=True,
+                        output_utilization=utilisation,
+                        escalation_factor=options.coefficients.budget.escalation_factor,
+                        base_value=escalation.base,
+                        base_source=escalation.base_source,
+                        retry_max_tokens=escalation.retry_budget,
+                        selected_budget=budget,
+                        actual_max_tokens=result.max_tokens,
+                        tokens_used=result.output_tokens,
+                    )
+                )
+            self.outcome.escalation_events += 1
+        return escalation.retry_budget

@@ -72,6 +72,9 @@ class LlmRequest:
     messages: tuple[LlmMessage, ...] = ()
     temperature: float | None = None
     model: str | None = None
+    deadline: float | None = None
+    """A `time.monotonic()` instant the whole call (retries included) must not outlive: each
+    attempt's timeout is cut to the time left, and no retry starts after it (phase timeouts)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_tokens, bool) or self.max_tokens < 1:

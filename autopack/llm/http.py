@@ -244,11 +244,14 @@ class HttpLlmClient(ABC):
             attempt_started = time.perf_counter()
             response: httpx.Response | None = None
             kind: AttemptKind
+            timeout_s = self._attempt_timeout(request)
             try:
-                response = self._http.post(self.endpoint, json=payload, headers=headers)
+                response = self._http.post(
+                    self.endpoint, json=payload, headers=headers, timeout=timeout_s
+                )
             except httpx.TimeoutException as exc:
                 kind = "timeout"
-                detail = f"{type(exc).__name__} after {self.settings.timeout_s:g} s"
+                detail = f"{type(exc).__name__} after {timeout_s:g} s"
             except httpx.TransportError as exc:
                 kind = "connection"
                 detail = f"{type(exc).__name__}: {self._scrub(str(exc))}"
@@ -274,6 +277,9 @@ class HttpLlmClient(ABC):
             if hinted is not None and hinted > self.retry_policy.max_retry_after_s:
                 raise self._failure(_EXHAUSTED[kind], attempts, model, asked_to_wait=hinted)
             waited = hinted if hinted is not None else self.retry_policy.backoff_s(number)
+            if request.deadline is not None and time.monotonic() + waited >= request.deadline:
+                # The phase's time is up before the retry could start: give up now.
+                raise self._failure(_EXHAUSTED[kind], attempts, model)
             logger.warning(
                 "%s call attempt %d/%d failed (%s); retrying in %.2f s",
                 self.provider,
@@ -284,6 +290,12 @@ class HttpLlmClient(ABC):
             )
             self._sleep(waited)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _attempt_timeout(self, request: LlmRequest) -> float:
+        """The settings' timeout, cut to what is left before the request's deadline."""
+        if request.deadline is None:
+            return self.settings.timeout_s
+        return max(0.001, min(self.settings.timeout_s, request.deadline - time.monotonic()))
 
     def _answered(
         self,
