@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,8 +50,20 @@ def render_unexpected(exc: BaseException) -> None:
     )
 
 
+Logger = Callable[[str], None]
+
+
 def info(message: str) -> None:
     stderr_console().print(message)
+
+
+def log_line(message: str) -> None:
+    """A progress line from the core: printed as text, never interpreted as markup."""
+    stderr_console().print(escape(message), soft_wrap=True)
+
+
+def silent(_message: str) -> None:
+    """A logger for --quiet and --json: progress lines are dropped."""
 
 
 def warn(message: str) -> None:

@@ -366,6 +366,9 @@ class PhaseClaim(SQLModel, table=True):
     phase_id: str = Field(primary_key=True)
     session_id: str | None = Field(default=None, index=True)
     worker: str
+    previous_state: str = Field(default=PhaseState.QUEUED.value, sa_type=sa.String(10))
+    """The state to give the phase back in if its worker dies (QUEUED, or FAILED when a
+    FAILED-backlog phase was requeued for this attempt)."""
     claimed_at: datetime = _now_column()
     heartbeat_at: datetime = _now_column()
     lease_expires_at: datetime = Field(sa_type=NaiveUtcDateTime, index=True)

@@ -138,6 +138,7 @@ def claim_phase(
                 phase_id=phase_id,
                 session_id=session_id,
                 worker=worker,
+                previous_state=previous or PhaseState.QUEUED.value,
                 claimed_at=now,
                 heartbeat_at=now,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -275,18 +276,19 @@ def extend_leases(
         )
 
 
-def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str]]:
-    """Give back, at once, every phase a (dead) session still holds: they return to QUEUED."""
+def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str, str]]:
+    """Give back, at once, every phase a (dead) session still holds, in the state it had
+    before the claim (QUEUED, or FAILED for a requeued backlog phase)."""
     with engine.begin() as connection:
         held = [
-            (row.run_id, row.phase_id)
+            (row.run_id, row.phase_id, row.previous_state)
             for row in connection.execute(
-                sa.select(CLAIMS.c.run_id, CLAIMS.c.phase_id).where(
+                sa.select(CLAIMS.c.run_id, CLAIMS.c.phase_id, CLAIMS.c.previous_state).where(
                     CLAIMS.c.session_id == session_id
                 )
             )
         ]
-        for run_id, phase_id in held:
+        for run_id, phase_id, previous_state in held:
             connection.execute(
                 sa.update(PHASES)
                 .where(
@@ -294,7 +296,7 @@ def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str]]:
                     PHASES.c.phase_id == phase_id,
                     PHASES.c.state == PhaseState.EXECUTING.value,
                 )
-                .values(state=PhaseState.QUEUED.value, updated_at=utc_now())
+                .values(state=previous_state, updated_at=utc_now())
             )
         connection.execute(sa.delete(CLAIMS).where(CLAIMS.c.session_id == session_id))
     return held

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
-
-from autopack.executor.phase import PhaseOutcome
 
 
 class DrainTotals(BaseModel):
@@ -16,6 +15,7 @@ class DrainTotals(BaseModel):
     failed: int = 0
     refused: int = 0
     timeouts: int = 0
+    dry_run: int = 0
     telemetry_events: int = 0
     escalation_events: int = 0
     llm_calls: int = 0
@@ -26,13 +26,25 @@ class DrainTotals(BaseModel):
     zero_yield_reasons: dict[str, int] = Field(default_factory=dict)
 
 
+class RunSummary(BaseModel):
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timeouts: int = 0
+    telemetry_events: int = 0
+    stopped: str | None = None
+
+
 class DrainReport(BaseModel):
     session_id: str
+    kind: str = "phase"
     dry_run: bool = False
     telemetry_enabled: bool = True
     results: list[dict[str, Any]]
     totals: DrainTotals
+    runs: dict[str, RunSummary] = Field(default_factory=dict)
     stopped_runs: dict[str, str] = Field(default_factory=dict)
+    skipped_phases: dict[str, str] = Field(default_factory=dict)
     stop_reason: str | None = None
 
     @property
@@ -40,52 +52,63 @@ class DrainReport(BaseModel):
         return self.totals.failed > 0 or self.totals.timeouts > 0
 
 
-def outcome_entry(outcome: PhaseOutcome) -> dict[str, Any]:
-    entry = outcome.result_values()
-    entry["result_id"] = outcome.result_id
-    entry["files_written"] = outcome.files_written
-    entry["estimated_tokens"] = outcome.estimated_tokens
-    return entry
+_COUNTERS = {
+    "complete": "succeeded",
+    "timeout": "timeouts",
+    "refused": "refused",
+    "dry_run": "dry_run",
+}
 
 
 def summarise(
     session_id: str,
-    outcomes: list[PhaseOutcome],
+    entries: Sequence[dict[str, Any]],
     *,
+    kind: str,
     telemetry_enabled: bool,
     dry_run: bool = False,
     stopped_runs: dict[str, str] | None = None,
+    skipped_phases: dict[str, str] | None = None,
     stop_reason: str | None = None,
 ) -> DrainReport:
-    totals = DrainTotals(processed=len(outcomes))
+    """Totals and per-run figures over result entries (DrainResult rows as dicts, in order)."""
+    totals = DrainTotals(processed=len(entries))
     reasons: Counter[str] = Counter()
-    for outcome in outcomes:
-        if outcome.outcome == "complete":
-            totals.succeeded += 1
-        elif outcome.outcome == "timeout":
-            totals.timeouts += 1
-        elif outcome.outcome == "refused":
-            totals.refused += 1
-        else:
-            totals.failed += 1
-        totals.telemetry_events += outcome.telemetry_events
-        totals.escalation_events += outcome.escalation_events
-        totals.llm_calls += outcome.llm_calls
-        totals.input_tokens += outcome.input_tokens
-        totals.output_tokens += outcome.output_tokens
-        totals.duration_s += outcome.duration_s
-        if outcome.zero_yield_reason:
-            reasons[outcome.zero_yield_reason] += 1
+    runs: dict[str, RunSummary] = {}
+    for entry in entries:
+        counter = _COUNTERS.get(entry["outcome"], "failed")
+        setattr(totals, counter, getattr(totals, counter) + 1)
+        run = runs.setdefault(entry["run_id"], RunSummary())
+        run.processed += 1
+        if counter in ("succeeded", "failed", "timeouts"):
+            setattr(run, counter, getattr(run, counter) + 1)
+        run.telemetry_events += entry["telemetry_events"]
+        for name in (
+            "telemetry_events",
+            "escalation_events",
+            "llm_calls",
+            "input_tokens",
+            "output_tokens",
+        ):
+            setattr(totals, name, getattr(totals, name) + (entry.get(name) or 0))
+        totals.duration_s += entry.get("duration_s") or 0.0
+        if entry.get("zero_yield_reason"):
+            reasons[entry["zero_yield_reason"]] += 1
+    for run_id, reason in (stopped_runs or {}).items():
+        runs.setdefault(run_id, RunSummary()).stopped = reason
     totals.zero_yield_reasons = dict(sorted(reasons.items()))
     if totals.duration_s > 0:
         totals.telemetry_per_minute = round(totals.telemetry_events / (totals.duration_s / 60), 3)
     totals.duration_s = round(totals.duration_s, 3)
     return DrainReport(
         session_id=session_id,
+        kind=kind,
         dry_run=dry_run,
         telemetry_enabled=telemetry_enabled,
-        results=[outcome_entry(o) for o in outcomes],
+        results=list(entries),
         totals=totals,
+        runs=dict(sorted(runs.items())),
         stopped_runs=stopped_runs or {},
+        skipped_phases=skipped_phases or {},
         stop_reason=stop_reason,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from typing import Any
 
@@ -20,6 +21,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
 def start_session(
     engine: Engine,
     *,
@@ -27,8 +32,9 @@ def start_session(
     options: dict[str, Any],
     telemetry_enabled: bool,
     dry_run: bool = False,
+    session_id: str | None = None,
 ) -> str:
-    session_id = uuid.uuid4().hex
+    session_id = session_id or new_session_id()
     with engine.begin() as connection:
         connection.execute(
             sa.insert(SESSIONS).values(
@@ -54,9 +60,13 @@ def next_seq(connection: sa.Connection, session_id: str) -> int:
     return int(current or 0) + 1
 
 
+# A session belongs to one process; its worker threads take turns numbering results.
+_SEQ_LOCK = threading.Lock()
+
+
 def record_result(engine: Engine, session_id: str, values: dict[str, Any]) -> int:
     """Append one attempt's result (its seq is the next in the session); return its id."""
-    with engine.begin() as connection:
+    with _SEQ_LOCK, engine.begin() as connection:
         seq = next_seq(connection, session_id)
         key = connection.execute(
             sa.insert(RESULTS).values(session_id=session_id, seq=seq, **values)
@@ -77,3 +87,86 @@ def finish_session(
             .where(SESSIONS.c.id == session_id)
             .values(status=status, stop_reason=stop_reason, finished_at=utc_now())
         )
+
+
+def save_session(
+    engine: Engine,
+    session_id: str,
+    *,
+    state: dict[str, Any],
+    status: str = "running",
+    stop_reason: str | None = None,
+) -> None:
+    """Cache the session's triage state and status (its results are already rows)."""
+    values: dict[str, Any] = {"state": state, "status": status, "updated_at": utc_now()}
+    if stop_reason is not None:
+        values["stop_reason"] = stop_reason
+    if status != "running":
+        values["finished_at"] = utc_now()
+    with engine.begin() as connection:
+        connection.execute(sa.update(SESSIONS).where(SESSIONS.c.id == session_id).values(**values))
+
+
+RESUMABLE = ("running", "interrupted", "failed")
+
+
+def find_session(engine: Engine, session_id: str | None, *, kinds: tuple[str, ...]) -> Any:
+    """A named session, or the newest unfinished one of these kinds; None if there is none."""
+    query = sa.select(SESSIONS)
+    if session_id is not None:
+        query = query.where(SESSIONS.c.id == session_id)
+    else:
+        query = (
+            query.where(SESSIONS.c.kind.in_(kinds), SESSIONS.c.status.in_(RESUMABLE))
+            .order_by(SESSIONS.c.started_at.desc(), SESSIONS.c.id.desc())
+            .limit(1)
+        )
+    with engine.connect() as connection:
+        return connection.execute(query).first()
+
+
+def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
+    """The session's results, in order, as report entries."""
+    columns = [c for c in RESULTS.c if c.name != "session_id"]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(*columns).where(RESULTS.c.session_id == session_id).order_by(RESULTS.c.seq)
+        ).all()
+    entries = []
+    for row in rows:
+        entry = dict(row._mapping)
+        entry["result_id"] = entry.pop("id")
+        entries.append(entry)
+    return entries
+
+
+def list_sessions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    counts = (
+        sa.select(
+            RESULTS.c.session_id,
+            sa.func.count().label("results"),
+            sa.func.count().filter(RESULTS.c.outcome == "complete").label("succeeded"),
+            sa.func.coalesce(sa.func.sum(RESULTS.c.telemetry_events), 0).label("telemetry"),
+        )
+        .group_by(RESULTS.c.session_id)
+        .subquery()
+    )
+    query = (
+        sa.select(
+            SESSIONS.c.id,
+            SESSIONS.c.kind,
+            SESSIONS.c.status,
+            SESSIONS.c.started_at,
+            SESSIONS.c.finished_at,
+            SESSIONS.c.worker,
+            SESSIONS.c.stop_reason,
+            sa.func.coalesce(counts.c.results, 0).label("results"),
+            sa.func.coalesce(counts.c.succeeded, 0).label("succeeded"),
+            sa.func.coalesce(counts.c.telemetry, 0).label("telemetry_events"),
+        )
+        .outerjoin(counts, counts.c.session_id == SESSIONS.c.id)
+        .order_by(SESSIONS.c.started_at.desc())
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]

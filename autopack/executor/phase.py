@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,19 @@ class PhaseOutcome:
     files_written: list[str] = field(default_factory=list)
     estimated_tokens: int | None = None
     result_id: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     hint: str | None = None
     """For a refusal: what the operator can do (shown, not stored)."""
+
+    def entry(self) -> dict[str, Any]:
+        """The result as reported (the stored values plus what is only shown)."""
+        return {
+            **self.result_values(),
+            "result_id": self.result_id,
+            "files_written": self.files_written,
+            "estimated_tokens": self.estimated_tokens,
+        }
 
     def result_values(self) -> dict[str, Any]:
         return {
@@ -111,6 +123,8 @@ class PhaseOutcome:
             "transcript_dir": self.transcript_dir,
             "duration_s": round(self.duration_s, 4),
             "llm_seconds": round(self.llm_seconds, 4),
+            "started_at": self.started_at or utc_now(),
+            "finished_at": self.finished_at or utc_now(),
         }
 
 
@@ -167,7 +181,7 @@ def drain_one_phase(
     """
     started = clock()
     deadline = started + options.phase_timeout_s if options.phase_timeout_s else None
-    outcome = PhaseOutcome(run_id, phase_id, "refused", None)
+    outcome = PhaseOutcome(run_id, phase_id, "refused", None, started_at=utc_now())
     outcome.facts.telemetry_enabled = options.telemetry_enabled
     outcome.facts.telemetry_tables_present = options.telemetry_tables_present
     claim: Claim | None = None
@@ -222,6 +236,7 @@ def drain_one_phase(
                 tokens_used=outcome.input_tokens + outcome.output_tokens,
             )
     outcome.duration_s = clock() - started
+    outcome.finished_at = utc_now()
     if cancelled is not None and cancelled.is_set():
         outcome.outcome = "abandoned"
         return outcome

@@ -1,6 +1,8 @@
-"""Rendering drain reports: one row per phase attempt, then the totals."""
+"""Rendering drain reports and session lists."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -9,13 +11,22 @@ from autopack.console import render_error, stderr_console
 from autopack.drain.report import DrainReport
 from autopack.errors import AutopackError
 
-_OUTCOME_STYLE = {"complete": "green", "failed": "red", "timeout": "red", "refused": "yellow"}
+_OUTCOME_STYLE = {
+    "complete": "green",
+    "failed": "red",
+    "timeout": "red",
+    "refused": "yellow",
+    "dry_run": "cyan",
+}
 
 
 def show_drain_report(report: DrainReport, *, quiet: bool) -> None:
     out = stderr_console()
+    title = f"drain {report.kind} session {report.session_id}"
+    if report.dry_run:
+        title += " — DRY RUN (no LLM calls, nothing written)"
     if not quiet:
-        table = Table(title=f"drain session {report.session_id}", title_justify="left")
+        table = Table(title=title, title_justify="left")
         for column in ("run", "phase", "outcome", "state", "telemetry", "zero-yield", "reason"):
             table.add_column(column, overflow="fold")
         for entry in report.results:
@@ -31,21 +42,82 @@ def show_drain_report(report: DrainReport, *, quiet: bool) -> None:
             )
         out.print(table)
         for entry in report.results:
-            if entry["transcript_dir"] and entry["outcome"] != "complete":
+            if entry.get("transcript_dir") and entry["outcome"] not in ("complete", "dry_run"):
                 out.print(f"transcripts: {escape(entry['transcript_dir'])}", soft_wrap=True)
+        if len(report.runs) > 1:
+            runs = Table(title="by run", title_justify="left")
+            for column in (
+                "run",
+                "processed",
+                "succeeded",
+                "failed",
+                "timeouts",
+                "telemetry",
+                "stopped",
+            ):
+                runs.add_column(column, overflow="fold")
+            for run_id, run in report.runs.items():
+                runs.add_row(
+                    escape(run_id),
+                    str(run.processed),
+                    str(run.succeeded),
+                    str(run.failed),
+                    str(run.timeouts),
+                    str(run.telemetry_events),
+                    escape(run.stopped or ""),
+                )
+            out.print(runs)
     totals = report.totals
     out.print(
         f"processed {totals.processed}: {totals.succeeded} complete, {totals.failed} failed, "
-        f"{totals.timeouts} timed out, {totals.refused} refused; telemetry rows "
-        f"{totals.telemetry_events} (escalations {totals.escalation_events}); "
-        f"tokens in/out {totals.input_tokens:,}/{totals.output_tokens:,}",
+        f"{totals.timeouts} timed out, {totals.refused} refused"
+        + (f", {totals.dry_run} selected (dry run)" if totals.dry_run else "")
+        + f"; telemetry rows {totals.telemetry_events}"
+        + (f" ({totals.telemetry_per_minute}/min)" if totals.telemetry_per_minute else "")
+        + f"; escalations {totals.escalation_events}; tokens in/out "
+        f"{totals.input_tokens:,}/{totals.output_tokens:,}",
         soft_wrap=True,
     )
     if totals.zero_yield_reasons:
         reasons = ", ".join(f"{k} {v}" for k, v in totals.zero_yield_reasons.items())
         out.print(f"zero-yield reasons: {reasons}", soft_wrap=True)
+    for run_id, reason in report.stopped_runs.items():
+        out.print(f"stopped run {escape(run_id)}: {escape(reason)}", soft_wrap=True)
+    for key, reason in report.skipped_phases.items():
+        out.print(
+            f"skipped {escape(key.replace(chr(31), ' / '))}: {escape(reason)}", soft_wrap=True
+        )
+    if report.stop_reason:
+        out.print(f"stopped: {escape(report.stop_reason)}", soft_wrap=True)
     if not report.telemetry_enabled:
         out.print("telemetry was off for this drain (--no-telemetry)")
+
+
+def show_sessions(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="drain sessions (newest first)", title_justify="left")
+    for column in (
+        "session",
+        "kind",
+        "status",
+        "started",
+        "results",
+        "complete",
+        "telemetry",
+        "stop reason",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["kind"],
+            row["status"],
+            str(row["started_at"])[:19],
+            str(row["results"]),
+            str(row["succeeded"]),
+            str(row["telemetry_events"]),
+            escape(row["stop_reason"] or ""),
+        )
+    stderr_console().print(table)
 
 
 def show_refusal(reason: str, hint: str | None) -> None:

@@ -93,6 +93,7 @@ def upgrade() -> None:
         sa.Column("phase_id", sa.String(), nullable=False),
         sa.Column("session_id", sa.String(), nullable=True),
         sa.Column("worker", sa.String(), nullable=False),
+        sa.Column("previous_state", sa.String(length=10), nullable=False),
         sa.Column("claimed_at", sa.DateTime(), nullable=False),
         sa.Column("heartbeat_at", sa.DateTime(), nullable=False),
         sa.Column("lease_expires_at", sa.DateTime(), nullable=False),

@@ -1,0 +1,397 @@
+"""The batch drain controller: the runbook's intent, token-safely, with N workers.
+
+The main thread decides (selection, triage, stop conditions, session saves) so every decision
+sees one consistent state; worker threads only run phases (the LLM call dominates, and waiting on
+HTTP releases the GIL). Worker threads are daemons: Ctrl-C gives their phases back and exits at
+once instead of waiting for a reply. Leases are extended by the main thread (heartbeat), and a
+phase that outlives its timeout by a grace period is abandoned: marked FAILED, its claim
+released, its late result discarded.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from autopack.db.models import PhaseState, TokenEstimationV2Event, table_of, utc_now
+from autopack.drain.claims import (
+    Claim,
+    ClaimRefused,
+    PhaseNotFound,
+    extend_leases,
+    release_phase,
+    unclaim,
+)
+from autopack.drain.fingerprint import failure_fingerprint
+from autopack.drain.report import DrainReport, summarise
+from autopack.drain.selection import Candidate, Filters, Verdict, select_next
+from autopack.drain.sessions import record_result, save_session, session_entries
+from autopack.drain.triage import AttemptSummary, Limits, TriageState
+from autopack.executor.phase import PhaseOptions, PhaseOutcome, drain_one_phase
+from autopack.llm.base import LlmClient
+from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
+
+# A phase is abandoned this long after its own timeout if it still has not come back.
+ABANDON_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    filters: Filters
+    limits: Limits
+    phase: PhaseOptions
+    kind: str = "batch"
+    workers: int = 1
+    dry_run: bool = False
+    poll_interval_s: float = 2.0
+
+
+@dataclass
+class _Flight:
+    candidate: Candidate
+    cancel: threading.Event
+    started: float
+    started_at_utc: Any
+
+
+@dataclass
+class BatchController:
+    engine: Engine
+    client: LlmClient | None
+    options: BatchOptions
+    session_id: str
+    worker: str
+    state: TriageState = field(default_factory=TriageState)
+    log: Callable[[str], None] = lambda _message: None
+    on_result: Callable[[dict[str, Any]], None] = lambda _entry: None
+    clock: Callable[[], float] = time.monotonic
+
+    _results: queue.Queue[tuple[_Flight, PhaseOutcome | None, BaseException | None]] = field(
+        default_factory=queue.Queue, init=False
+    )
+    _in_flight: dict[str, _Flight] = field(default_factory=dict, init=False)
+    _dry_entries: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _dry_keys: set[tuple[str, str]] = field(default_factory=set, init=False)
+    _cooldown: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> DrainReport:
+        started = self.clock()
+        base_elapsed = self.state.elapsed_s
+        last_heartbeat = started
+        status = "completed"
+        try:
+            while True:
+                now = self.clock()
+                self.state.elapsed_s = base_elapsed + (now - started)
+                if now - last_heartbeat >= self._heartbeat_interval():
+                    self._heartbeat()
+                    last_heartbeat = now
+                self._abandon_overdue(now)
+                verdict = self._dispatch_one()
+                if verdict is Verdict.PICK:
+                    continue
+                if not self._in_flight:
+                    if verdict is Verdict.WAIT:
+                        time.sleep(self.options.poll_interval_s)
+                        continue
+                    break
+                self._collect(timeout=self._wait_timeout())
+        except KeyboardInterrupt:
+            status = "interrupted"
+            self.state.stop_reason = "interrupted (Ctrl-C); resume with --resume"
+            self._give_back_in_flight()
+            raise
+        except BaseException:
+            status = "failed"
+            self._give_back_in_flight()
+            raise
+        finally:
+            self.state.elapsed_s = base_elapsed + (self.clock() - started)
+            self._save(status)
+        return self.report()
+
+    def _dispatch_one(self) -> Verdict:
+        """Start one phase if a slot, the limits and the backlog allow; say what happened."""
+        limits = self.options.limits
+        if len(self._in_flight) >= max(1, self.options.workers):
+            return Verdict.WAIT
+        stop = self.state.session_stop(limits, self.state.elapsed_s)
+        if stop is None and self.state.processed + len(self._in_flight) >= limits.batch_size:
+            return Verdict.WAIT if self._in_flight else self._stop("batch size reached")
+        if stop is not None:
+            return Verdict.WAIT if self._in_flight else self._stop(stop)
+        selection = select_next(
+            self.engine,
+            self.options.filters,
+            self.state,
+            limits,
+            in_flight_runs={
+                f.candidate.run_id for f in self._in_flight.values() if not f.candidate.independent
+            },
+            exclude_keys=self._excluded_keys(),
+        )
+        for key, reason in (selection.skipped or {}).items():
+            self.state.skipped_phases[key] = reason
+            self.log(f"skipped {key.replace(chr(31), ' / ')}: {reason}")
+        for run_id, reason in (selection.stopped_runs or {}).items():
+            message = self.state.stop_run(run_id, reason)
+            if message:
+                self.log(message)
+        if selection.verdict is not Verdict.PICK or selection.candidate is None:
+            if selection.verdict is Verdict.DONE and not self._in_flight:
+                return self._stop("no eligible phase remains")
+            return selection.verdict
+        self._start(selection.candidate)
+        return Verdict.PICK
+
+    def _stop(self, reason: str) -> Verdict:
+        self.state.stop_reason = reason
+        return Verdict.DONE
+
+    def _excluded_keys(self) -> set[tuple[str, str]]:
+        now = self.clock()
+        self._cooldown = {k: until for k, until in self._cooldown.items() if until > now}
+        keys = {(f.candidate.run_id, f.candidate.phase_id) for f in self._in_flight.values()}
+        return keys | self._dry_keys | set(self._cooldown)
+
+    # -- starting and finishing phases ---------------------------------------------------------
+
+    def _start(self, candidate: Candidate) -> None:
+        if self.options.dry_run:
+            self._finish_dry(candidate)
+            return
+        flight = _Flight(candidate, threading.Event(), self.clock(), utc_now())
+        self._in_flight[candidate.key] = flight
+        threading.Thread(
+            target=self._work, args=(flight,), name=f"drain-{candidate.phase_id}", daemon=True
+        ).start()
+
+    def _work(self, flight: _Flight) -> None:
+        candidate = flight.candidate
+        options = replace(
+            self.options.phase,
+            requeue=candidate.state == PhaseState.FAILED.value,
+            raise_retryable_claims=True,
+        )
+        try:
+            assert self.client is not None  # only dry runs go without a client
+            outcome = drain_one_phase(
+                self.engine,
+                self.client,
+                candidate.run_id,
+                candidate.phase_id,
+                options,
+                session_id=self.session_id,
+                worker=self.worker,
+                cancelled=flight.cancel,
+            )
+        except BaseException as exc:  # handed to the main thread, which decides
+            self._results.put((flight, None, exc))
+        else:
+            self._results.put((flight, outcome, None))
+
+    def _collect(self, timeout: float) -> None:
+        try:
+            flight, outcome, error = self._results.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if self._in_flight.get(flight.candidate.key) is not flight:
+            return  # abandoned earlier: its late result is discarded
+        del self._in_flight[flight.candidate.key]
+        key = (flight.candidate.run_id, flight.candidate.phase_id)
+        if isinstance(error, ClaimRefused | PhaseNotFound):
+            # Another worker got there first (or the phase went away): not an attempt.
+            self._cooldown[key] = self.clock() + self.options.poll_interval_s
+            return
+        if error is not None:
+            raise error
+        assert outcome is not None
+        if outcome.outcome == "abandoned":
+            return
+        self._fold(outcome.entry())
+
+    def _fold(self, entry: dict[str, Any]) -> None:
+        events = self.state.apply(
+            AttemptSummary(
+                run_id=entry["run_id"],
+                phase_id=entry["phase_id"],
+                outcome=entry["outcome"],
+                telemetry_events=entry["telemetry_events"],
+                fingerprint=entry["fingerprint"],
+                tokens=(entry.get("input_tokens") or 0) + (entry.get("output_tokens") or 0),
+            ),
+            self.options.limits,
+        )
+        self.on_result(entry)
+        for event in events:
+            self.log(event)
+        self._save("running")
+
+    def _finish_dry(self, candidate: Candidate) -> None:
+        """A dry run selects and triages exactly as a real one, and writes nothing."""
+        self._dry_keys.add((candidate.run_id, candidate.phase_id))
+        entry = PhaseOutcome(
+            candidate.run_id, candidate.phase_id, "dry_run", candidate.state
+        ).result_values()
+        entry["bucket"] = candidate.bucket
+        self._dry_entries.append(entry)
+        self._fold(entry)
+
+    # -- leases, timeouts, interruption -------------------------------------------------------
+
+    def _heartbeat_interval(self) -> float:
+        return max(1.0, self.options.phase.lease_seconds / 3)
+
+    def _wait_timeout(self) -> float:
+        return min(self.options.poll_interval_s, self._heartbeat_interval())
+
+    def _heartbeat(self) -> None:
+        keys = [(f.candidate.run_id, f.candidate.phase_id) for f in self._in_flight.values()]
+        extend_leases(self.engine, self.worker, keys, self.options.phase.lease_seconds)
+
+    def _abandon_overdue(self, now: float) -> None:
+        limit = self.options.phase.phase_timeout_s
+        if limit is None:
+            return
+        for key, flight in list(self._in_flight.items()):
+            if now - flight.started < limit + ABANDON_GRACE_S:
+                continue
+            flight.cancel.set()
+            del self._in_flight[key]
+            self._record_abandoned(flight, now - flight.started)
+
+    def _record_abandoned(self, flight: _Flight, waited_s: float) -> None:
+        candidate = flight.candidate
+        limit = self.options.phase.phase_timeout_s or 0.0
+        reason = f"[TIMEOUT] abandoned after {waited_s:.0f} s (phase timeout {limit:g} s)"
+        claim = Claim(candidate.run_id, candidate.phase_id, self.worker, self.session_id, False)
+        release_phase(
+            self.engine,
+            claim,
+            final_state=PhaseState.FAILED,
+            failure_reason=reason,
+            builder_attempts=0,
+            tokens_used=0,
+        )
+        rows = self._rows_written_since(candidate, flight.started_at_utc)
+        # What the worker did is unknown; the rows it wrote are not: they decide the reason.
+        facts = DrainFacts(
+            preflight_passed=True,
+            provider_called=True,
+            answered_calls=rows,
+            rows_written=rows,
+            telemetry_enabled=self.options.phase.telemetry_enabled,
+            telemetry_tables_present=self.options.phase.telemetry_tables_present,
+        )
+        outcome = PhaseOutcome(
+            candidate.run_id,
+            candidate.phase_id,
+            "timeout",
+            PhaseState.FAILED.value,
+            failure_kind="timeout",
+            failure_reason=reason,
+            telemetry_events=rows,
+            facts=facts,
+            duration_s=waited_s,
+        )
+        found = zero_yield_reason(facts)
+        outcome.zero_yield_reason = found.value if found else None
+        outcome.fingerprint = failure_fingerprint(PhaseState.FAILED.value, "timeout", reason)
+        outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
+        self.log(f"abandoned {candidate.run_id} / {candidate.phase_id}: {reason}")
+        self._fold(outcome.entry())
+
+    def _rows_written_since(self, candidate: Candidate, since: Any) -> int:
+        if not self.options.phase.telemetry_tables_present:
+            return 0
+        events = table_of(TokenEstimationV2Event)
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    sa.select(sa.func.count()).where(
+                        events.c.run_id == candidate.run_id,
+                        events.c.phase_id == candidate.phase_id,
+                        events.c.created_at >= since,
+                    )
+                ).scalar_one()
+            )
+
+    def _give_back_in_flight(self) -> None:
+        for flight in self._in_flight.values():
+            flight.cancel.set()
+            candidate = flight.candidate
+            unclaim(
+                self.engine,
+                Claim(
+                    candidate.run_id,
+                    candidate.phase_id,
+                    self.worker,
+                    self.session_id,
+                    False,
+                    previous_state=candidate.state,
+                ),
+            )
+        self._in_flight.clear()
+
+    # -- persistence and reporting -------------------------------------------------------------
+
+    def _save(self, status: str) -> None:
+        if self.options.dry_run:
+            return
+        save_session(
+            self.engine,
+            self.session_id,
+            state=self.state.model_dump(mode="json"),
+            status=status,
+            stop_reason=self.state.stop_reason,
+        )
+
+    def report(self) -> DrainReport:
+        entries = (
+            self._dry_entries
+            if self.options.dry_run
+            else session_entries(self.engine, self.session_id)
+        )
+        return summarise(
+            self.session_id,
+            entries,
+            kind=self.options.kind,
+            telemetry_enabled=self.options.phase.telemetry_enabled,
+            dry_run=self.options.dry_run,
+            stopped_runs=dict(self.state.stopped_runs),
+            skipped_phases=dict(self.state.skipped_phases),
+            stop_reason=self.state.stop_reason,
+        )
+
+
+def replay_state(engine: Engine, session_id: str, limits: Limits, cached: Any) -> TriageState:
+    """Rebuild a session's triage state from its results (the cache only keeps the clock)."""
+    state = TriageState()
+    if isinstance(cached, dict):
+        state.elapsed_s = float(cached.get("elapsed_s") or 0.0)
+        state.skipped_phases = dict(cached.get("skipped_phases") or {})
+    for entry in session_entries(engine, session_id):
+        state.apply(
+            AttemptSummary(
+                run_id=entry["run_id"],
+                phase_id=entry["phase_id"],
+                outcome=entry["outcome"],
+                telemetry_events=entry["telemetry_events"],
+                fingerprint=entry["fingerprint"],
+                tokens=(entry["input_tokens"] or 0) + (entry["output_tokens"] or 0),
+            ),
+            limits,
+        )
+    if isinstance(cached, dict):
+        for run_id, reason in (cached.get("stopped_runs") or {}).items():
+            state.stop_run(run_id, reason)
+    return state

@@ -1,0 +1,498 @@
+"""`autopack drain batch|queued|sessions`: triage order, every stop condition, dry run, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autopack.db.engine import Database, OpenMode, open_database
+from autopack.settings import resolve_target
+from tests.backlog_helpers import NEVER, add_run, good_reply, results, set_phase, set_run, states
+from tests.builder_replies import reply_for
+from tests.conftest import CliRunner, reference_seed_spec
+from tests.fake_llm import FakeLlmServer, Reply
+
+URL = "sqlite:///backlog.db"
+
+
+@pytest.fixture
+def backlog(cli: CliRunner, workdir: Path) -> Iterator[Database]:
+    assert cli("db", "init", "--database-url", URL).exit_code == 0
+    (workdir / "ws").mkdir()
+    db = open_database(resolve_target(None, URL), OpenMode.READ_WRITE)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def llm(fake_llm: FakeLlmServer) -> FakeLlmServer:
+    fake_llm.default_reply = good_reply()
+    return fake_llm
+
+
+def drain(
+    cli: CliRunner,
+    llm: FakeLlmServer,
+    *args: str,
+    env: dict[str, str] | None = None,
+    command: str = "batch",
+) -> tuple[int, dict[str, Any], str]:
+    result = cli(
+        "drain",
+        command,
+        "--database-url",
+        URL,
+        "--workspace",
+        "ws",
+        "--json",
+        *args,
+        env={**llm.env("anthropic"), **(env or {})},
+    )
+    doc = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.exit_code, doc, result.stderr
+
+
+def order(doc: dict[str, Any]) -> list[str]:
+    return [entry["phase_id"] for entry in doc["results"]]
+
+
+def test_sample_first_gives_every_run_one_phase_before_any_gets_a_second(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    for run in ("run-a", "run-b", "run-c"):
+        add_run(backlog.engine, run, 3)
+    code, doc, stderr = drain(cli, llm, "--batch-size", "9")
+    assert code == 0, stderr
+    assert order(doc)[:3] == ["run-a-p0", "run-b-p0", "run-c-p0"]
+    assert order(doc)[3:6] == ["run-a-p1", "run-b-p1", "run-c-p1"]
+    assert doc["totals"]["succeeded"] == 9
+    assert doc["totals"]["telemetry_events"] == 9
+    assert llm.answered_2xx == 9
+    assert set(states(backlog.engine).values()) == {"COMPLETE"}
+
+
+def test_without_sample_first_no_run_is_deprioritised(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
+    add_run(backlog.engine, "run-b", 2, deliverables={0: NEVER})
+    add_run(backlog.engine, "run-c", 2)
+    code, doc, _ = drain(
+        cli,
+        llm,
+        "--batch-size",
+        "6",
+        "--max-fingerprint-repeats",
+        "5",
+        "--no-telemetry",
+        "--no-sample-first",
+    )
+    assert code == 1
+    # Plain bucket / phase-index order: b's repeated failure does not push it back.
+    assert order(doc) == ["run-a-p0", "run-b-p0", "run-c-p0", "run-a-p1", "run-b-p1", "run-c-p1"]
+
+
+def test_failed_backlog_is_drained_by_failure_bucket_and_requeued(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    reasons = {
+        "r1-timeout": "Phase timed out after 900 s",
+        "r2-other": "assertion failed somewhere",
+        "r3-patch": "patch did not apply",
+        "r4-deliverable": "missing deliverable x.py",
+        "r5-collection": "ImportError during collection",
+        "r6-unknown": None,
+    }
+    for run, reason in reasons.items():
+        add_run(backlog.engine, run, 1)
+        set_phase(backlog.engine, run, 0, state="FAILED", last_failure_reason=reason)
+    add_run(backlog.engine, "r7-queued", 1)
+    code, doc, stderr = drain(cli, llm, "--state", "failed", "--batch-size", "10")
+    assert code == 0, stderr
+    assert order(doc) == [
+        "r6-unknown-p0",
+        "r5-collection-p0",
+        "r4-deliverable-p0",
+        "r3-patch-p0",
+        "r2-other-p0",
+        "r1-timeout-p0",
+    ]
+    final = states(backlog.engine)
+    assert final["r7-queued-p0"] == "QUEUED"
+    assert all(final[f"{run}-p0"] == "COMPLETE" for run in reasons)
+
+
+def test_default_state_is_failed_for_a_legacy_db(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 2)
+    set_phase(backlog.engine, "run-a", 1, state="FAILED")
+    assert cli("db", "stamp", "--database-url", URL, "--role", "legacy").exit_code == 0
+    result = cli(
+        "drain", "batch", "--database-url", URL, "--workspace", "ws", env=llm.env("anthropic")
+    )
+    assert result.exit_code == 0
+    assert "draining failed phases (default for a legacy database)" in result.stderr
+    assert states(backlog.engine) == {"run-a-p0": "QUEUED", "run-a-p1": "COMPLETE"}
+
+
+def test_repeated_fingerprint_deprioritises_a_run_sample(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
+    add_run(backlog.engine, "run-b", 2, deliverables={0: NEVER})
+    add_run(backlog.engine, "run-c", 2)
+    code, doc, _ = drain(
+        cli, llm, "--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry"
+    )
+    assert code == 1
+    # a fails first (new fingerprint: normal priority), b fails the same way: deprioritised,
+    # so a's and c's second phases come before b's.
+    assert order(doc) == ["run-a-p0", "run-b-p0", "run-c-p0", "run-a-p1", "run-c-p1", "run-b-p1"]
+    fingerprints = {e["fingerprint"] for e in doc["results"] if e["fingerprint"]}
+    assert len(fingerprints) == 1
+
+
+def test_max_fingerprint_repeats_stops_the_run(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-bad", 4, deliverables={i: NEVER for i in range(4)})
+    add_run(backlog.engine, "run-ok", 1)
+    code, doc, _ = drain(cli, llm, "--batch-size", "10", "--max-fingerprint-repeats", "2")
+    assert code == 1
+    assert order(doc) == ["run-bad-p0", "run-ok-p0", "run-bad-p1"]
+    assert "fingerprint repeated 2" in doc["stopped_runs"]["run-bad"]
+    assert states(backlog.engine)["run-bad-p2"] == "QUEUED"
+
+
+def test_max_attempts_per_phase_fires(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
+    set_phase(backlog.engine, "run-a", 0, state="FAILED")
+    code, doc, _ = drain(
+        cli,
+        llm,
+        "--state",
+        "all",
+        "--batch-size",
+        "10",
+        "--max-attempts-per-phase",
+        "2",
+        "--max-fingerprint-repeats",
+        "9",
+    )
+    assert code == 1
+    assert order(doc).count("run-a-p0") == 2
+    assert order(doc)[-1] == "run-a-p1"
+
+
+def test_batch_size_and_skip_run_prefix(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "keep-1", 2)
+    add_run(backlog.engine, "skip-1", 2)
+    add_run(backlog.engine, "keep-2", 2)
+    code, doc, _ = drain(cli, llm, "--batch-size", "3", "--skip-run-prefix", "skip-")
+    assert code == 0
+    assert len(doc["results"]) == 3
+    assert not any(p.startswith("skip-") for p in order(doc))
+    assert doc["stop_reason"] == "batch size 3 reached"
+
+
+def test_max_consecutive_zero_yield_stops_the_session(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 5)
+    code, doc, _ = drain(
+        cli, llm, "--batch-size", "10", "--no-telemetry", "--max-consecutive-zero-yield", "2"
+    )
+    assert code == 0
+    assert len(doc["results"]) == 2
+    assert "2 consecutive phases with zero telemetry" in doc["stop_reason"]
+    assert doc["totals"]["zero_yield_reasons"] == {"telemetry_disabled": 2}
+
+
+def test_max_total_tokens_stops_the_session(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 5)
+    llm.default_reply = good_reply(output_tokens=600)
+    code, doc, _ = drain(cli, llm, "--batch-size", "10", "--max-total-tokens", "1000")
+    assert code == 0
+    assert len(doc["results"]) == 2
+    assert "max total tokens 1,000 reached" in doc["stop_reason"]
+
+
+def test_run_token_cap_and_incident_token_cap(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "capped-run", 2)
+    set_run(backlog.engine, "capped-run", token_cap=100, tokens_used=150)
+    add_run(backlog.engine, "run-b", 2)
+    set_phase(backlog.engine, "run-b", 0, incident_token_cap=1000, tokens_used=1200)
+    code, doc, _ = drain(cli, llm, "--batch-size", "10")
+    assert code == 0
+    assert order(doc) == ["run-b-p1"]
+    assert "token cap 100" in doc["stopped_runs"]["capped-run"]
+    assert "incident token cap 1,000" in next(iter(doc["skipped_phases"].values()))
+
+
+def test_max_total_minutes_stops_the_session(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 10)
+    llm.default_reply = good_reply(delay_s=0.5)
+    code, doc, _ = drain(cli, llm, "--batch-size", "10", "--max-total-minutes", "0.015")
+    assert code == 0
+    assert 1 <= len(doc["results"]) < 10
+    assert "max total time" in doc["stop_reason"]
+
+
+def test_phase_timeout_and_max_timeouts_per_run(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "slow-run", 3)
+    llm.default_reply = Reply.slow(5.0)
+    code, doc, _ = drain(
+        cli,
+        llm,
+        "--batch-size",
+        "10",
+        "--phase-timeout-seconds",
+        "1",
+        "--max-timeouts-per-run",
+        "2",
+        env={"AUTOPACK_LLM_MAX_RETRIES": "0"},
+    )
+    assert code == 1
+    assert [e["outcome"] for e in doc["results"]] == ["timeout", "timeout"]
+    assert doc["totals"]["timeouts"] == 2
+    assert "2 timeouts" in doc["stopped_runs"]["slow-run"]
+    assert states(backlog.engine) == {
+        "slow-run-p0": "FAILED",
+        "slow-run-p1": "FAILED",
+        "slow-run-p2": "QUEUED",
+    }
+    assert doc["results"][0]["zero_yield_reason"] == "llm_call_failed"
+
+
+def test_dry_run_selects_like_a_real_run_and_writes_nothing(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path
+) -> None:
+    for run in ("run-a", "run-b"):
+        add_run(backlog.engine, run, 2)
+    before = (workdir / "backlog.db").read_bytes()
+    result = cli(
+        "drain",
+        "batch",
+        "--database-url",
+        URL,
+        "--workspace",
+        "ws",
+        "--dry-run",
+        "--batch-size",
+        "3",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "DRY RUN" in result.stderr
+    assert llm.requests == []
+    assert (workdir / "backlog.db").read_bytes() == before
+    assert set(states(backlog.engine).values()) == {"QUEUED"}
+    doc = json.loads(
+        cli(
+            "drain",
+            "batch",
+            "--database-url",
+            URL,
+            "--workspace",
+            "ws",
+            "--dry-run",
+            "--batch-size",
+            "3",
+            "--json",
+        ).stdout
+    )
+    assert doc["dry_run"] is True
+    assert order(doc) == ["run-a-p0", "run-b-p0", "run-a-p1"]
+    code, real, _ = drain(cli, llm, "--batch-size", "3")
+    assert code == 0
+    assert order(real) == order(doc)
+
+
+def test_workers_drain_runs_in_parallel_and_each_run_in_order(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    for index in range(4):
+        add_run(backlog.engine, f"run-{index}", 2)
+    llm.default_reply = good_reply(delay_s=0.6)
+    code, doc, stderr = drain(cli, llm, "--batch-size", "8", "--workers", "4")
+    assert code == 0, stderr
+    assert doc["totals"]["succeeded"] == 8
+    rows = results(backlog.engine, doc["session_id"])
+    by_phase = {row.phase_id: row for row in rows}
+    for index in range(4):
+        first, second = by_phase[f"run-{index}-p0"], by_phase[f"run-{index}-p1"]
+        assert first.finished_at <= second.started_at
+    # 8 phases of 0.6 s each on 4 workers: far less than the 4.8 s a single worker needs.
+    assert sum(e["duration_s"] for e in doc["results"]) > 4.0
+    assert len({e["phase_id"] for e in doc["results"]}) == 8
+
+
+def test_independent_phases_of_one_run_may_run_at_once(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "indep", 4, independent=True)
+    llm.default_reply = good_reply(delay_s=0.5)
+    code, doc, stderr = drain(cli, llm, "--batch-size", "4", "--workers", "4")
+    assert code == 0, stderr
+    rows = results(backlog.engine, doc["session_id"])
+    starts = sorted(row.started_at for row in rows)
+    ends = sorted(row.finished_at for row in rows)
+    assert starts[-1] < ends[0]  # all four were running at the same time
+
+
+def test_drain_queued_runs_the_v4_seed_run_in_order(
+    cli: CliRunner, seed_db: Database, fake_llm: FakeLlmServer, workdir: Path
+) -> None:
+    spec = reference_seed_spec("telemetry-collection-v4")
+    for phase in spec.phases:
+        fake_llm.queue(Reply.ok(reply_for(phase.scope.deliverables), output_tokens=420))
+    (workdir / "ws").mkdir()
+    result = cli(
+        "drain",
+        "queued",
+        "--run-id",
+        spec.run_id,
+        "--batch-size",
+        "10",
+        "--db",
+        "seed",
+        "--workspace",
+        "ws",
+        "--json",
+        env=fake_llm.env("anthropic"),
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert order(doc) == [p.phase_id for p in spec.phases]
+    assert doc["totals"]["telemetry_events"] == 10
+
+
+def test_drain_queued_never_loops_on_a_phase_that_cannot_progress(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 3, deliverables={1: NEVER})
+    code, doc, _ = drain(cli, llm, "--run-id", "run-a", command="queued")
+    assert code == 1
+    assert order(doc) == ["run-a-p0", "run-a-p1", "run-a-p2"]
+    assert doc["stop_reason"] == "no eligible phase remains"
+
+
+def test_sessions_list_and_show(cli: CliRunner, backlog: Database, llm: FakeLlmServer) -> None:
+    add_run(backlog.engine, "run-a", 2)
+    code, doc, _ = drain(cli, llm, "--batch-size", "2")
+    assert code == 0
+    listed = json.loads(cli("drain", "sessions", "--database-url", URL, "--json").stdout)
+    (row,) = listed["sessions"]
+    assert row["id"] == doc["session_id"]
+    assert row["status"] == "completed"
+    assert row["results"] == 2
+    shown = json.loads(
+        cli("drain", "sessions", doc["session_id"], "--database-url", URL, "--json").stdout
+    )
+    assert order(shown) == order(doc)
+    missing = cli("drain", "sessions", "nope", "--database-url", URL)
+    assert missing.exit_code == 2
+
+
+def test_bad_options_are_refused(cli: CliRunner, backlog: Database, llm: FakeLlmServer) -> None:
+    add_run(backlog.engine, "run-a", 1)
+    assert drain(cli, llm, "--state", "everything")[0] == 2
+    assert drain(cli, llm, "--session", "abc")[0] == 2
+    assert drain(cli, llm, "--resume", "--dry-run")[0] == 2
+    assert drain(cli, llm, "--workers", "0")[0] == 2
+    code, _, stderr = drain(cli, llm, "--resume")
+    assert code == 2
+    assert "there is no unfinished batch session to resume" in stderr
+    assert set(states(backlog.engine).values()) == {"QUEUED"}
+
+
+def _spawn_batch(workdir: Path, llm: FakeLlmServer, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **llm.env("anthropic"), "NO_COLOR": "1"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "autopack",
+            "drain",
+            "batch",
+            "--database-url",
+            URL,
+            "--workspace",
+            "ws",
+            "--batch-size",
+            "6",
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["kill", "interrupt"])
+def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, how: str
+) -> None:
+    for run in ("run-a", "run-b", "run-c"):
+        add_run(backlog.engine, run, 2)
+    llm.queue(good_reply(), good_reply(delay_s=60))
+    process = _spawn_batch(workdir, llm)
+    try:
+        _wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
+        assert states(backlog.engine)["run-b-p0"] == "EXECUTING"
+        if how == "kill":
+            process.kill()
+        else:
+            process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if how == "kill":
+        assert code == -signal.SIGKILL
+        # The dead process still holds run-b-p0; resume gives it back at once.
+        assert states(backlog.engine)["run-b-p0"] == "EXECUTING"
+    else:
+        assert code == 130
+        assert states(backlog.engine)["run-b-p0"] == "QUEUED"
+    (session,) = {row.session_id for row in results(backlog.engine)}
+    code, doc, stderr = drain(cli, llm, "--resume")
+    assert code == 0, stderr
+    assert doc["session_id"] == session
+    done = [(row.run_id, row.phase_id) for row in results(backlog.engine)]
+    assert len(done) == 6
+    assert len(set(done)) == 6
+    assert set(states(backlog.engine).values()) == {"COMPLETE"}
+    listed = json.loads(cli("drain", "sessions", "--database-url", URL, "--json").stdout)
+    assert [s["status"] for s in listed["sessions"]] == ["completed"]
