@@ -10,6 +10,7 @@ import typer
 from autopack import __version__, console
 from autopack.cli import db as db_commands
 from autopack.cli import drain as drain_commands
+from autopack.cli import seed as seed_commands
 from autopack.cli.estimate import estimate_command
 from autopack.errors import EXIT_INTERRUPTED, AutopackError
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(db_commands.app, name="db")
 app.add_typer(drain_commands.app, name="drain")
+app.add_typer(seed_commands.app, name="seed")
 app.command("estimate")(estimate_command)
 
 

@@ -12,6 +12,9 @@ from sqlalchemy.engine import Engine
 from autopack.db.models import Phase, PhaseState, Run, Tier, table_of, utc_now
 from autopack.errors import GuardError
 
+SEED_TIER_ID = "T1"
+"""The one tier every seed run gets (index 0), as the original seeding scripts made it."""
+
 
 class SeedScope(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -79,6 +82,30 @@ class SeedResult:
 
 def create_seed_run(engine: Engine, spec: SeedRunSpec) -> SeedResult:
     """Insert the run, its tier and its QUEUED phases; refuse if the run already exists."""
+    try:
+        return _insert_seed_run(engine, spec)
+    except sa.exc.IntegrityError:
+        # Another process created the same run between our check and our insert.
+        if _run_exists(engine, spec.run_id):
+            raise _run_exists_error(spec.run_id) from None
+        raise
+
+
+def _run_exists(engine: Engine, run_id: str) -> bool:
+    runs = table_of(Run)
+    with engine.connect() as connection:
+        found = connection.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first()
+    return found is not None
+
+
+def _run_exists_error(run_id: str) -> GuardError:
+    return GuardError(
+        f"run {run_id!r} already exists; seeding never overwrites.",
+        hint="seed into another DB, or give the run another id (autopack seed run --run-id)",
+    )
+
+
+def _insert_seed_run(engine: Engine, spec: SeedRunSpec) -> SeedResult:
     runs, tiers, phases = table_of(Run), table_of(Tier), table_of(Phase)
     now = utc_now()
     with engine.begin() as connection:
@@ -86,10 +113,7 @@ def create_seed_run(engine: Engine, spec: SeedRunSpec) -> SeedResult:
             sa.select(runs.c.id).where(runs.c.id == spec.run_id)
         ).scalar_one_or_none()
         if exists is not None:
-            raise GuardError(
-                f"run {spec.run_id!r} already exists; seeding never overwrites.",
-                hint="seed into another DB, or give the run another id",
-            )
+            raise _run_exists_error(spec.run_id)
         connection.execute(
             sa.insert(runs).values(
                 _defaults(
@@ -108,7 +132,7 @@ def create_seed_run(engine: Engine, spec: SeedRunSpec) -> SeedResult:
             sa.insert(tiers).values(
                 _defaults(
                     Tier,
-                    tier_id="T1",
+                    tier_id=SEED_TIER_ID,
                     run_id=spec.run_id,
                     tier_index=0,
                     name=spec.tier_name,
