@@ -21,14 +21,16 @@ from tests.builder_replies import reply_for
 from tests.conftest import CliRunner, reference_seed_spec
 from tests.fake_llm import FakeLlmServer, Reply
 
-URL = "sqlite:///backlog.db"
 
-
-@pytest.fixture
-def backlog(cli: CliRunner, workdir: Path) -> Iterator[Database]:
-    assert cli("db", "init", "--database-url", URL).exit_code == 0
+@pytest.fixture(params=["sqlite", "postgres"])
+def backlog(request: pytest.FixtureRequest, cli: CliRunner, workdir: Path) -> Iterator[Database]:
+    """An initialised backlog DB (role general), on SQLite and on PostgreSQL."""
+    url = "sqlite:///backlog.db"
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    assert cli("db", "init", "--database-url", url).exit_code == 0
     (workdir / "ws").mkdir()
-    db = open_database(resolve_target(None, URL), OpenMode.READ_WRITE)
+    db = open_database(resolve_target(None, url), OpenMode.READ_WRITE)
     yield db
     db.close()
 
@@ -39,26 +41,31 @@ def llm(fake_llm: FakeLlmServer) -> FakeLlmServer:
     return fake_llm
 
 
-def drain(
-    cli: CliRunner,
-    llm: FakeLlmServer,
-    *args: str,
-    env: dict[str, str] | None = None,
-    command: str = "batch",
-) -> tuple[int, dict[str, Any], str]:
-    result = cli(
-        "drain",
-        command,
-        "--database-url",
-        URL,
-        "--workspace",
-        "ws",
-        "--json",
-        *args,
-        env={**llm.env("anthropic"), **(env or {})},
-    )
-    doc = json.loads(result.stdout) if result.stdout.strip() else {}
-    return result.exit_code, doc, result.stderr
+Drain = Callable[..., tuple[int, dict[str, Any], str]]
+
+
+@pytest.fixture
+def drain(cli: CliRunner, llm: FakeLlmServer, backlog: Database) -> Drain:
+    """Run `autopack drain COMMAND --json …` against the backlog with the fake LLM."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, command: str = "batch"
+    ) -> tuple[int, dict[str, Any], str]:
+        result = cli(
+            "drain",
+            command,
+            "--database-url",
+            backlog.target.url,
+            "--workspace",
+            "ws",
+            "--json",
+            *args,
+            env={**llm.env("anthropic"), **(env or {})},
+        )
+        doc = json.loads(result.stdout) if result.stdout.strip() else {}
+        return result.exit_code, doc, result.stderr
+
+    return run
 
 
 def order(doc: dict[str, Any]) -> list[str]:
@@ -66,11 +73,11 @@ def order(doc: dict[str, Any]) -> list[str]:
 
 
 def test_sample_first_gives_every_run_one_phase_before_any_gets_a_second(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     for run in ("run-a", "run-b", "run-c"):
         add_run(backlog.engine, run, 3)
-    code, doc, stderr = drain(cli, llm, "--batch-size", "9")
+    code, doc, stderr = drain("--batch-size", "9")
     assert code == 0, stderr
     assert order(doc)[:3] == ["run-a-p0", "run-b-p0", "run-c-p0"]
     assert order(doc)[3:6] == ["run-a-p1", "run-b-p1", "run-c-p1"]
@@ -81,14 +88,12 @@ def test_sample_first_gives_every_run_one_phase_before_any_gets_a_second(
 
 
 def test_without_sample_first_no_run_is_deprioritised(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-b", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-c", 2)
     code, doc, _ = drain(
-        cli,
-        llm,
         "--batch-size",
         "6",
         "--max-fingerprint-repeats",
@@ -102,7 +107,7 @@ def test_without_sample_first_no_run_is_deprioritised(
 
 
 def test_failed_backlog_is_drained_by_failure_bucket_and_requeued(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     reasons = {
         "r1-timeout": "Phase timed out after 900 s",
@@ -116,7 +121,7 @@ def test_failed_backlog_is_drained_by_failure_bucket_and_requeued(
         add_run(backlog.engine, run, 1)
         set_phase(backlog.engine, run, 0, state="FAILED", last_failure_reason=reason)
     add_run(backlog.engine, "r7-queued", 1)
-    code, doc, stderr = drain(cli, llm, "--state", "failed", "--batch-size", "10")
+    code, doc, stderr = drain("--state", "failed", "--batch-size", "10")
     assert code == 0, stderr
     assert order(doc) == [
         "r6-unknown-p0",
@@ -136,9 +141,17 @@ def test_default_state_is_failed_for_a_legacy_db(
 ) -> None:
     add_run(backlog.engine, "run-a", 2)
     set_phase(backlog.engine, "run-a", 1, state="FAILED")
-    assert cli("db", "stamp", "--database-url", URL, "--role", "legacy").exit_code == 0
+    assert (
+        cli("db", "stamp", "--database-url", backlog.target.url, "--role", "legacy").exit_code == 0
+    )
     result = cli(
-        "drain", "batch", "--database-url", URL, "--workspace", "ws", env=llm.env("anthropic")
+        "drain",
+        "batch",
+        "--database-url",
+        backlog.target.url,
+        "--workspace",
+        "ws",
+        env=llm.env("anthropic"),
     )
     assert result.exit_code == 0
     assert "draining failed phases (default for a legacy database)" in result.stderr
@@ -146,14 +159,12 @@ def test_default_state_is_failed_for_a_legacy_db(
 
 
 def test_repeated_fingerprint_deprioritises_a_run_sample(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-b", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-c", 2)
-    code, doc, _ = drain(
-        cli, llm, "--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry"
-    )
+    code, doc, _ = drain("--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry")
     assert code == 1
     # a fails first (new fingerprint: normal priority), b fails the same way: deprioritised,
     # so a's and c's second phases come before b's.
@@ -163,11 +174,11 @@ def test_repeated_fingerprint_deprioritises_a_run_sample(
 
 
 def test_max_fingerprint_repeats_stops_the_run(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-bad", 4, deliverables={i: NEVER for i in range(4)})
     add_run(backlog.engine, "run-ok", 1)
-    code, doc, _ = drain(cli, llm, "--batch-size", "10", "--max-fingerprint-repeats", "2")
+    code, doc, _ = drain("--batch-size", "10", "--max-fingerprint-repeats", "2")
     assert code == 1
     assert order(doc) == ["run-bad-p0", "run-ok-p0", "run-bad-p1"]
     assert "fingerprint repeated 2" in doc["stopped_runs"]["run-bad"]
@@ -175,13 +186,11 @@ def test_max_fingerprint_repeats_stops_the_run(
 
 
 def test_max_attempts_per_phase_fires(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
     set_phase(backlog.engine, "run-a", 0, state="FAILED")
     code, doc, _ = drain(
-        cli,
-        llm,
         "--state",
         "all",
         "--batch-size",
@@ -197,12 +206,12 @@ def test_max_attempts_per_phase_fires(
 
 
 def test_batch_size_and_skip_run_prefix(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "keep-1", 2)
     add_run(backlog.engine, "skip-1", 2)
     add_run(backlog.engine, "keep-2", 2)
-    code, doc, _ = drain(cli, llm, "--batch-size", "3", "--skip-run-prefix", "skip-")
+    code, doc, _ = drain("--batch-size", "3", "--skip-run-prefix", "skip-")
     assert code == 0
     assert len(doc["results"]) == 3
     assert not any(p.startswith("skip-") for p in order(doc))
@@ -210,11 +219,11 @@ def test_batch_size_and_skip_run_prefix(
 
 
 def test_max_consecutive_zero_yield_stops_the_session(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 5)
     code, doc, _ = drain(
-        cli, llm, "--batch-size", "10", "--no-telemetry", "--max-consecutive-zero-yield", "2"
+        "--batch-size", "10", "--no-telemetry", "--max-consecutive-zero-yield", "2"
     )
     assert code == 0
     assert len(doc["results"]) == 2
@@ -223,24 +232,24 @@ def test_max_consecutive_zero_yield_stops_the_session(
 
 
 def test_max_total_tokens_stops_the_session(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 5)
     llm.default_reply = good_reply(output_tokens=600)
-    code, doc, _ = drain(cli, llm, "--batch-size", "10", "--max-total-tokens", "1000")
+    code, doc, _ = drain("--batch-size", "10", "--max-total-tokens", "1000")
     assert code == 0
     assert len(doc["results"]) == 2
     assert "max total tokens 1,000 reached" in doc["stop_reason"]
 
 
 def test_run_token_cap_and_incident_token_cap(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "capped-run", 2)
     set_run(backlog.engine, "capped-run", token_cap=100, tokens_used=150)
     add_run(backlog.engine, "run-b", 2)
     set_phase(backlog.engine, "run-b", 0, incident_token_cap=1000, tokens_used=1200)
-    code, doc, _ = drain(cli, llm, "--batch-size", "10")
+    code, doc, _ = drain("--batch-size", "10")
     assert code == 0
     assert order(doc) == ["run-b-p1"]
     assert "token cap 100" in doc["stopped_runs"]["capped-run"]
@@ -248,24 +257,22 @@ def test_run_token_cap_and_incident_token_cap(
 
 
 def test_max_total_minutes_stops_the_session(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 10)
     llm.default_reply = good_reply(delay_s=0.5)
-    code, doc, _ = drain(cli, llm, "--batch-size", "10", "--max-total-minutes", "0.015")
+    code, doc, _ = drain("--batch-size", "10", "--max-total-minutes", "0.015")
     assert code == 0
     assert 1 <= len(doc["results"]) < 10
     assert "max total time" in doc["stop_reason"]
 
 
 def test_phase_timeout_and_max_timeouts_per_run(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "slow-run", 3)
     llm.default_reply = Reply.slow(5.0)
     code, doc, _ = drain(
-        cli,
-        llm,
         "--batch-size",
         "10",
         "--phase-timeout-seconds",
@@ -287,16 +294,17 @@ def test_phase_timeout_and_max_timeouts_per_run(
 
 
 def test_dry_run_selects_like_a_real_run_and_writes_nothing(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, drain: Drain
 ) -> None:
     for run in ("run-a", "run-b"):
         add_run(backlog.engine, run, 2)
-    before = (workdir / "backlog.db").read_bytes()
+    file = backlog.target.sqlite_path
+    before = file.read_bytes() if file else None
     result = cli(
         "drain",
         "batch",
         "--database-url",
-        URL,
+        backlog.target.url,
         "--workspace",
         "ws",
         "--dry-run",
@@ -306,14 +314,14 @@ def test_dry_run_selects_like_a_real_run_and_writes_nothing(
     assert result.exit_code == 0, result.stderr
     assert "DRY RUN" in result.stderr
     assert llm.requests == []
-    assert (workdir / "backlog.db").read_bytes() == before
+    assert (file.read_bytes() if file else None) == before
     assert set(states(backlog.engine).values()) == {"QUEUED"}
     doc = json.loads(
         cli(
             "drain",
             "batch",
             "--database-url",
-            URL,
+            backlog.target.url,
             "--workspace",
             "ws",
             "--dry-run",
@@ -324,18 +332,18 @@ def test_dry_run_selects_like_a_real_run_and_writes_nothing(
     )
     assert doc["dry_run"] is True
     assert order(doc) == ["run-a-p0", "run-b-p0", "run-a-p1"]
-    code, real, _ = drain(cli, llm, "--batch-size", "3")
+    code, real, _ = drain("--batch-size", "3")
     assert code == 0
     assert order(real) == order(doc)
 
 
 def test_workers_drain_runs_in_parallel_and_each_run_in_order(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     for index in range(4):
         add_run(backlog.engine, f"run-{index}", 2)
     llm.default_reply = good_reply(delay_s=0.6)
-    code, doc, stderr = drain(cli, llm, "--batch-size", "8", "--workers", "4")
+    code, doc, stderr = drain("--batch-size", "8", "--workers", "4")
     assert code == 0, stderr
     assert doc["totals"]["succeeded"] == 8
     rows = results(backlog.engine, doc["session_id"])
@@ -349,11 +357,11 @@ def test_workers_drain_runs_in_parallel_and_each_run_in_order(
 
 
 def test_independent_phases_of_one_run_may_run_at_once(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "indep", 4, independent=True)
     llm.default_reply = good_reply(delay_s=0.5)
-    code, doc, stderr = drain(cli, llm, "--batch-size", "4", "--workers", "4")
+    code, doc, stderr = drain("--batch-size", "4", "--workers", "4")
     assert code == 0, stderr
     rows = results(backlog.engine, doc["session_id"])
     starts = sorted(row.started_at for row in rows)
@@ -389,45 +397,53 @@ def test_drain_queued_runs_the_v4_seed_run_in_order(
 
 
 def test_drain_queued_never_loops_on_a_phase_that_cannot_progress(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 3, deliverables={1: NEVER})
-    code, doc, _ = drain(cli, llm, "--run-id", "run-a", command="queued")
+    code, doc, _ = drain("--run-id", "run-a", command="queued")
     assert code == 1
     assert order(doc) == ["run-a-p0", "run-a-p1", "run-a-p2"]
     assert doc["stop_reason"] == "no eligible phase remains"
 
 
-def test_sessions_list_and_show(cli: CliRunner, backlog: Database, llm: FakeLlmServer) -> None:
+def test_sessions_list_and_show(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
     add_run(backlog.engine, "run-a", 2)
-    code, doc, _ = drain(cli, llm, "--batch-size", "2")
+    code, doc, _ = drain("--batch-size", "2")
     assert code == 0
-    listed = json.loads(cli("drain", "sessions", "--database-url", URL, "--json").stdout)
+    listed = json.loads(
+        cli("drain", "sessions", "--database-url", backlog.target.url, "--json").stdout
+    )
     (row,) = listed["sessions"]
     assert row["id"] == doc["session_id"]
     assert row["status"] == "completed"
     assert row["results"] == 2
     shown = json.loads(
-        cli("drain", "sessions", doc["session_id"], "--database-url", URL, "--json").stdout
+        cli(
+            "drain", "sessions", doc["session_id"], "--database-url", backlog.target.url, "--json"
+        ).stdout
     )
     assert order(shown) == order(doc)
-    missing = cli("drain", "sessions", "nope", "--database-url", URL)
+    missing = cli("drain", "sessions", "nope", "--database-url", backlog.target.url)
     assert missing.exit_code == 2
 
 
-def test_bad_options_are_refused(cli: CliRunner, backlog: Database, llm: FakeLlmServer) -> None:
+def test_bad_options_are_refused(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
     add_run(backlog.engine, "run-a", 1)
-    assert drain(cli, llm, "--state", "everything")[0] == 2
-    assert drain(cli, llm, "--session", "abc")[0] == 2
-    assert drain(cli, llm, "--resume", "--dry-run")[0] == 2
-    assert drain(cli, llm, "--workers", "0")[0] == 2
-    code, _, stderr = drain(cli, llm, "--resume")
+    assert drain("--state", "everything")[0] == 2
+    assert drain("--session", "abc")[0] == 2
+    assert drain("--resume", "--dry-run")[0] == 2
+    assert drain("--workers", "0")[0] == 2
+    code, _, stderr = drain("--resume")
     assert code == 2
     assert "there is no unfinished batch session to resume" in stderr
     assert set(states(backlog.engine).values()) == {"QUEUED"}
 
 
-def _spawn_batch(workdir: Path, llm: FakeLlmServer, *args: str) -> subprocess.Popen[str]:
+def _spawn_batch(workdir: Path, llm: FakeLlmServer, url: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, **llm.env("anthropic"), "NO_COLOR": "1"}
     env.pop("DATABASE_URL", None)
     return subprocess.Popen(
@@ -438,7 +454,7 @@ def _spawn_batch(workdir: Path, llm: FakeLlmServer, *args: str) -> subprocess.Po
             "drain",
             "batch",
             "--database-url",
-            URL,
+            url,
             "--workspace",
             "ws",
             "--batch-size",
@@ -462,12 +478,12 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
-    cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, how: str
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, how: str, drain: Drain
 ) -> None:
     for run in ("run-a", "run-b", "run-c"):
         add_run(backlog.engine, run, 2)
     llm.queue(good_reply(), good_reply(delay_s=60))
-    process = _spawn_batch(workdir, llm)
+    process = _spawn_batch(workdir, llm, backlog.target.url)
     try:
         _wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
         assert states(backlog.engine)["run-b-p0"] == "EXECUTING"
@@ -487,12 +503,14 @@ def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
         assert code == 130
         assert states(backlog.engine)["run-b-p0"] == "QUEUED"
     (session,) = {row.session_id for row in results(backlog.engine)}
-    code, doc, stderr = drain(cli, llm, "--resume")
+    code, doc, stderr = drain("--resume")
     assert code == 0, stderr
     assert doc["session_id"] == session
     done = [(row.run_id, row.phase_id) for row in results(backlog.engine)]
     assert len(done) == 6
     assert len(set(done)) == 6
     assert set(states(backlog.engine).values()) == {"COMPLETE"}
-    listed = json.loads(cli("drain", "sessions", "--database-url", URL, "--json").stdout)
+    listed = json.loads(
+        cli("drain", "sessions", "--database-url", backlog.target.url, "--json").stdout
+    )
     assert [s["status"] for s in listed["sessions"]] == ["completed"]

@@ -180,7 +180,7 @@ class BatchController:
         options = replace(
             self.options.phase,
             requeue=candidate.state == PhaseState.FAILED.value,
-            raise_retryable_claims=True,
+            raise_claim_refusals=True,
         )
         try:
             assert self.client is not None  # only dry runs go without a client

@@ -58,9 +58,9 @@ class PhaseOptions:
     temperature: float | None = None
     phase_timeout_s: float | None = None
     """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
-    raise_retryable_claims: bool = False
-    """Batch drains re-select when another worker holds the phase or its run; `drain phase`
-    records the refusal instead."""
+    raise_claim_refusals: bool = False
+    """Batch drains raise a refused claim and re-select: the phase or its run was taken or
+    changed by another worker since it was selected. `drain phase` records the refusal."""
 
 
 @dataclass
@@ -175,8 +175,8 @@ def drain_one_phase(
     """Drain one phase; record and return its outcome.
 
     Raises PhaseNotFound for a phase that does not exist (there is no attempt to record), and
-    ClaimRefused when `options.raise_retryable_claims` and another worker holds the phase or
-    its run. If `cancelled` is set while it runs (the controller abandoned it), nothing more is
+    ClaimRefused when `options.raise_claim_refusals` (a batch lost a race for the phase).
+    If `cancelled` is set while it runs (the controller abandoned it), nothing more is
     written: no files, no release, no result — the controller has done those.
     """
     started = clock()
@@ -209,7 +209,7 @@ def drain_one_phase(
     except PhaseNotFound:
         raise
     except ClaimRefused as exc:
-        if exc.retryable and options.raise_retryable_claims:
+        if options.raise_claim_refusals:
             raise
         _refused(outcome, "preflight", exc.message, exc.hint)
     except _Cancelled:
