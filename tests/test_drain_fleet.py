@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 
 from autopack.db.engine import OpenMode, open_database
@@ -75,7 +76,7 @@ def test_two_processes_execute_every_phase_exactly_once(
         assert set(states(db.engine).values()) == {"COMPLETE"}
         # Both processes took part, and no run ever had two phases running at once.
         assert len({row.session_id for row in rows}) == 2
-        by_run: dict[str, list[tuple[object, object, str]]] = defaultdict(list)
+        by_run: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
         for row in rows:
             by_run[row.run_id].append((row.started_at, row.finished_at, row.phase_id))
         for attempts in by_run.values():
