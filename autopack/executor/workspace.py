@@ -334,6 +334,8 @@ def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
     if not scope_paths:
         return []
     root = _workspace_root(workspace)
+    if not _inside_git_work_tree(root):
+        return []  # nothing to protect, and no git process per phase
     normalized: list[tuple[str, str]] = []
     for raw in scope_paths:
         try:
@@ -366,6 +368,11 @@ def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
         for raw, relative in normalized
         if any(_is_within(change.rstrip("/"), relative) for change in relative_changes)
     ]
+
+
+def _inside_git_work_tree(root: Path) -> bool:
+    """A `.git` directory or file (worktrees, submodules) in the workspace or above it."""
+    return any((directory / ".git").exists() for directory in (root, *root.parents))
 
 
 def _repository_prefix(root: Path) -> str:

@@ -29,6 +29,9 @@ from autopack.estimator import TokenEstimate, normalize_complexity
 # The original's guard: fewer output tokens than this is almost always an error reply (its
 # v4 "empty files" bug produced 41). Kept, but a rejection is recorded, not silently dropped.
 MIN_VALID_OUTPUT_TOKENS = 50
+EVENTS = table_of(TokenEstimationV2Event)
+PROVENANCE = table_of(TelemetryProvenance)
+USAGE = table_of(LlmUsageEvent)
 MAX_DELIVERABLES_KEPT = 20
 MAX_DELIVERABLE_CHARS = 200
 
@@ -115,26 +118,61 @@ def record_builder_call(
     tables_present: bool,
     drain_result_id: int | None = None,
 ) -> TelemetryWrite:
-    """Write the call's telemetry in one transaction; never raises for a telemetry problem."""
+    """Write the call's telemetry in one transaction; never raises for a telemetry problem.
+
+    The usage ledger row is written with the telemetry row, or alone when there is none (or
+    when writing the telemetry row failed, so that failure hides nothing else).
+    """
+    usage = _usage_row(call)
+    problem: WriteStatus | None = None
+    detail: str | None = None
+    if not enabled:
+        problem = WriteStatus.DISABLED
+    elif not tables_present:
+        problem, detail = WriteStatus.TABLES_MISSING, "token_estimation_v2_events"
+    else:
+        detail = validity_problem(call)
+        problem = WriteStatus.REJECTED if detail is not None else None
+    if problem is None:
+        try:
+            with engine.begin() as connection:
+                key = connection.execute(sa.insert(EVENTS), [_event_row(call)]).inserted_primary_key
+                assert key is not None
+                event_id = int(key[0])
+                connection.execute(
+                    sa.insert(PROVENANCE),
+                    [
+                        {
+                            "event_id": event_id,
+                            "source": "drain",
+                            "coefficient_set": call.estimate.coefficient_set,
+                            "coefficient_set_hash": call.estimate.coefficient_set_hash,
+                            "drain_result_id": drain_result_id,
+                            "sample_key": None,
+                            "source_file": None,
+                            "source_line": None,
+                        }
+                    ],
+                )
+                connection.execute(sa.insert(USAGE), [usage])
+            return TelemetryWrite(WriteStatus.WRITTEN, event_id=event_id)
+        except SQLAlchemyError as exc:
+            problem, detail = WriteStatus.FAILED, _one_line(exc)
     usage_error: str | None = None
     try:
-        _record_usage(engine, call)
+        with engine.begin() as connection:
+            connection.execute(sa.insert(USAGE), [usage])
     except SQLAlchemyError as exc:
         usage_error = _one_line(exc)
-    if not enabled:
-        return TelemetryWrite(WriteStatus.DISABLED, usage_error=usage_error)
-    if not tables_present:
-        return TelemetryWrite(
-            WriteStatus.TABLES_MISSING, detail="token_estimation_v2_events", usage_error=usage_error
-        )
-    problem = validity_problem(call)
-    if problem is not None:
-        return TelemetryWrite(WriteStatus.REJECTED, detail=problem, usage_error=usage_error)
+    return TelemetryWrite(problem, detail=detail, usage_error=usage_error)
+
+
+def _event_row(call: BuilderCall) -> dict[str, object]:
     assert call.output_tokens is not None  # validity_problem() refuses None
     actual = call.output_tokens
     predicted = call.estimate.estimated_tokens
     now = utc_now()
-    row = {
+    return {
         "run_id": call.run_id,
         "phase_id": call.phase_id,
         "timestamp": now,
@@ -157,44 +195,26 @@ def record_builder_call(
         "underestimated": actual > predicted if predicted > 0 else None,
         **call.estimate.telemetry_fields(),
     }
-    try:
-        with engine.begin() as connection:
-            event_id = connection.execute(
-                sa.insert(table_of(TokenEstimationV2Event)).values(**row)
-            ).inserted_primary_key
-            assert event_id is not None
-            connection.execute(
-                sa.insert(table_of(TelemetryProvenance)).values(
-                    event_id=event_id[0],
-                    source="drain",
-                    coefficient_set=call.estimate.coefficient_set,
-                    coefficient_set_hash=call.estimate.coefficient_set_hash,
-                    drain_result_id=drain_result_id,
-                )
-            )
-    except SQLAlchemyError as exc:
-        return TelemetryWrite(WriteStatus.FAILED, detail=_one_line(exc), usage_error=usage_error)
-    return TelemetryWrite(WriteStatus.WRITTEN, event_id=int(event_id[0]), usage_error=usage_error)
 
 
-def _record_usage(engine: Engine, call: BuilderCall) -> None:
-    total = (call.input_tokens or 0) + (call.output_tokens or 0)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.insert(table_of(LlmUsageEvent)).values(
-                provider=call.provider,
-                model=call.model,
-                run_id=call.run_id,
-                phase_id=call.phase_id,
-                role="builder",
-                total_tokens=total,
-                prompt_tokens=call.input_tokens,
-                completion_tokens=call.output_tokens,
-                created_at=utc_now(),
-                is_doctor_call=False,
-                phase_type=call.phase_type,
-            )
-        )
+def _usage_row(call: BuilderCall) -> dict[str, object]:
+    return {
+        "provider": call.provider,
+        "model": call.model,
+        "run_id": call.run_id,
+        "phase_id": call.phase_id,
+        "role": "builder",
+        "total_tokens": (call.input_tokens or 0) + (call.output_tokens or 0),
+        "prompt_tokens": call.input_tokens,
+        "completion_tokens": call.output_tokens,
+        "created_at": utc_now(),
+        "client_id": None,
+        "is_doctor_call": False,
+        "doctor_model": None,
+        "doctor_action": None,
+        "phase_type": call.phase_type,
+        "intent": None,
+    }
 
 
 def _one_line(exc: BaseException) -> str:
