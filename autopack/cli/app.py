@@ -11,6 +11,7 @@ from autopack import __version__, console
 from autopack.cli import db as db_commands
 from autopack.cli import drain as drain_commands
 from autopack.cli import seed as seed_commands
+from autopack.cli import telemetry as telemetry_commands
 from autopack.cli.estimate import estimate_command
 from autopack.errors import EXIT_INTERRUPTED, AutopackError
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(db_commands.app, name="db")
 app.add_typer(drain_commands.app, name="drain")
 app.add_typer(seed_commands.app, name="seed")
+app.add_typer(telemetry_commands.app, name="telemetry")
 app.command("estimate")(estimate_command)
 
 

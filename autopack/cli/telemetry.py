@@ -1,0 +1,10 @@
+"""`autopack telemetry …`: get telemetry out, bring history in, analyse it, explain gaps."""
+
+from __future__ import annotations
+
+import typer
+
+from autopack.cli.telemetry_explain import explain_command
+
+app = typer.Typer(help="Export, import, analyse and explain token telemetry.", no_args_is_help=True)
+app.command("explain")(explain_command)
