@@ -14,7 +14,7 @@ from tests.conftest import CliRunner, reference_seed_spec
 from tests.fake_llm import FakeLlmServer, Reply
 
 RUN = "telemetry-collection-v4"
-PHASES = [p for p in reference_seed_spec(RUN).phases]
+PHASES = list(reference_seed_spec(RUN).phases)
 
 
 def _drain(
@@ -38,7 +38,8 @@ def _drain(
         *extra,
         env={**llm.env("anthropic"), **(env or {})},
     )
-    return json.loads(result.stdout)
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
 
 
 def _good(index: int) -> Reply:
