@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -17,9 +17,11 @@ from rich.panel import Panel
 from rich.prompt import Confirm
 from rich.table import Table
 
-from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
 from autopack.errors import AutopackError
-from autopack.estimator.report import EstimateReport
+
+if TYPE_CHECKING:  # rendering needs the report types only for annotations
+    from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
+    from autopack.estimator.report import EstimateReport
 
 
 def stderr_console() -> Console:
@@ -168,6 +170,8 @@ def _telemetry_table(stats: TelemetryStats) -> Table | None:
 
 
 def show_identity(report: IdentityReport) -> None:
+    from autopack.db.identity import TargetPanel
+
     show_panel(
         TargetPanel(target=report.target, counts=report.counts, warnings=report.warnings),
         title="database identity",

@@ -1,35 +1,35 @@
-"""The `autopack` command: the root app and the entry point that maps errors to exit codes."""
+"""The `autopack` command: the root app and the entry point that maps errors to exit codes.
+
+Command groups are imported only when they are used: `autopack db identity` never loads the
+drain machinery, the HTTP client or Alembic, so the commands an operator runs before acting
+start fast. `autopack --help` (or an unknown name) loads them all.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
 import typer
 
 from autopack import __version__, console
-from autopack.cli import db as db_commands
-from autopack.cli import drain as drain_commands
-from autopack.cli import seed as seed_commands
-from autopack.cli import telemetry as telemetry_commands
-from autopack.cli.estimate import estimate_command
 from autopack.errors import EXIT_INTERRUPTED, AutopackError
 
 # An unexpected exception is a bug in autopack, not a verdict on the operator's data.
 EXIT_INTERNAL_ERROR = 70
 
-app = typer.Typer(
-    name="autopack",
-    help="Keep Autopack's databases apart, drain its work token-safely, calibrate its estimator.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.add_typer(db_commands.app, name="db")
-app.add_typer(drain_commands.app, name="drain")
-app.add_typer(seed_commands.app, name="seed")
-app.add_typer(telemetry_commands.app, name="telemetry")
-app.command("estimate")(estimate_command)
+# name → (module, attribute): a Typer sub-app, or a single command function.
+GROUPS: dict[str, tuple[str, str]] = {
+    "db": ("autopack.cli.db", "app"),
+    "seed": ("autopack.cli.seed", "app"),
+    "drain": ("autopack.cli.drain", "app"),
+    "telemetry": ("autopack.cli.telemetry", "app"),
+    "triage": ("autopack.cli.triage", "app"),
+}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "estimate": ("autopack.cli.estimate", "estimate_command"),
+}
 
 
 def _version(value: bool) -> None:
@@ -38,13 +38,34 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
-) -> None:
-    """autopack: one tool for the databases, telemetry and calibration of an Autopack agent."""
+def build_app(args: list[str] | None = None) -> typer.Typer:
+    """The root app, with the group named in `args` (or every group when none is named)."""
+    app = typer.Typer(
+        name="autopack",
+        help="Keep Autopack's databases apart, drain its work token-safely, calibrate its "
+        "estimator.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ) -> None:
+        """autopack: one tool for the databases, telemetry and calibration of an Autopack agent."""
+
+    first = next((a for a in args or [] if not a.startswith("-")), None)
+    wanted = first if first in GROUPS or first in COMMANDS else None
+    for name, (module, attribute) in GROUPS.items():
+        if wanted in (None, name):
+            app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    for name, (module, attribute) in COMMANDS.items():
+        if wanted in (None, name):
+            app.command(name)(getattr(importlib.import_module(module), attribute))
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        result = app(args=args, prog_name="autopack", standalone_mode=False)
+        result = build_app(args)(args=args, prog_name="autopack", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from autopack import console
+from autopack.cli.confirm import confirm_or_refuse
 from autopack.cli.options import (
     DbOption,
     DebugOption,
@@ -19,14 +19,7 @@ from autopack.cli.options import (
 from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode
 from autopack.db.identity import inspect_database, read_panel
-from autopack.db.lifecycle import (
-    check_database,
-    init_database,
-    plan_upgrade,
-    stamp_database,
-    upgrade_database,
-)
-from autopack.errors import EXIT_FOUND_PROBLEMS, GuardError
+from autopack.errors import EXIT_FOUND_PROBLEMS
 from autopack.settings import resolve_target
 
 app = typer.Typer(
@@ -54,6 +47,8 @@ def init(
 
     The only command that creates a database. e.g. autopack db init --db seed
     """
+    from autopack.db.lifecycle import init_database  # Alembic: loaded only to change a schema
+
     result = init_database(resolve_target(db, database_url), role)
     panel = None
     if not result.target.in_memory:
@@ -110,6 +105,8 @@ def stamp(
 
     e.g. autopack db stamp --db legacy --role legacy
     """
+    from autopack.db.lifecycle import stamp_database
+
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
         announce(database, quiet=quiet, as_json=as_json)
         result = stamp_database(database, role)
@@ -141,6 +138,8 @@ def upgrade(
 
     e.g. autopack db upgrade --db legacy
     """
+    from autopack.db.lifecycle import plan_upgrade, upgrade_database
+
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         plan = plan_upgrade(database)
@@ -160,7 +159,7 @@ def upgrade(
             _show_plan(
                 plan.tables_to_create, plan.columns_to_add, plan.state.revision, plan.state.head
             )
-        _confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
+        confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
         result = upgrade_database(database)
         after = read_panel(database)
     if as_json:
@@ -195,6 +194,8 @@ def check(
 
     e.g. autopack db check --db seed
     """
+    from autopack.db.lifecycle import check_database
+
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         state = check_database(database)
@@ -226,15 +227,3 @@ def _show_plan(
         console.info(f"  + table {table}")
     for table, names in columns.items():
         console.info(f"  + columns on {table}: {', '.join(names)}")
-
-
-def _confirm_or_refuse(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise GuardError(
-            "this changes the database and no terminal is attached to confirm it.",
-            hint="pass --yes to confirm in scripts",
-        )
-    if not console.confirm(question):
-        raise GuardError("cancelled; nothing was changed.", hint="pass --yes to skip the question")

@@ -11,10 +11,20 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
-from autopack.db import models
 from autopack.db.engine import Database, translated_errors
 from autopack.db.meta import read_stamp
+from autopack.db.names import ALL_TABLES, PhaseState, RunState
 from autopack.db.schema import SchemaState, inspect_schema, require_autopack_schema
+
+# A light view of the telemetry table: the identity report needs five columns, not the model.
+_EVENTS = sa.table(
+    "token_estimation_v2_events",
+    sa.column("category"),
+    sa.column("complexity"),
+    sa.column("deliverable_count"),
+    sa.column("success", sa.Boolean),
+    sa.column("truncated", sa.Boolean),
+)
 
 PANEL_COUNT_TABLES = ("runs", "phases", "token_estimation_v2_events")
 
@@ -159,9 +169,9 @@ def inspect_database(db: Database) -> IdentityReport:
         require_autopack_schema(db, schema)
         info = _target_info(db, connection, schema)
         present = set(schema.existing_tables)
-        counts = {t: _count(connection, t) for t in models.ALL_TABLES if t in present}
-        phase_states = _states(connection, "phases", [s.value for s in models.PhaseState], present)
-        run_states = _states(connection, "runs", [s.value for s in models.RunState], present)
+        counts = {t: _count(connection, t) for t in ALL_TABLES if t in present}
+        phase_states = _states(connection, "phases", [s.value for s in PhaseState], present)
+        run_states = _states(connection, "runs", [s.value for s in RunState], present)
         telemetry = _telemetry(connection, counts, present)
     return IdentityReport(
         target=info,
@@ -199,7 +209,7 @@ def _telemetry(
         return TelemetryStats(
             available=False, escalation_events=escalations, llm_usage_events=usage
         )
-    events = models.table_of(models.TokenEstimationV2Event)
+    events = _EVENTS
     success = events.c.success == sa.true()
     truncated = events.c.truncated == sa.true()
     total, n_success, n_truncated = connection.execute(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.config import Config
 
 from autopack.db.backup import backup_sqlite
 from autopack.db.engine import Database, OpenMode, open_database, translated_errors
@@ -21,16 +22,23 @@ from autopack.db.meta import (
     validate_role,
     write_stamp,
 )
+from autopack.db.names import HEAD_REVISION
 from autopack.db.schema import (
     SchemaState,
-    alembic_config,
     enable_wal,
-    head_revision,
     inspect_schema,
     require_autopack_schema,
 )
 from autopack.errors import ConfigError, SchemaError, TargetError
 from autopack.settings import BUILTIN_TARGET_ROLES, DatabaseTarget
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
 
 
 def run_migrations(connection: sa.Connection) -> str:
@@ -38,7 +46,7 @@ def run_migrations(connection: sa.Connection) -> str:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
-    return head_revision()
+    return HEAD_REVISION
 
 
 def role_for_init(target: DatabaseTarget, role: str | None) -> str:
@@ -130,7 +138,7 @@ class UpgradePlan:
 
 def plan_upgrade(db: Database) -> UpgradePlan:
     with translated_errors(db), db.engine.connect() as connection:
-        state = inspect_schema(connection)
+        state = inspect_schema(connection, columns=True)
     require_autopack_schema(db, state)
     return UpgradePlan(state)
 
@@ -203,6 +211,6 @@ def stamp_database(db: Database, role: str) -> StampResult:
 def check_database(db: Database) -> SchemaState:
     """How the schema compares with the code (read-only)."""
     with translated_errors(db), db.engine.connect() as connection:
-        state = inspect_schema(connection)
+        state = inspect_schema(connection, columns=True)
     require_autopack_schema(db, state)
     return state

@@ -11,11 +11,20 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
 
 from autopack import __version__
-from autopack.db.models import AutopackMeta, table_of, utc_now
 from autopack.errors import ConfigError
+
+META_TABLE = "autopack_meta"
+# A light view of the table for reading (the panel reads it on every command).
+_META = sa.table(
+    META_TABLE,
+    sa.column("id"),
+    sa.column("role"),
+    sa.column("db_id"),
+    sa.column("schema_revision"),
+    sa.column("tool_version"),
+)
 
 KNOWN_ROLES = ("seed", "legacy", "general")
 UNSTAMPED_ROLE = "legacy"
@@ -41,10 +50,9 @@ def validate_role(role: str) -> str:
 
 
 def read_stamp(connection: sa.Connection) -> RoleStamp:
-    if not sa.inspect(connection).has_table(AutopackMeta.__tablename__):
+    if not sa.inspect(connection).has_table(META_TABLE):
         return RoleStamp(UNSTAMPED_ROLE, None, stamped=False)
-    meta = table_of(AutopackMeta)
-    row = connection.execute(sa.select(meta.c.role, meta.c.db_id).where(meta.c.id == 1)).first()
+    row = connection.execute(sa.select(_META.c.role, _META.c.db_id).where(_META.c.id == 1)).first()
     if row is None:
         return RoleStamp(UNSTAMPED_ROLE, None, stamped=False)
     return RoleStamp(row.role, row.db_id, stamped=True)
@@ -52,6 +60,10 @@ def read_stamp(connection: sa.Connection) -> RoleStamp:
 
 def write_stamp(connection: sa.Connection, role: str, schema_revision: str | None) -> RoleStamp:
     """Stamp (or re-stamp) the DB; the db_id is kept if one exists, created otherwise."""
+    from sqlmodel import Session, select  # writing goes through the model
+
+    from autopack.db.models import AutopackMeta, table_of, utc_now
+
     role = validate_role(role)
     table_of(AutopackMeta).create(connection, checkfirst=True)
     with Session(connection) as session:
@@ -76,10 +88,9 @@ def write_stamp(connection: sa.Connection, role: str, schema_revision: str | Non
 
 
 def record_schema_revision(connection: sa.Connection, revision: str) -> None:
-    if sa.inspect(connection).has_table(AutopackMeta.__tablename__):
-        meta = table_of(AutopackMeta)
+    if sa.inspect(connection).has_table(META_TABLE):
         connection.execute(
-            sa.update(meta)
-            .where(meta.c.id == 1)
+            sa.update(_META)
+            .where(_META.c.id == 1)
             .values(schema_revision=revision, tool_version=__version__)
         )

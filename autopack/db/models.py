@@ -10,50 +10,24 @@ autopack's own tables are additive and prefixed `autopack_`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+# Re-exported: the tables' names and states live in autopack.db.names (cheap to import).
+from autopack.db.names import ALL_TABLES as ALL_TABLES
+from autopack.db.names import AUTOPACK_TABLES as AUTOPACK_TABLES
+from autopack.db.names import DRAIN_TABLES as DRAIN_TABLES
+from autopack.db.names import ORIGINAL_TABLES as ORIGINAL_TABLES
+from autopack.db.names import PhaseState as PhaseState
+from autopack.db.names import RunState as RunState
+from autopack.db.names import TierState as TierState
+
 
 def utc_now() -> datetime:
     """Naive UTC, as the original stored timestamps (readers treat naive values as UTC)."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-class RunState(StrEnum):
-    QUEUED = "QUEUED"
-    PLAN_BOOTSTRAP = "PLAN_BOOTSTRAP"
-    RUN_CREATED = "RUN_CREATED"
-    PHASE_QUEUEING = "PHASE_QUEUEING"
-    PHASE_EXECUTION = "PHASE_EXECUTION"
-    GATE = "GATE"
-    CI_RUNNING = "CI_RUNNING"
-    SNAPSHOT_CREATED = "SNAPSHOT_CREATED"
-    DONE_SUCCESS = "DONE_SUCCESS"
-    DONE_FAILED_BUDGET_EXHAUSTED = "DONE_FAILED_BUDGET_EXHAUSTED"
-    DONE_FAILED_POLICY_VIOLATION = "DONE_FAILED_POLICY_VIOLATION"
-    DONE_FAILED_REQUIRES_HUMAN_REVIEW = "DONE_FAILED_REQUIRES_HUMAN_REVIEW"
-    DONE_FAILED_ENVIRONMENT = "DONE_FAILED_ENVIRONMENT"
-
-
-class PhaseState(StrEnum):
-    QUEUED = "QUEUED"
-    EXECUTING = "EXECUTING"
-    GATE = "GATE"
-    CI_RUNNING = "CI_RUNNING"
-    COMPLETE = "COMPLETE"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
-
-
-class TierState(StrEnum):
-    PENDING = "PENDING"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETE = "COMPLETE"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
 
 
 # Naive UTC on every backend, as the original's columns are (TIMESTAMP WITHOUT TIME ZONE on
@@ -130,6 +104,8 @@ class Phase(SQLModel, table=True):
         sa.UniqueConstraint("run_id", "phase_id", name="uq_phases_run_id_phase_id"),
         sa.Index("ix_phases_run_state", "run_id", "state"),
         sa.Index("ix_phases_state_started", "state", "started_at"),
+        # autopack's: stale triage finds QUEUED phases untouched since a cutoff with a range scan.
+        sa.Index("ix_phases_state_updated", "state", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True, index=True)
@@ -404,33 +380,3 @@ def table_of(model: type[SQLModel]) -> sa.Table:
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, sa.Table)
     return table
-
-
-# The tables the original Autopack defines (and this tool reads). Everything else in an
-# original DB (it has 36 tables) is left alone.
-ORIGINAL_TABLES: tuple[str, ...] = (
-    "runs",
-    "tiers",
-    "phases",
-    "token_estimation_v2_events",
-    "token_budget_escalation_events",
-    "llm_usage_events",
-)
-AUTOPACK_TABLES: tuple[str, ...] = (
-    "autopack_meta",
-    "autopack_drain_sessions",
-    "autopack_drain_results",
-    "autopack_phase_claims",
-    "autopack_telemetry_provenance",
-)
-ALL_TABLES: tuple[str, ...] = ORIGINAL_TABLES + AUTOPACK_TABLES
-# What a drain cannot work without. The telemetry tables are not among them: without them a
-# drain still builds phases, and each phase's zero yield is explained as "tables missing".
-DRAIN_TABLES: tuple[str, ...] = (
-    "runs",
-    "tiers",
-    "phases",
-    "autopack_drain_sessions",
-    "autopack_drain_results",
-    "autopack_phase_claims",
-)

@@ -1,43 +1,33 @@
-"""The schema through Alembic: what revision a DB is at, what an upgrade would add, and doing it.
+"""What revision a DB is at and how its schema compares with this autopack's models.
 
-`db init` and `db upgrade` (autopack.db.lifecycle) are the only callers that change a
-schema. Everything here takes an open `Database`; nothing binds an engine itself.
+Read-only, and cheap to import (no Alembic, no models unless columns are compared): the target
+panel runs this on every command. `db init` and `db upgrade` (autopack.db.lifecycle) are the
+only callers that change a schema.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import sqlalchemy as sa
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlmodel import SQLModel
 
-from autopack.db import models
 from autopack.db.engine import Database
+from autopack.db.names import ALL_TABLES, HEAD_REVISION, VERSION_TABLE
 from autopack.errors import SchemaError
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-VERSION_TABLE = "autopack_alembic_version"
-
-
-def alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
-
-
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None  # the package always ships at least the baseline revision
-    return head
 
 
 def current_revision(connection: sa.Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    """The revision recorded in autopack's own version table (Alembic's one-row table)."""
+    version = sa.table(VERSION_TABLE, sa.column("version_num"))
+    return connection.execute(sa.select(version.c.version_num).limit(1)).scalar_one_or_none()
+
+
+def expected_columns(table_name: str) -> list[str]:
+    from sqlmodel import SQLModel  # the models are only needed to compare columns
+
+    import autopack.db.models  # noqa: F401  (registers the tables)
+
+    return [c.name for c in SQLModel.metadata.tables[table_name].columns]
 
 
 @dataclass(frozen=True)
@@ -64,20 +54,21 @@ class SchemaState:
         return "runs" in self.existing_tables or "autopack_meta" in self.existing_tables
 
 
-def inspect_schema(connection: sa.Connection) -> SchemaState:
+def inspect_schema(connection: sa.Connection, *, columns: bool = False) -> SchemaState:
+    """Tables present and missing, and the revision; with `columns`, missing columns too."""
     inspector = sa.inspect(connection)
     present = set(inspector.get_table_names())
-    known = [t for t in models.ALL_TABLES if t in present]
-    missing = tuple(t for t in models.ALL_TABLES if t not in present)
+    known = [t for t in ALL_TABLES if t in present]
+    missing = tuple(t for t in ALL_TABLES if t not in present)
     missing_columns: dict[str, tuple[str, ...]] = {}
-    for table_name in known:
-        have = {c["name"] for c in inspector.get_columns(table_name)}
-        want = [c.name for c in SQLModel.metadata.tables[table_name].columns]
-        absent = tuple(name for name in want if name not in have)
-        if absent:
-            missing_columns[table_name] = absent
+    if columns:
+        for table_name in known:
+            have = {c["name"] for c in inspector.get_columns(table_name)}
+            absent = tuple(n for n in expected_columns(table_name) if n not in have)
+            if absent:
+                missing_columns[table_name] = absent
     revision = current_revision(connection) if VERSION_TABLE in present else None
-    return SchemaState(revision, head_revision(), tuple(known), missing, missing_columns)
+    return SchemaState(revision, HEAD_REVISION, tuple(known), missing, missing_columns)
 
 
 def enable_wal(db: Database) -> None:

@@ -6,8 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import autopack.db.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-
-VERSION_TABLE = "autopack_alembic_version"
+from autopack.db.names import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:
