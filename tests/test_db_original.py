@@ -75,13 +75,7 @@ def test_upgrade_keeps_every_row_of_every_table_and_backs_up_first(
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["changed"] is True
-    assert doc["created_tables"] == [
-        "autopack_meta",
-        "autopack_drain_sessions",
-        "autopack_drain_results",
-        "autopack_phase_claims",
-        "autopack_telemetry_provenance",
-    ]
+    assert doc["created_tables"] == list(AUTOPACK_TABLES)
     backup = Path(doc["backup_path"])
     assert backup.parent == workdir
     assert backup.name.startswith("autopack_legacy.db.backup-")

@@ -14,6 +14,7 @@ from autopack.db.engine import Database
 from autopack.db.models import (
     DrainResult,
     DrainSession,
+    LlmUsageAttempts,
     LlmUsageEvent,
     Phase,
     PhaseClaim,
@@ -261,6 +262,12 @@ def test_rate_limit_is_retried_and_every_attempt_counted(
     assert entry["llm_calls"] == 1
     assert entry["llm_attempts"] == 2
     assert len(_rows(seed_db, TokenEstimationV2Event)) == 1
+    # The call's usage record carries every attempt.
+    (usage,) = _rows(seed_db, LlmUsageEvent)
+    (attempts,) = _rows(seed_db, LlmUsageAttempts, usage_event_id=usage.id)
+    assert attempts.attempts == 2
+    assert attempts.answered is True
+    assert [a["kind"] for a in attempts.detail] == ["rate_limited", "ok"]
 
 
 def test_server_errors_exhausted_fail_with_llm_call_failed(
@@ -274,6 +281,12 @@ def test_server_errors_exhausted_fail_with_llm_call_failed(
     assert entry["zero_yield_reason"] == "llm_call_failed"
     assert entry["llm_attempts"] == 2
     assert fake_llm.answered_2xx == 0
+    # A call that never answered still has its usage record (no tokens) and its attempts.
+    (usage,) = _rows(seed_db, LlmUsageEvent)
+    assert usage.total_tokens == 0
+    (attempts,) = _rows(seed_db, LlmUsageAttempts, usage_event_id=usage.id)
+    assert attempts.answered is False
+    assert [a["status"] for a in attempts.detail] == [500, 500]
     assert _state(seed_db, P1) == "FAILED"
 
 

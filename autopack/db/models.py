@@ -375,6 +375,28 @@ class TelemetryProvenance(SQLModel, table=True):
     source_line: int | None = None
 
 
+class LlmUsageAttempts(SQLModel, table=True):
+    """Every HTTP attempt behind one llm_usage_events row (retries on 429/5xx/timeouts).
+
+    A side table, so the original's llm_usage_events keeps its exact columns.
+    """
+
+    __tablename__ = "autopack_llm_usage_attempts"
+
+    usage_event_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer,
+            sa.ForeignKey("llm_usage_events.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    attempts: int
+    answered: bool
+    """The call got a 2xx reply with a body (retries before it were transport failures)."""
+    detail: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
+    """One entry per attempt: number, kind, HTTP status, latency, seconds waited before it."""
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, typed (for aggregate queries without ORM objects)."""
     table = model.__table__  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,12 @@ from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.verify import verify_deliverables
 from autopack.executor.workspace import WorkspaceError, dirty_scope_paths, write_files_atomically
 from autopack.llm.base import LlmCallError, LlmClient, LlmRequest, LlmResult
-from autopack.telemetry.recorder import BuilderCall, WriteStatus, record_builder_call
+from autopack.telemetry.recorder import (
+    BuilderCall,
+    WriteStatus,
+    record_builder_call,
+    record_failed_call,
+)
 from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
 
 PHASES = table_of(Phase)
@@ -364,6 +369,17 @@ class _Steps:
             try:
                 result = self.client.complete(request)
             except LlmCallError as exc:
+                error_text = record_failed_call(
+                    self.engine,
+                    run_id=self.spec.run_id,
+                    phase_id=self.spec.phase_id,
+                    provider=exc.provider,
+                    model=exc.model,
+                    phase_type=self.row.phase_type,
+                    attempts=tuple(asdict(a) for a in exc.attempts),
+                )
+                if error_text is not None:
+                    facts.usage_write_error = error_text
                 outcome.llm_attempts += len(exc.attempts)
                 outcome.llm_seconds += sum(a.latency_s for a in exc.attempts)
                 self.transcripts.write_error(attempt, exc)
@@ -421,11 +437,14 @@ class _Steps:
                 truncated=result.truncated,
                 success=success,
                 phase_type=self.row.phase_type,
+                attempts=tuple(asdict(a) for a in result.attempts),
             ),
             enabled=self.options.telemetry_enabled,
             tables_present=self.options.telemetry_tables_present,
         )
         facts = self.outcome.facts
+        if write.usage_error is not None:
+            facts.usage_write_error = write.usage_error
         if write.status is WriteStatus.WRITTEN:
             facts.rows_written += 1
             self.outcome.telemetry_events += 1

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from autopack.db.models import (
+    LlmUsageAttempts,
     LlmUsageEvent,
     TelemetryProvenance,
     TokenEstimationV2Event,
@@ -32,6 +33,7 @@ MIN_VALID_OUTPUT_TOKENS = 50
 EVENTS = table_of(TokenEstimationV2Event)
 PROVENANCE = table_of(TelemetryProvenance)
 USAGE = table_of(LlmUsageEvent)
+ATTEMPTS = table_of(LlmUsageAttempts)
 MAX_DELIVERABLES_KEPT = 20
 MAX_DELIVERABLE_CHARS = 200
 
@@ -62,6 +64,8 @@ class BuilderCall:
     success: bool
     """The reply parsed into a usable set of files (builder success, not phase success)."""
     phase_type: str | None = None
+    attempts: tuple[dict[str, object], ...] = ()
+    """Every HTTP attempt of the call (retries included), as plain data."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,15 @@ def record_builder_call(
     The usage ledger row is written with the telemetry row, or alone when there is none (or
     when writing the telemetry row failed, so that failure hides nothing else).
     """
-    usage = _usage_row(call)
+    usage = _usage_row(
+        provider=call.provider,
+        model=call.model,
+        run_id=call.run_id,
+        phase_id=call.phase_id,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        phase_type=call.phase_type,
+    )
     problem: WriteStatus | None = None
     detail: str | None = None
     if not enabled:
@@ -154,17 +166,68 @@ def record_builder_call(
                         }
                     ],
                 )
-                connection.execute(sa.insert(USAGE), [usage])
+                _insert_usage(connection, usage, call.attempts, answered=True)
             return TelemetryWrite(WriteStatus.WRITTEN, event_id=event_id)
         except SQLAlchemyError as exc:
             problem, detail = WriteStatus.FAILED, _one_line(exc)
     usage_error: str | None = None
     try:
         with engine.begin() as connection:
-            connection.execute(sa.insert(USAGE), [usage])
+            _insert_usage(connection, usage, call.attempts, answered=True)
     except SQLAlchemyError as exc:
         usage_error = _one_line(exc)
     return TelemetryWrite(problem, detail=detail, usage_error=usage_error)
+
+
+def record_failed_call(
+    engine: Engine,
+    *,
+    run_id: str,
+    phase_id: str,
+    provider: str,
+    model: str,
+    phase_type: str | None,
+    attempts: tuple[dict[str, object], ...],
+) -> str | None:
+    """A call that never got a usable answer still gets its usage row (0 tokens) and its
+    attempts. Returns the error text if even that could not be written."""
+    usage = _usage_row(
+        provider=provider,
+        model=model,
+        run_id=run_id,
+        phase_id=phase_id,
+        input_tokens=None,
+        output_tokens=None,
+        phase_type=phase_type,
+    )
+    try:
+        with engine.begin() as connection:
+            _insert_usage(connection, usage, attempts, answered=False)
+    except SQLAlchemyError as exc:
+        return _one_line(exc)
+    return None
+
+
+def _insert_usage(
+    connection: sa.Connection,
+    usage: dict[str, object],
+    attempts: tuple[dict[str, object], ...],
+    *,
+    answered: bool,
+) -> None:
+    key = connection.execute(sa.insert(USAGE).values(**usage)).inserted_primary_key
+    assert key is not None
+    connection.execute(
+        sa.insert(ATTEMPTS),
+        [
+            {
+                "usage_event_id": int(key[0]),
+                "attempts": max(1, len(attempts)),
+                "answered": answered,
+                "detail": list(attempts),
+            }
+        ],
+    )
 
 
 def _event_row(call: BuilderCall) -> dict[str, object]:
@@ -197,22 +260,31 @@ def _event_row(call: BuilderCall) -> dict[str, object]:
     }
 
 
-def _usage_row(call: BuilderCall) -> dict[str, object]:
+def _usage_row(
+    *,
+    provider: str,
+    model: str,
+    run_id: str,
+    phase_id: str,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    phase_type: str | None,
+) -> dict[str, object]:
     return {
-        "provider": call.provider,
-        "model": call.model,
-        "run_id": call.run_id,
-        "phase_id": call.phase_id,
+        "provider": provider,
+        "model": model,
+        "run_id": run_id,
+        "phase_id": phase_id,
         "role": "builder",
-        "total_tokens": (call.input_tokens or 0) + (call.output_tokens or 0),
-        "prompt_tokens": call.input_tokens,
-        "completion_tokens": call.output_tokens,
+        "total_tokens": (input_tokens or 0) + (output_tokens or 0),
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
         "created_at": utc_now(),
         "client_id": None,
         "is_doctor_call": False,
         "doctor_model": None,
         "doctor_action": None,
-        "phase_type": call.phase_type,
+        "phase_type": phase_type,
         "intent": None,
     }
 

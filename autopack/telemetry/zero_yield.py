@@ -41,6 +41,8 @@ class DrainFacts:
     write_errors: int = 0
     last_write_error: str | None = None
     last_rejection: str | None = None
+    usage_write_error: str | None = None
+    """The llm_usage_events ledger row could not be written (reported; not a zero-yield cause)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
