@@ -1,0 +1,230 @@
+"""`autopack telemetry export` and `autopack telemetry import`: parse, call the core, render."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autopack import console
+from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
+from autopack.cli.target import announce, open_named
+from autopack.db.engine import Database, OpenMode
+from autopack.errors import EXIT_FOUND_PROBLEMS, ConfigError
+from autopack.render.telemetry_io import (
+    progress_bar,
+    progress_wanted,
+    show_broken_pipe,
+    show_export_result,
+    show_import_report,
+)
+from autopack.telemetry.exchange import ExportFormat, ProgressCallback
+from autopack.telemetry.export import (
+    ExportFilters,
+    ExportResult,
+    check_output_path,
+    export_telemetry,
+    export_to_file,
+    parse_when,
+)
+from autopack.telemetry.importer import (
+    ImportFormat,
+    ImportOptions,
+    check_input_files,
+    import_files,
+    parse_utc_offset,
+)
+
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option("--allow-empty-db", help="Export even from a DB with 0 runs and 0 phases."),
+]
+
+
+def export_command(
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="csv (default) or ndjson.")
+    ] = ExportFormat.CSV,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write this file (replaced atomically) instead of stdout.",
+        ),
+    ] = None,
+    success_only: Annotated[
+        bool, typer.Option("--success-only", help="Only rows with success = true.")
+    ] = False,
+    exclude_truncated: Annotated[
+        bool,
+        typer.Option("--exclude-truncated", help="Drop truncated calls (actual is a lower bound)."),
+    ] = False,
+    run_id: Annotated[
+        list[str] | None, typer.Option("--run-id", metavar="ID", help="Only this run (repeatable).")
+    ] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--category",
+            metavar="CATEGORY",
+            help="Only this category, normalised: tests = testing.",
+        ),
+    ] = None,
+    complexity: Annotated[
+        list[str] | None,
+        typer.Option("--complexity", metavar="LEVEL", help="low, medium, high or maintenance."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="WHEN", help="From this UTC date/time (inclusive)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", metavar="WHEN", help="Before this UTC date/time (exclusive)."),
+    ] = None,
+    allow_empty_db: AllowEmptyOption = False,
+    db: DbOption = None,
+    database_url: UrlOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Stream telemetry rows out as CSV or NDJSON (read-only; constant memory).
+
+    Every column of token_estimation_v2_events, its provenance, and derived columns; the row
+    count goes to stderr. e.g. autopack telemetry export --db seed -o telemetry.csv
+    """
+    filters = ExportFilters(
+        success_only=success_only,
+        exclude_truncated=exclude_truncated,
+        run_ids=tuple(run_id or ()),
+        categories=tuple(category or ()),
+        complexities=tuple(complexity or ()),
+        since=parse_when(since, "--since") if since is not None else None,
+        until=parse_when(until, "--until") if until is not None else None,
+    )
+    if as_json and output is None:
+        raise ConfigError(
+            "--json prints a summary on stdout, where the rows would go.",
+            hint="add --output FILE, or drop --json to stream the rows to stdout",
+        )
+    with open_named(db, database_url, OpenMode.READ_ONLY) as database:
+        panel = announce(database, quiet=quiet, as_json=as_json)
+        if output is not None:
+            check_output_path(database, output)
+        # On a terminal the rows themselves would share the screen with a bar.
+        show_bar = progress_wanted(quiet=quiet, as_json=as_json) and (
+            output is not None or not sys.stdout.isatty()
+        )
+        with progress_bar("exporting", enabled=show_bar) as progress:
+            if output is not None:
+                result = export_to_file(
+                    database,
+                    output,
+                    fmt,
+                    filters,
+                    allow_empty_db=allow_empty_db,
+                    progress=progress,
+                )
+            else:
+                result = _export_to_stdout(database, fmt, filters, allow_empty_db, progress)
+    if as_json:
+        console.print_json({"target": panel.target.model_dump(mode="json"), **result.model_dump()})
+    else:
+        show_export_result(result)
+
+
+def _export_to_stdout(
+    database: Database,
+    fmt: ExportFormat,
+    filters: ExportFilters,
+    allow_empty_db: bool,
+    progress: ProgressCallback | None,
+) -> ExportResult:
+    try:
+        return export_telemetry(
+            database, sys.stdout, fmt, filters, allow_empty_db=allow_empty_db, progress=progress
+        )
+    except BrokenPipeError:
+        # `… | head`: stop quietly; point stdout at /dev/null so the exit flush cannot fail.
+        _silence_stdout()
+        show_broken_pipe()
+        raise typer.Exit(EXIT_FOUND_PROBLEMS) from None
+
+
+def _silence_stdout() -> None:
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
+def import_command(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="Original log files, the original's NDJSON export, or our CSV/NDJSON export.",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[
+        ImportFormat,
+        typer.Option("--format", "-f", help="auto (by content, per file), log, ndjson or csv."),
+    ] = ImportFormat.AUTO,
+    include_contaminated: Annotated[
+        bool,
+        typer.Option(
+            "--include-contaminated",
+            help="Also import `actual_total=` fallback lines (total tokens), marked as such.",
+        ),
+    ] = False,
+    log_utc_offset: Annotated[
+        str,
+        typer.Option(
+            "--log-utc-offset",
+            metavar="±HH:MM",
+            help="UTC offset of log timestamps written without one (the original logged "
+            "local time).",
+        ),
+    ] = "+00:00",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be imported; write nothing.")
+    ] = False,
+    db: DbOption = None,
+    database_url: UrlOption = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Import historical telemetry; importing the same file twice adds nothing.
+
+    Works on a fresh, empty DB. Exit 1 if a line could not be read or nothing was found.
+    e.g. autopack telemetry import --db seed old_logs/*.log export.ndjson
+    """
+    options = ImportOptions(
+        format=fmt,
+        include_contaminated=include_contaminated,
+        log_utc_offset=parse_utc_offset(log_utc_offset),
+        dry_run=dry_run,
+    )
+    paths = check_input_files(files)
+    with open_named(db, database_url, OpenMode.READ_WRITE) as database:
+        panel = announce(database, quiet=quiet, as_json=as_json)
+        enabled = progress_wanted(quiet=quiet, as_json=as_json)
+        with progress_bar("importing", enabled=enabled, in_bytes=True) as progress:
+            report = import_files(database, paths, options, progress=progress)
+    if as_json:
+        console.print_json({"target": panel.target.model_dump(mode="json"), **report.model_dump()})
+    else:
+        show_import_report(report)
+    if report.found_problems:
+        raise typer.Exit(EXIT_FOUND_PROBLEMS)
