@@ -1,0 +1,443 @@
+"""Rendering `telemetry analyze`: Rich tables on stderr, and the Markdown report file.
+
+Both render the same `AnalysisReport`; neither computes anything. The Markdown writer has no
+Rich in it (it is a file format), and lives here next to the terminal view so the two stay in
+step when a figure is added.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from autopack.console import stderr_console, warn
+from autopack.db.identity import TargetInfo
+from autopack.errors import ConfigError
+from autopack.telemetry.analyze import (
+    AnalysisReport,
+    Filters,
+    Stratum,
+    TargetCheck,
+    WasteStats,
+)
+from autopack.telemetry.coverage import CoverageReport
+
+MET = "✅ met"
+MISSED = "❌ missed"
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting (shared by both views)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _smape(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}%"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _tokens(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _mark(check: TargetCheck) -> str:
+    if check.met is None:
+        return "—"
+    return MET if check.met else MISSED
+
+
+def _target(check: TargetCheck) -> str:
+    return "—" if check.target is None else f"≤ {_pct(check.target)}"
+
+
+def _filters(filters: Filters, multiplier: float) -> str:
+    parts: list[str] = []
+    if filters.success_only:
+        parts.append("success only")
+    if filters.run_ids:
+        parts.append("run " + " | ".join(filters.run_ids))
+    if filters.categories:
+        parts.append("category " + " | ".join(filters.categories))
+    if filters.complexities:
+        parts.append("complexity " + " | ".join(filters.complexities))
+    if filters.since:
+        parts.append(f"since {filters.since.isoformat(sep=' ')}")
+    if filters.until:
+        parts.append(f"until {filters.until.isoformat(sep=' ')} (exclusive)")
+    shown = ", ".join(parts) if parts else "none (all rows)"
+    return f"{shown}; underestimated = actual > predicted × {multiplier}"
+
+
+def _tier1_rows(report: AnalysisReport) -> list[tuple[str, TargetCheck]]:
+    tier1 = report.tier1
+    return [
+        ("underestimation", tier1.underestimation),
+        ("truncation", tier1.truncation),
+        ("success (builder parse)", tier1.success),
+    ]
+
+
+def _waste_note(stats: WasteStats) -> str:
+    if stats.p90_guide is None or stats.p90 is None:
+        return ""
+    side = "<" if stats.p90 < stats.p90_guide else "≥"
+    return f"p90 {side} {stats.p90_guide:g}× guide"
+
+
+def _stratum_cells(stratum: Stratum) -> list[str]:
+    return [
+        f"{stratum.rows:,}",
+        _pct(stratum.success_rate),
+        _pct(stratum.truncation_rate),
+        _pct(stratum.underestimation_rate),
+        _smape(stratum.smape_mean),
+        _ratio(stratum.waste_mean),
+    ]
+
+
+STRATUM_HEADERS = ("rows", "success", "truncated", "underestimated", "SMAPE mean", "waste mean")
+
+
+def _coverage_grid(
+    coverage: CoverageReport,
+) -> tuple[list[str], list[tuple[str, str, dict[str, int]]]]:
+    """Bucket columns and (category, complexity, {bucket: samples}) rows, in report order."""
+    buckets: list[str] = []
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for cell in coverage.cells:
+        if cell.deliverable_bucket not in buckets:
+            buckets.append(cell.deliverable_bucket)
+        rows.setdefault((cell.category, cell.complexity), {})[cell.deliverable_bucket] = (
+            cell.samples
+        )
+    order = {bucket: index for index, bucket in enumerate(("0", "1", "2-5", "6+"))}
+    buckets.sort(key=lambda b: (order.get(b, len(order)), b))
+    return buckets, [(c, x, counts) for (c, x), counts in rows.items()]
+
+
+# --------------------------------------------------------------------------------------------
+# The terminal
+
+
+def show_analysis(report: AnalysisReport) -> None:
+    """The report as Rich tables on stderr (human output; data goes to stdout only with --json)."""
+    out = stderr_console()
+    out.print(
+        f"[bold]telemetry analysis[/]: {report.rows:,} of {report.table_rows:,} rows "
+        f"(filters: {escape(_filters(report.filters, report.under_multiplier))})",
+        soft_wrap=True,
+    )
+    if report.first_timestamp and report.last_timestamp:
+        out.print(
+            f"samples from {report.first_timestamp:%Y-%m-%d %H:%M} to "
+            f"{report.last_timestamp:%Y-%m-%d %H:%M} UTC"
+        )
+    tier1 = Table(title=f"Tier 1 — risk ({report.tier1.population})", title_justify="left")
+    for column in ("gate", "count", "rate", "target", "verdict"):
+        tier1.add_column(column, justify="left" if column in ("gate", "verdict") else "right")
+    for name, check in _tier1_rows(report):
+        tier1.add_row(
+            name,
+            f"{check.count:,} / {check.rows:,}",
+            _pct(check.rate),
+            _target(check),
+            _mark(check),
+        )
+    out.print(tier1)
+    style = {"within_targets": "green", "tuning_needed": "red", "no_samples": "yellow"}[
+        report.verdict.status
+    ]
+    out.print(f"[bold {style}]{escape(report.verdict.summary)}[/]", soft_wrap=True)
+    waste = Table(
+        title="Tier 2 — cost: waste = tokens allowed / actual (non-truncated rows)",
+        title_justify="left",
+    )
+    for column in ("waste", "n", "median", "p90", "mean", ""):
+        waste.add_column(column, justify="left" if column in ("waste", "") else "right")
+    for stats in report.waste:
+        waste.add_row(
+            escape(stats.definition),
+            f"{stats.n:,}",
+            _ratio(stats.median),
+            _ratio(stats.p90),
+            _ratio(stats.mean),
+            _waste_note(stats),
+        )
+    out.print(waste)
+    smape = Table(title=f"SMAPE ({report.smape.population})", title_justify="left")
+    for column in ("n", "mean", "median", "min", "max", "predicted mean", "actual mean"):
+        smape.add_column(column, justify="right")
+    smape.add_row(
+        f"{report.smape.n:,}",
+        _smape(report.smape.mean),
+        _smape(report.smape.median),
+        _smape(report.smape.min),
+        _smape(report.smape.max),
+        _tokens(report.non_truncated.predicted_mean),
+        _tokens(report.non_truncated.actual_mean),
+    )
+    out.print(smape)
+    truncated = report.truncated
+    if truncated.rows:
+        out.print(
+            f"truncated rows (lower bounds, apart): {truncated.rows:,}; predicted mean "
+            f"{_tokens(truncated.predicted_mean)}, actual mean ≥ {_tokens(truncated.actual_mean)}; "
+            f"underestimated {truncated.underestimated:,} "
+            f"({_pct(truncated.underestimated_rate)})",
+            soft_wrap=True,
+        )
+    else:
+        out.print("truncated rows: none")
+    if report.strata is not None:
+        for title, strata in (
+            ("by category", report.strata.by_category),
+            ("by complexity", report.strata.by_complexity),
+            ("by deliverable count", report.strata.by_deliverable_bucket),
+        ):
+            table = Table(title=f"stratified {title}", title_justify="left")
+            table.add_column(title.removeprefix("by "))
+            for column in STRATUM_HEADERS:
+                table.add_column(column, justify="right")
+            for stratum in strata:
+                table.add_row(escape(stratum.value), *_stratum_cells(stratum))
+            out.print(table)
+        out.print(escape(report.strata.note), soft_wrap=True)
+    _show_coverage(report.coverage)
+    for message in report.warnings:
+        warn(message)
+    out.print(
+        "median = true median (mean of the two middle values for even n); p90 = the exclusive "
+        "quantile of Python's statistics (the maximum below 10 values)",
+        soft_wrap=True,
+    )
+
+
+def show_written(path: Path) -> None:
+    stderr_console().print(f"report written to {escape(str(path))}", soft_wrap=True)
+
+
+def _show_coverage(coverage: CoverageReport) -> None:
+    out = stderr_console()
+    buckets, rows = _coverage_grid(coverage)
+    table = Table(
+        title="coverage: clean samples (success, not truncated) per deliverable bucket",
+        title_justify="left",
+    )
+    table.add_column("category")
+    table.add_column("complexity")
+    for bucket in buckets:
+        table.add_column(bucket, justify="right")
+    table.add_column("total", justify="right")
+    for category, complexity, counts in rows:
+        table.add_row(
+            escape(category),
+            escape(complexity),
+            *(str(counts[b]) if b in counts else "" for b in buckets),
+            str(sum(counts.values())),
+        )
+    out.print(table)
+    style = "green" if coverage.ready else "yellow"
+    out.print(f"[bold {style}]{escape(coverage.verdict)}[/]", soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md(text: object) -> str:
+    """A table cell: pipes escaped, never multi-line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: int = 1) -> list[str]:
+    """A Markdown table; columns from `right` on are right-aligned."""
+    align = ["---" if i < right else "---:" for i in range(len(headers))]
+    lines = ["| " + " | ".join(_md(h) for h in headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def to_markdown(report: AnalysisReport, target: TargetInfo | None = None) -> str:
+    """The report as a Markdown document (the `--output report.md` file)."""
+    lines = ["# Token-estimation telemetry analysis", ""]
+    lines += [
+        f"- generated: {report.generated_at.isoformat(sep=' ', timespec='seconds')} UTC",
+    ]
+    if target is not None:
+        where = target.path or ("in-memory" if target.in_memory else target.backend)
+        lines.append(f"- database: `{target.url}` ({where}; role {target.role})")
+    lines += [
+        "- source: the `token_estimation_v2_events` table (not log files)",
+        f"- filters: {_filters(report.filters, report.under_multiplier)}",
+        f"- rows analysed: {report.rows:,} of {report.table_rows:,}",
+    ]
+    if report.first_timestamp and report.last_timestamp:
+        lines.append(
+            f"- samples from {report.first_timestamp:%Y-%m-%d %H:%M} to "
+            f"{report.last_timestamp:%Y-%m-%d %H:%M} UTC"
+        )
+    lines += ["", "## Verdict", "", f"**{report.verdict.summary}**", ""]
+    lines += [f"- {action}" for action in report.verdict.actions] + [""]
+    lines += [
+        "## Tier 1 — risk (the tuning gates)",
+        "",
+        f"Population: {report.tier1.population}.",
+        "",
+    ]
+    lines += _table(
+        ("gate", "count", "rate", "target", "verdict"),
+        [
+            (name, f"{c.count:,} / {c.rows:,}", _pct(c.rate), _target(c), _mark(c))
+            for name, c in _tier1_rows(report)
+        ],
+    )
+    lines += ["", "## Tier 2 — cost (waste)", ""]
+    lines += [
+        "Waste is the tokens allowed over the tokens used. Three definitions are in use; all "
+        "three are reported, each over its own population:",
+        "",
+    ]
+    lines += _table(
+        ("waste", "population", "n", "median", "p90", "mean"),
+        [
+            (
+                w.definition,
+                w.population,
+                f"{w.n:,}",
+                _ratio(w.median),
+                _ratio(w.p90),
+                _ratio(w.mean),
+            )
+            for w in report.waste
+        ],
+        right=2,
+    )
+    guide = next((w for w in report.waste if w.p90_guide is not None), None)
+    if guide is not None and guide.p90 is not None and guide.p90_guide is not None:
+        lines += [
+            "",
+            f"Secondary (informational) target: p90 of {guide.definition} below "
+            f"{guide.p90_guide:g}× — {_waste_note(guide)}.",
+        ]
+    lines += ["", "## Accuracy (SMAPE)", "", f"Population: {report.smape.population}.", ""]
+    lines += _table(
+        ("n", "mean", "median", "min", "max", "predicted mean", "actual mean"),
+        [
+            (
+                f"{report.smape.n:,}",
+                _smape(report.smape.mean),
+                _smape(report.smape.median),
+                _smape(report.smape.min),
+                _smape(report.smape.max),
+                _tokens(report.non_truncated.predicted_mean),
+                _tokens(report.non_truncated.actual_mean),
+            )
+        ],
+        right=0,
+    )
+    t = report.truncated
+    lines += ["", "### Truncated rows (lower bounds, reported apart)", ""]
+    if t.rows:
+        lines += [
+            f"{t.rows:,} truncated rows: predicted mean {_tokens(t.predicted_mean)}, actual mean "
+            f"≥ {_tokens(t.actual_mean)} (a lower bound: the call hit max_tokens); "
+            f"{t.underestimated:,} underestimated ({_pct(t.underestimated_rate)}).",
+        ]
+    else:
+        lines.append("None.")
+    if report.strata is not None:
+        lines += ["", "## Stratified", "", f"Population: {report.strata.population}.", ""]
+        lines += [report.strata.note + ".", ""]
+        for title, strata in (
+            ("category", report.strata.by_category),
+            ("complexity", report.strata.by_complexity),
+            ("deliverable count", report.strata.by_deliverable_bucket),
+        ):
+            lines += [f"### By {title}", ""]
+            lines += _table(
+                (title, *STRATUM_HEADERS),
+                [(s.value, *_stratum_cells(s)) for s in strata],
+            )
+            lines.append("")
+    lines += _coverage_markdown(report.coverage)
+    if report.next_steps:
+        lines += ["", "## Next steps", ""] + [f"- {step}" for step in report.next_steps]
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {message}" for message in report.warnings]
+    lines += ["", "## Definitions", ""]
+    lines += [f"- **{name}**: {text}" for name, text in report.definitions.items()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip() + "\n"
+
+
+def _coverage_markdown(coverage: CoverageReport) -> list[str]:
+    buckets, rows = _coverage_grid(coverage)
+    lines = ["", "## Coverage", "", f"Clean samples: {coverage.population}.", ""]
+    lines += [
+        f"Goal: at least {coverage.min_total} in all, and every category "
+        f"({', '.join(coverage.required_categories)}), complexity "
+        f"({', '.join(coverage.required_complexities)}) and deliverable bucket "
+        f"({', '.join(coverage.required_buckets)}) represented.",
+        "",
+    ]
+    lines += _table(
+        ("category", "complexity", *buckets, "total"),
+        [
+            (c, x, *(str(counts[b]) if b in counts else "" for b in buckets), sum(counts.values()))
+            for c, x, counts in rows
+        ],
+        right=2,
+    )
+    lines += ["", f"**{coverage.verdict}**"]
+    return lines
+
+
+def output_path(path: Path, target: TargetInfo | None = None) -> Path:
+    """The absolute `--output` path, refusing (exit 2) a directory, a missing folder, or the
+    database itself — checked before the analysis runs, not after."""
+    destination = path.expanduser().absolute()
+    if destination.is_dir():
+        raise ConfigError(
+            f"--output {destination} is a directory.", hint="name a file, e.g. report.md"
+        )
+    if not destination.parent.is_dir():
+        raise ConfigError(
+            f"the folder of --output {destination} does not exist.",
+            hint=f"create it first (mkdir -p {destination.parent})",
+        )
+    if target is not None and target.path is not None:
+        database = Path(target.path)
+        forbidden = {database, *(Path(f"{database}{s}") for s in ("-wal", "-shm", "-journal"))}
+        if destination.resolve() in forbidden:
+            raise ConfigError(
+                f"--output {destination} is the database being analysed.",
+                hint="write the report to another file, e.g. report.md",
+            )
+    return destination
+
+
+def write_markdown(report: AnalysisReport, path: Path, target: TargetInfo | None = None) -> Path:
+    """Write the Markdown report to `path` atomically (replacing it); returns the absolute path."""
+    destination = output_path(path, target)
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(to_markdown(report, target), encoding="utf-8")
+        os.replace(temporary, destination)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write --output {destination}: {exc.strerror or exc}.",
+            hint="check the folder's permissions and free space",
+        ) from exc
+    return destination
