@@ -24,11 +24,22 @@ GROUPS: dict[str, tuple[str, str]] = {
     "db": ("autopack.cli.db", "app"),
     "seed": ("autopack.cli.seed", "app"),
     "drain": ("autopack.cli.drain", "app"),
-    "telemetry": ("autopack.cli.telemetry", "app"),
     "triage": ("autopack.cli.triage", "app"),
 }
 COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("autopack.cli.estimate", "estimate_command"),
+}
+# Groups whose subcommands live in separate modules, loaded one at a time as well.
+LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "telemetry": (
+        "Export, import, analyse and explain token telemetry.",
+        {
+            "export": ("autopack.cli.telemetry_io", "export_command"),
+            "import": ("autopack.cli.telemetry_io", "import_command"),
+            "analyze": ("autopack.cli.telemetry_analyze", "analyze_command"),
+            "explain": ("autopack.cli.telemetry_explain", "explain_command"),
+        },
+    ),
 }
 
 
@@ -57,14 +68,25 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     ) -> None:
         """autopack: one tool for the databases, telemetry and calibration of an Autopack agent."""
 
-    first = next((a for a in args or [] if not a.startswith("-")), None)
-    wanted = first if first in GROUPS or first in COMMANDS else None
+    words = [a for a in args or [] if not a.startswith("-")]
+    known = GROUPS.keys() | COMMANDS.keys() | LAZY_GROUPS.keys()
+    wanted = words[0] if words and words[0] in known else None
     for name, (module, attribute) in GROUPS.items():
         if wanted in (None, name):
             app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
     for name, (module, attribute) in COMMANDS.items():
         if wanted in (None, name):
             app.command(name)(getattr(importlib.import_module(module), attribute))
+    for name, (help_text, subcommands) in LAZY_GROUPS.items():
+        if wanted not in (None, name):
+            continue
+        group = typer.Typer(help=help_text, no_args_is_help=True)
+        second = words[1] if wanted == name and len(words) > 1 else None
+        chosen = second if second in subcommands else None
+        for sub, (module, attribute) in subcommands.items():
+            if chosen in (None, sub):
+                group.command(sub)(getattr(importlib.import_module(module), attribute))
+        app.add_typer(group, name=name)
     return app
 
 
