@@ -15,6 +15,7 @@ from autopack.db.engine import Database, translated_errors
 from autopack.db.meta import read_stamp
 from autopack.db.names import ALL_TABLES, PhaseState, RunState
 from autopack.db.schema import SchemaState, inspect_schema, require_autopack_schema
+from autopack.estimator.categories import deliverable_count_bucket
 
 # A light view of the telemetry table: the identity report needs five columns, not the model.
 _EVENTS = sa.table(
@@ -88,8 +89,9 @@ class TargetPanel(BaseModel):
     warnings: list[str]
 
 
-def _deliverable_bucket(column: sa.ColumnElement[int]) -> sa.ColumnElement[str]:
-    return sa.case((column <= 0, "0"), (column == 1, "1"), (column <= 5, "2-5"), else_="6+")
+def _bucket(count: int | None) -> str:
+    # A null or negative count (bad data from elsewhere) is shown with the empty phases.
+    return deliverable_count_bucket(max(0, count or 0))
 
 
 def _file_facts(db: Database) -> tuple[int | None, str | None]:
@@ -210,28 +212,37 @@ def _telemetry(
             available=False, escalation_events=escalations, llm_usage_events=usage
         )
     events = _EVENTS
-    success = events.c.success == sa.true()
-    truncated = events.c.truncated == sa.true()
-    total, n_success, n_truncated = connection.execute(
+    # One pass over the covering index ix_autopack_telemetry_summary (revision 0005): every
+    # figure below is a sum over these few hundred groups, so 2M rows cost one index scan.
+    groups = connection.execute(
         sa.select(
+            events.c.success,
+            events.c.truncated,
+            events.c.category,
+            events.c.complexity,
+            events.c.deliverable_count,
             sa.func.count(),
-            sa.func.count().filter(success),
-            sa.func.count().filter(truncated),
-        ).select_from(events)
-    ).one()
-    bucket = _deliverable_bucket(events.c.deliverable_count).label("bucket")
-    clean_rows = connection.execute(
-        sa.select(events.c.category, events.c.complexity, bucket, sa.func.count())
-        .where(success, sa.not_(truncated))
-        .group_by(events.c.category, events.c.complexity, bucket)
+        ).group_by(
+            events.c.success,
+            events.c.truncated,
+            events.c.category,
+            events.c.complexity,
+            events.c.deliverable_count,
+        )
     ).all()
+    total = n_success = n_truncated = 0
     by_category: dict[str, int] = {}
     by_complexity: dict[str, int] = {}
     by_bucket: dict[str, int] = {}
-    for category, complexity, bucket_name, n in clean_rows:
-        by_category[category] = by_category.get(category, 0) + n
-        by_complexity[complexity] = by_complexity.get(complexity, 0) + n
-        by_bucket[bucket_name] = by_bucket.get(bucket_name, 0) + n
+    for success, truncated, category, complexity, deliverables, n in groups:
+        total += n
+        n_success += n if success else 0
+        n_truncated += n if truncated else 0
+        if success and not truncated:
+            bucket = _bucket(deliverables)
+            by_category[category] = by_category.get(category, 0) + n
+            by_complexity[complexity] = by_complexity.get(complexity, 0) + n
+            by_bucket[bucket] = by_bucket.get(bucket, 0) + n
     return TelemetryStats(
         events=total,
         success=n_success,

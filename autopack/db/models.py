@@ -162,6 +162,15 @@ class TokenEstimationV2Event(SQLModel, table=True):
         _run_phase_fk("fk_token_est_v2_run_phase"),
         sa.Index("ix_telemetry_run_category", "run_id", "category"),
         sa.Index("ix_telemetry_category_timestamp", "category", "timestamp"),
+        # autopack's: covers the identity report's telemetry figures (one index-only scan).
+        sa.Index(
+            "ix_autopack_telemetry_summary",
+            "success",
+            "truncated",
+            "category",
+            "complexity",
+            "deliverable_count",
+        ),
     )
 
     event_id: int | None = Field(default=None, primary_key=True, index=True)
