@@ -93,6 +93,9 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (docs/exit-codes.md)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        sys.stdout.write(f"autopack {__version__}\n")  # without loading any command group
+        return 0
     debug = "--debug" in args
     try:
         result = build_app(args)(args=args, prog_name="autopack", standalone_mode=False)
