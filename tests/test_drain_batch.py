@@ -83,6 +83,7 @@ def test_sample_first_gives_every_run_one_phase_before_any_gets_a_second(
     assert order(doc)[3:6] == ["run-a-p1", "run-b-p1", "run-c-p1"]
     assert doc["totals"]["succeeded"] == 9
     assert doc["totals"]["telemetry_events"] == 9
+    assert all(e["telemetry_per_minute"] > 0 for e in doc["results"])
     assert llm.answered_2xx == 9
     assert set(states(backlog.engine).values()) == {"COMPLETE"}
 

@@ -9,6 +9,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+def telemetry_per_minute(events: int, seconds: float | None) -> float | None:
+    """Telemetry yield: rows per minute of wall time (None without a duration)."""
+    if not seconds or seconds <= 0:
+        return None
+    return round(events / (seconds / 60), 3)
+
+
 class DrainTotals(BaseModel):
     processed: int = 0
     succeeded: int = 0
@@ -97,8 +104,7 @@ def summarise(
     for run_id, reason in (stopped_runs or {}).items():
         runs.setdefault(run_id, RunSummary()).stopped = reason
     totals.zero_yield_reasons = dict(sorted(reasons.items()))
-    if totals.duration_s > 0:
-        totals.telemetry_per_minute = round(totals.telemetry_events / (totals.duration_s / 60), 3)
+    totals.telemetry_per_minute = telemetry_per_minute(totals.telemetry_events, totals.duration_s)
     totals.duration_s = round(totals.duration_s, 3)
     return DrainReport(
         session_id=session_id,

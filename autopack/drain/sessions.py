@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import DrainResult, DrainSession, table_of, utc_now
+from autopack.drain.report import telemetry_per_minute
 
 SESSIONS = table_of(DrainSession)
 RESULTS = table_of(DrainResult)
@@ -136,6 +137,9 @@ def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     for row in rows:
         entry = dict(row._mapping)
         entry["result_id"] = entry.pop("id")
+        entry["telemetry_per_minute"] = telemetry_per_minute(
+            entry["telemetry_events"], entry["duration_s"]
+        )
         entries.append(entry)
     return entries
 

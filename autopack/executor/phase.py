@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from autopack.db.models import Phase, PhaseState, TokenBudgetEscalationEvent, table_of, utc_now
 from autopack.drain.claims import Claim, ClaimRefused, PhaseNotFound, claim_phase, release_phase
 from autopack.drain.fingerprint import failure_fingerprint
+from autopack.drain.report import telemetry_per_minute
 from autopack.drain.sessions import record_result
 from autopack.errors import AutopackError, GuardError
 from autopack.estimator import (
@@ -106,6 +107,7 @@ class PhaseOutcome:
             "result_id": self.result_id,
             "files_written": self.files_written,
             "estimated_tokens": self.estimated_tokens,
+            "telemetry_per_minute": telemetry_per_minute(self.telemetry_events, self.duration_s),
         }
 
     def result_values(self) -> dict[str, Any]:
