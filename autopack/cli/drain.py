@@ -12,9 +12,8 @@ import typer
 
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
-from autopack.cli.target import announce, open_named
+from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode, translated_errors
-from autopack.db.guards import require_non_empty
 from autopack.db.identity import TargetPanel
 from autopack.db.meta import read_stamp
 from autopack.db.models import DRAIN_TABLES
@@ -124,12 +123,7 @@ def _prepare(
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
             require_tables(database, DRAIN_TABLES)
-            require_non_empty(
-                panel.counts.get("runs", 0),
-                panel.counts.get("phases", 0),
-                display_url=database.target.display_url,
-                allow_empty=allow_empty_db,
-            )
+            refuse_empty(database, panel, allow_empty=allow_empty_db)
             tables_present = telemetry_tables_present(database.engine)
             if not tables_present:
                 console.warn(

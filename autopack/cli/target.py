@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autopack import console
 from autopack.db.engine import Database, OpenMode, open_database
+from autopack.db.guards import require_non_empty
 from autopack.db.identity import TargetPanel, read_panel
 from autopack.settings import resolve_target
 
@@ -20,3 +21,13 @@ def announce(
     if not quiet and not as_json:
         console.show_panel(panel, title=title)
     return panel
+
+
+def refuse_empty(database: Database, panel: TargetPanel, *, allow_empty: bool) -> None:
+    """The empty-DB guard for commands acting on phases or telemetry, from the panel's counts."""
+    require_non_empty(
+        panel.counts.get("runs", 0),
+        panel.counts.get("phases", 0),
+        display_url=database.target.display_url,
+        allow_empty=allow_empty,
+    )

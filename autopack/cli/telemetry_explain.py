@@ -8,9 +8,8 @@ import typer
 
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
-from autopack.cli.target import announce, open_named
+from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import OpenMode, translated_errors
-from autopack.db.guards import require_non_empty
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
 from autopack.errors import EXIT_FOUND_PROBLEMS, GuardError
@@ -41,12 +40,7 @@ def explain_command(
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
             require_tables(database, DRAIN_TABLES)
-            require_non_empty(
-                panel.counts.get("runs", 0),
-                panel.counts.get("phases", 0),
-                display_url=database.target.display_url,
-                allow_empty=allow_empty_db,
-            )
+            refuse_empty(database, panel, allow_empty=allow_empty_db)
             if session is not None and not session_exists(database.engine, session):
                 raise GuardError(
                     f"there is no drain session {session!r} in this database.",

@@ -15,9 +15,8 @@ from autopack.cli.options import (
     UrlOption,
     YesOption,
 )
-from autopack.cli.target import announce, open_named
+from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode
-from autopack.db.guards import require_non_empty
 from autopack.db.models import utc_now
 from autopack.errors import EXIT_FOUND_PROBLEMS, ConfigError
 from autopack.render.triage import (
@@ -131,12 +130,7 @@ def stale(
     mode = OpenMode.READ_WRITE if mark_failed else OpenMode.READ_ONLY
     with open_named(db, database_url, mode) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
-        require_non_empty(
-            panel.counts.get("runs", 0),
-            panel.counts.get("phases", 0),
-            display_url=database.target.display_url,
-            allow_empty=allow_empty_db,
-        )
+        refuse_empty(database, panel, allow_empty=allow_empty_db)
         if not mark_failed:
             query = stale_query(database, threshold)
             if as_json:
