@@ -14,7 +14,18 @@ from typing import Any
 
 import pytest
 
+import autopack.drain.controller as controller_module
+import autopack.executor.phase as phase_module
 from autopack.db.engine import Database, OpenMode, open_database
+from autopack.drain.batch import run_batch
+from autopack.drain.controller import BatchOptions
+from autopack.drain.selection import Filters
+from autopack.drain.sessions import start_session
+from autopack.drain.triage import Limits
+from autopack.estimator import load_builtin_set
+from autopack.executor.phase import PhaseOptions
+from autopack.llm.base import make_client
+from autopack.llm.settings import load_llm_settings
 from autopack.settings import resolve_target
 from tests.backlog_helpers import NEVER, add_run, good_reply, results, set_phase, set_run, states
 from tests.builder_replies import reply_for
@@ -186,7 +197,7 @@ def test_max_fingerprint_repeats_stops_the_run(
     assert states(backlog.engine)["run-bad-p2"] == "QUEUED"
 
 
-def test_max_attempts_per_phase_fires(
+def test_max_attempts_per_phase_fires_and_holds_the_run_behind_it(
     cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
 ) -> None:
     add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
@@ -202,8 +213,27 @@ def test_max_attempts_per_phase_fires(
         "9",
     )
     assert code == 1
-    assert order(doc).count("run-a-p0") == 2
-    assert order(doc)[-1] == "run-a-p1"
+    # p0 is tried twice, then the run stops: its later phases build on p0 and wait behind it.
+    assert order(doc) == ["run-a-p0", "run-a-p0"]
+    assert "used its 2 attempt(s)" in doc["stopped_runs"]["run-a"]
+    assert states(backlog.engine)["run-a-p1"] == "QUEUED"
+
+
+def test_a_refused_head_never_lets_later_phases_jump_the_queue(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
+    add_run(backlog.engine, "run-a", 3)
+    # p0 is refused before its claim (no deliverables), so it stays QUEUED.
+    set_phase(backlog.engine, "run-a", 0, scope={"paths": ["shared/"], "deliverables": []})
+    code, doc, _ = drain("--batch-size", "10")
+    assert code == 0
+    assert order(doc) == ["run-a-p0", "run-a-p0"]
+    assert states(backlog.engine) == {
+        "run-a-p0": "QUEUED",
+        "run-a-p1": "QUEUED",
+        "run-a-p2": "QUEUED",
+    }
+    assert "run-a" in doc["stopped_runs"]
 
 
 def test_batch_size_and_skip_run_prefix(
@@ -515,3 +545,49 @@ def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
         cli("drain", "sessions", "--database-url", backlog.target.url, "--json").stdout
     )
     assert [s["status"] for s in listed["sessions"]] == ["completed"]
+
+
+def test_resume_refuses_a_session_whose_process_is_alive(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
+    add_run(backlog.engine, "run-a", 1)
+    # A batch session started by this (living) process, as another terminal would see it.
+    start_session(backlog.engine, kind="batch", options={}, telemetry_enabled=True)
+    code, _, stderr = drain("--resume")
+    assert code == 2
+    assert "still running" in stderr
+    assert states(backlog.engine) == {"run-a-p0": "QUEUED"}
+
+
+def test_a_phase_abandoned_before_its_claim_is_not_left_executing(
+    backlog: Database, llm: FakeLlmServer, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_run(backlog.engine, "run-a", 3)
+    real_preflight = phase_module._preflight
+
+    def slow_preflight(*args: Any, **kwargs: Any) -> None:
+        time.sleep(1.5)
+        real_preflight(*args, **kwargs)
+
+    monkeypatch.setattr(phase_module, "_preflight", slow_preflight)
+    monkeypatch.setattr(controller_module, "ABANDON_GRACE_S", 0.0)
+    options = BatchOptions(
+        filters=Filters(states=("QUEUED",)),
+        limits=Limits(batch_size=3, max_timeouts_per_run=None),
+        phase=PhaseOptions(
+            workspace=workdir / "ws",
+            coefficients=load_builtin_set("default"),
+            telemetry_enabled=True,
+            telemetry_tables_present=True,
+            phase_timeout_s=1.0,
+        ),
+        poll_interval_s=0.2,
+    )
+    with make_client(load_llm_settings(llm.env("anthropic"))) as client:
+        report = run_batch(backlog.engine, client, options)
+    # Every attempt the controller counted is one result row, and no phase is left EXECUTING
+    # with a lease nobody renews.
+    rows = results(backlog.engine, report.session_id)
+    assert len(rows) == report.totals.processed
+    assert "EXECUTING" not in states(backlog.engine).values()
+    assert len({(r.run_id, r.phase_id, r.seq) for r in rows}) == len(rows)

@@ -14,7 +14,13 @@ from autopack.drain.claims import reclaim_session
 from autopack.drain.controller import BatchController, BatchOptions, replay_state
 from autopack.drain.report import DrainReport
 from autopack.drain.selection import Filters
-from autopack.drain.sessions import find_session, new_session_id, start_session, worker_name
+from autopack.drain.sessions import (
+    find_session,
+    new_session_id,
+    session_alive,
+    start_session,
+    worker_name,
+)
 from autopack.drain.triage import Limits
 from autopack.errors import GuardError
 from autopack.estimator.report import choose_coefficients
@@ -146,6 +152,12 @@ def resume_batch(
         raise GuardError(
             f"there is no {which} to resume in this database.",
             hint="list sessions with `autopack drain sessions`, or start a new drain",
+        )
+    if session_alive(row):
+        raise GuardError(
+            f"session {row.id} is still running ({row.worker}); resuming it would run its "
+            "phases twice.",
+            hint="wait for it or stop it (Ctrl-C); a session is resumed once its process is gone",
         )
     if row.status == "completed":
         raise GuardError(

@@ -80,7 +80,9 @@ def claim_phase(
     """Take the phase for this worker, or raise saying why not (then nothing changed)."""
     now = utc_now()
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
+        if connection.dialect.name == "postgresql" and not _is_independent(
+            connection, run_id, phase_id
+        ):
             locked = connection.execute(
                 sa.select(RUNS.c.id).where(RUNS.c.id == run_id).with_for_update(skip_locked=True)
             ).first()
@@ -145,6 +147,17 @@ def claim_phase(
             )
         )
     return Claim(run_id, phase_id, worker, session_id, requeued, previous or "QUEUED")
+
+
+def _is_independent(connection: sa.Connection, run_id: str, phase_id: str) -> bool:
+    """Independent phases do not serialise on their run (they may run side by side)."""
+    return bool(
+        connection.execute(
+            sa.select(_independent(PHASES.c.scope)).where(
+                PHASES.c.run_id == run_id, PHASES.c.phase_id == phase_id
+            )
+        ).scalar()
+    )
 
 
 def _run_exists(connection: sa.Connection, run_id: str) -> bool:

@@ -40,6 +40,8 @@ from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
 
 # A phase is abandoned this long after its own timeout if it still has not come back.
 ABANDON_GRACE_S = 30.0
+# A running session saves itself at least this often (see sessions.session_alive).
+SESSION_HEARTBEAT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class _Flight:
     cancel: threading.Event
     started: float
     started_at_utc: Any
+    worker: str
+    """This attempt's own claim token: a lease can only be released by the attempt holding it."""
+    abandoning: bool = False
+    """The controller asked it to stop but could not take the claim: its own outcome decides."""
 
 
 @dataclass
@@ -80,6 +86,7 @@ class BatchController:
     _dry_entries: list[dict[str, Any]] = field(default_factory=list, init=False)
     _dry_keys: set[tuple[str, str]] = field(default_factory=set, init=False)
     _cooldown: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
+    _attempts_started: int = field(default=0, init=False)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -137,7 +144,9 @@ class BatchController:
             in_flight_runs={
                 f.candidate.run_id for f in self._in_flight.values() if not f.candidate.independent
             },
-            exclude_keys=self._excluded_keys(),
+            # Phases in flight may not be claimed yet: pass over them like a dry run's picks.
+            done_keys=self._dry_keys | self._in_flight_keys(),
+            cooldown_keys=self._cooling_keys(),
         )
         for key, reason in (selection.skipped or {}).items():
             self.state.skipped_phases[key] = reason
@@ -157,11 +166,14 @@ class BatchController:
         self.state.stop_reason = reason
         return Verdict.DONE
 
-    def _excluded_keys(self) -> set[tuple[str, str]]:
+    def _cooling_keys(self) -> set[tuple[str, str]]:
+        """Phases just lost to another worker: their runs wait a poll interval."""
         now = self.clock()
         self._cooldown = {k: until for k, until in self._cooldown.items() if until > now}
-        keys = {(f.candidate.run_id, f.candidate.phase_id) for f in self._in_flight.values()}
-        return keys | self._dry_keys | set(self._cooldown)
+        return set(self._cooldown)
+
+    def _in_flight_keys(self) -> set[tuple[str, str]]:
+        return {(f.candidate.run_id, f.candidate.phase_id) for f in self._in_flight.values()}
 
     # -- starting and finishing phases ---------------------------------------------------------
 
@@ -169,7 +181,9 @@ class BatchController:
         if self.options.dry_run:
             self._finish_dry(candidate)
             return
-        flight = _Flight(candidate, threading.Event(), self.clock(), utc_now())
+        self._attempts_started += 1
+        token = f"{self.worker}:{self._attempts_started}"
+        flight = _Flight(candidate, threading.Event(), self.clock(), utc_now(), token)
         self._in_flight[candidate.key] = flight
         threading.Thread(
             target=self._work, args=(flight,), name=f"drain-{candidate.phase_id}", daemon=True
@@ -191,8 +205,9 @@ class BatchController:
                 candidate.phase_id,
                 options,
                 session_id=self.session_id,
-                worker=self.worker,
+                worker=flight.worker,
                 cancelled=flight.cancel,
+                record=False,
             )
         except BaseException as exc:  # handed to the main thread, which decides
             self._results.put((flight, None, exc))
@@ -216,7 +231,17 @@ class BatchController:
             raise error
         assert outcome is not None
         if outcome.outcome == "abandoned":
+            if flight.abandoning:
+                # Asked to stop before it held the claim: it gave the phase back untouched, and
+                # the attempt still counts as a timeout (so a phase cannot loop forever).
+                waited = self.clock() - flight.started
+                self._record_timeout(
+                    flight, waited, flight.candidate.state, self._timeout_reason(waited)
+                )
             return
+        # Results are recorded here, by the thread that folds them, in the order it folds them:
+        # a resumed session replays exactly the state this one had.
+        outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
         self._fold(outcome.entry())
 
     def _fold(self, entry: dict[str, Any]) -> None:
@@ -249,32 +274,41 @@ class BatchController:
     # -- leases, timeouts, interruption -------------------------------------------------------
 
     def _heartbeat_interval(self) -> float:
-        return max(1.0, self.options.phase.lease_seconds / 3)
+        # Often enough for leases, and for other machines to see this session is alive.
+        return max(1.0, min(SESSION_HEARTBEAT_S, self.options.phase.lease_seconds / 3))
 
     def _wait_timeout(self) -> float:
         return min(self.options.poll_interval_s, self._heartbeat_interval())
 
     def _heartbeat(self) -> None:
-        keys = [(f.candidate.run_id, f.candidate.phase_id) for f in self._in_flight.values()]
-        extend_leases(self.engine, self.worker, keys, self.options.phase.lease_seconds)
+        """Extend the leases of the phases in flight, and save the session (its clock too)."""
+        for flight in self._in_flight.values():
+            key = (flight.candidate.run_id, flight.candidate.phase_id)
+            extend_leases(self.engine, flight.worker, [key], self.options.phase.lease_seconds)
+        self._save("running")
 
     def _abandon_overdue(self, now: float) -> None:
         limit = self.options.phase.phase_timeout_s
         if limit is None:
             return
         for key, flight in list(self._in_flight.items()):
-            if now - flight.started < limit + ABANDON_GRACE_S:
+            if flight.abandoning or now - flight.started < limit + ABANDON_GRACE_S:
                 continue
             flight.cancel.set()
-            del self._in_flight[key]
-            self._record_abandoned(flight, now - flight.started)
+            if self._release_abandoned(flight, now - flight.started):
+                del self._in_flight[key]
+            else:
+                # Not claimed yet, or it finished just now: its outcome comes through the queue
+                # ("abandoned", or a real result) and decides; nothing is recorded twice.
+                flight.abandoning = True
 
-    def _record_abandoned(self, flight: _Flight, waited_s: float) -> None:
+    def _release_abandoned(self, flight: _Flight, waited_s: float) -> bool:
+        """Take the overdue phase from its attempt: FAILED, recorded as a timeout. False if the
+        attempt does not hold the claim (then nothing is changed or recorded here)."""
         candidate = flight.candidate
-        limit = self.options.phase.phase_timeout_s or 0.0
-        reason = f"[TIMEOUT] abandoned after {waited_s:.0f} s (phase timeout {limit:g} s)"
-        claim = Claim(candidate.run_id, candidate.phase_id, self.worker, self.session_id, False)
-        release_phase(
+        claim = Claim(candidate.run_id, candidate.phase_id, flight.worker, self.session_id, False)
+        reason = self._timeout_reason(waited_s)
+        released = release_phase(
             self.engine,
             claim,
             final_state=PhaseState.FAILED,
@@ -282,11 +316,24 @@ class BatchController:
             builder_attempts=0,
             tokens_used=0,
         )
+        if released:
+            self._record_timeout(flight, waited_s, PhaseState.FAILED.value, reason)
+        return released
+
+    def _timeout_reason(self, waited_s: float) -> str:
+        limit = self.options.phase.phase_timeout_s or 0.0
+        return f"[TIMEOUT] abandoned after {waited_s:.0f} s (phase timeout {limit:g} s)"
+
+    def _record_timeout(
+        self, flight: _Flight, waited_s: float, final_state: str, reason: str
+    ) -> None:
+        """One timeout attempt, recorded and folded (it counts toward the run's timeouts)."""
+        candidate = flight.candidate
         rows = self._rows_written_since(candidate, flight.started_at_utc)
         # What the worker did is unknown; the rows it wrote are not: they decide the reason.
         facts = DrainFacts(
             preflight_passed=True,
-            provider_called=True,
+            provider_called=rows > 0,
             answered_calls=rows,
             rows_written=rows,
             telemetry_enabled=self.options.phase.telemetry_enabled,
@@ -296,7 +343,7 @@ class BatchController:
             candidate.run_id,
             candidate.phase_id,
             "timeout",
-            PhaseState.FAILED.value,
+            final_state,
             failure_kind="timeout",
             failure_reason=reason,
             telemetry_events=rows,
@@ -305,7 +352,7 @@ class BatchController:
         )
         found = zero_yield_reason(facts)
         outcome.zero_yield_reason = found.value if found else None
-        outcome.fingerprint = failure_fingerprint(PhaseState.FAILED.value, "timeout", reason)
+        outcome.fingerprint = failure_fingerprint(final_state, "timeout", reason)
         outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
         self.log(f"abandoned {candidate.run_id} / {candidate.phase_id}: {reason}")
         self._fold(outcome.entry())
@@ -334,7 +381,7 @@ class BatchController:
                 Claim(
                     candidate.run_id,
                     candidate.phase_id,
-                    self.worker,
+                    flight.worker,
                     self.session_id,
                     False,
                     previous_state=candidate.state,

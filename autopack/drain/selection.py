@@ -191,21 +191,28 @@ def select_next(
     limits: Limits,
     *,
     in_flight_runs: Collection[str],
-    exclude_keys: Collection[tuple[str, str]] = (),
+    done_keys: Collection[tuple[str, str]] = (),
+    cooldown_keys: Collection[tuple[str, str]] = (),
 ) -> Selection:
-    """The next phase to drain, or whether to wait or stop."""
+    """The next phase to drain, or whether to wait or stop.
+
+    A run's head is its lowest-index eligible phase. Phases in `done_keys` (a dry run's
+    selections) and phases skipped for their incident token cap are passed over, so the run
+    moves on; a head that used up its attempts stops its run instead (its later phases build
+    on it), and a head in `cooldown_keys` (just lost to another worker) makes the run wait.
+    """
     exhausted = {
         (run_id, phase_id)
         for key, count in state.phase_attempts.items()
         if count >= limits.max_attempts_per_phase
         for run_id, phase_id in [key.split("\x1f", 1)]
     }
-    skipped_keys = {tuple(k.split("\x1f", 1)) for k in state.skipped_phases}
-    excluded = exhausted | set(exclude_keys) | {(a, b) for a, b in skipped_keys}
+    passed_over = {(a, b) for a, b in (k.split("\x1f", 1) for k in state.skipped_phases)}
+    passed_over |= set(done_keys)
     skipped: dict[str, str] = {}
     while True:
         candidates = head_candidates(
-            engine, filters, exclude_runs=state.stopped_runs.keys(), exclude_keys=excluded
+            engine, filters, exclude_runs=state.stopped_runs.keys(), exclude_keys=passed_over
         )
         capped = [
             c
@@ -220,13 +227,23 @@ def select_next(
                 f"incident token cap {c.incident_token_cap:,} reached ({c.phase_tokens_used:,})"
             )
             skipped[c.key] = reason
-            excluded.add((c.run_id, c.phase_id))
-    capped_runs = token_capped_runs(candidates)
-    candidates = [c for c in candidates if c.run_id not in capped_runs]
+            passed_over.add((c.run_id, c.phase_id))
+    stopped = token_capped_runs(candidates)
+    for c in candidates:
+        if (c.run_id, c.phase_id) in exhausted and c.run_id not in stopped:
+            stopped[c.run_id] = (
+                f"phase {c.phase_id} used its {limits.max_attempts_per_phase} attempt(s); "
+                "the run's later phases wait behind it"
+            )
+    candidates = [c for c in candidates if c.run_id not in stopped]
     busy = busy_runs(engine, [c.run_id for c in candidates if not c.independent])
+    cooling = set(cooldown_keys)
     takeable: list[Candidate] = []
     waiting = False
     for candidate in candidates:
+        if (candidate.run_id, candidate.phase_id) in cooling:
+            waiting = True
+            continue
         if not candidate.independent and (
             candidate.run_id in in_flight_runs or candidate.run_id in busy
         ):
@@ -235,9 +252,9 @@ def select_next(
         takeable.append(candidate)
     if takeable:
         best = min(takeable, key=lambda c: rank(c, state, limits))
-        return Selection(Verdict.PICK, best, skipped or None, capped_runs or None)
+        return Selection(Verdict.PICK, best, skipped or None, stopped or None)
     verdict = Verdict.WAIT if waiting else Verdict.DONE
-    return Selection(verdict, None, skipped or None, capped_runs or None)
+    return Selection(verdict, None, skipped or None, stopped or None)
 
 
 def token_capped_runs(candidates: Sequence[Candidate]) -> dict[str, str]:

@@ -109,6 +109,27 @@ def save_session(
 
 
 RESUMABLE = ("running", "interrupted", "failed")
+# A running session on another machine is taken for dead when it has not saved for this long
+# (the controller saves at least every 30 s).
+SESSION_STALE_AFTER_S = 120.0
+
+
+def session_alive(row: Any) -> bool:
+    """Is this session's process still running? Resuming a live session would run its phases
+    twice. On this machine the process id answers; elsewhere, how recently it saved."""
+    if row.status != "running":
+        return False
+    host, _, pid = str(row.worker or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    age = float((utc_now() - row.updated_at).total_seconds())
+    return age < SESSION_STALE_AFTER_S
 
 
 def find_session(engine: Engine, session_id: str | None, *, kinds: tuple[str, ...]) -> Any:

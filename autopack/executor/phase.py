@@ -19,7 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import Phase, PhaseState, TokenBudgetEscalationEvent, table_of, utc_now
-from autopack.drain.claims import Claim, ClaimRefused, PhaseNotFound, claim_phase, release_phase
+from autopack.drain.claims import (
+    Claim,
+    ClaimRefused,
+    PhaseNotFound,
+    claim_phase,
+    release_phase,
+    unclaim,
+)
 from autopack.drain.fingerprint import failure_fingerprint
 from autopack.drain.report import telemetry_per_minute
 from autopack.drain.sessions import record_result
@@ -177,6 +184,7 @@ def drain_one_phase(
     session_id: str,
     worker: str,
     cancelled: threading.Event | None = None,
+    record: bool = True,
     clock: Callable[[], float] = time.monotonic,
 ) -> PhaseOutcome:
     """Drain one phase; record and return its outcome.
@@ -184,7 +192,10 @@ def drain_one_phase(
     Raises PhaseNotFound for a phase that does not exist (there is no attempt to record), and
     ClaimRefused when `options.raise_claim_refusals` (a batch lost a race for the phase).
     If `cancelled` is set while it runs (the controller abandoned it), nothing more is
-    written: no files, no release, no result — the controller has done those.
+    written: no files, no result; a claim still held is given back. If the claim was lost
+    meanwhile (its lease expired and the phase was recovered), the outcome is "abandoned" and
+    nothing is recorded either. `record=False` leaves recording the result to the caller (the
+    batch controller records every result from one thread, in the order it folds them).
     """
     started = clock()
     deadline = started + options.phase_timeout_s if options.phase_timeout_s else None
@@ -233,8 +244,12 @@ def drain_one_phase(
         message = exc.message if isinstance(exc, AutopackError) else str(exc)
         outcome.failure_kind, outcome.failure_reason = "exception", message
     finally:
-        if claim is not None and not (cancelled and cancelled.is_set()):
-            release_phase(
+        lost = False
+        if claim is not None and cancelled is not None and cancelled.is_set():
+            unclaim(engine, claim)  # a no-op when the controller already released it
+            lost = True
+        elif claim is not None:
+            lost = not release_phase(
                 engine,
                 claim,
                 final_state=PhaseState(outcome.final_state or PhaseState.FAILED.value),
@@ -244,7 +259,7 @@ def drain_one_phase(
             )
     outcome.duration_s = clock() - started
     outcome.finished_at = utc_now()
-    if cancelled is not None and cancelled.is_set():
+    if lost or (cancelled is not None and cancelled.is_set()):
         outcome.outcome = "abandoned"
         return outcome
     reason = zero_yield_reason(outcome.facts)
@@ -253,7 +268,8 @@ def drain_one_phase(
         outcome.fingerprint = failure_fingerprint(
             outcome.final_state or "UNKNOWN", outcome.failure_kind, outcome.failure_reason
         )
-    outcome.result_id = record_result(engine, session_id, outcome.result_values())
+    if record:
+        outcome.result_id = record_result(engine, session_id, outcome.result_values())
     return outcome
 
 
