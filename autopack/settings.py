@@ -13,14 +13,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote
 
-import sqlalchemy as sa
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.exc import ArgumentError
 
 from autopack.errors import ConfigError, TargetError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 CONFIG_FILE = "autopack.toml"
 
@@ -37,6 +39,33 @@ _TRUE_VALUES = frozenset({"1", "true", "yes"})
 _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
 
 Backend = Literal["sqlite", "postgresql", "other"]
+_PLAIN_SQLITE_PREFIX = "sqlite:///"
+
+
+def _make_url(raw: str) -> URL:
+    """SQLAlchemy's URL parser, loaded only for a URL that is not a plain SQLite one.
+
+    Raises ValueError for text that is not a URL.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return sa.engine.make_url(raw)
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def plain_sqlite_database(raw: str) -> str | None:
+    """The database part of a plain `sqlite:///…` URL (no driver, no query string) exactly as
+    SQLAlchemy's make_url reads it (percent-decoded); None for any other URL.
+
+    The built-in names and most URLs are of this form; parsing them here spares loading
+    SQLAlchemy in the commands that only read SQLite through sqlite3 (`db identity`).
+    """
+    if not raw.startswith(_PLAIN_SQLITE_PREFIX) or "?" in raw:
+        return None
+    return unquote(raw[len(_PLAIN_SQLITE_PREFIX) :])
 
 
 def parse_flag(value: str | None) -> bool:
@@ -91,7 +120,7 @@ class DatabaseTarget:
         """What makes two targets the same database (used to detect conflicting sources)."""
         if self.sqlite_path is not None:
             return f"sqlite:{self.sqlite_path}"
-        url = sa.engine.make_url(self.url)
+        url = _make_url(self.url)
         return (
             f"{url.get_backend_name()}://{url.username or ''}@{url.host or ''}:"
             f"{url.port or ''}/{url.database or ''}?{sorted(url.query.items())}"
@@ -101,8 +130,8 @@ class DatabaseTarget:
 def mask_url(url: str) -> str:
     """The URL with its password (and any secret-looking query value) replaced by `***`."""
     try:
-        parsed = sa.engine.make_url(url)
-    except ArgumentError:
+        parsed = _make_url(url)
+    except ValueError:
         return "<unparseable URL>"
     if parsed.query:
         masked_query = {
@@ -159,9 +188,12 @@ def _read_toml(path: Path) -> dict[str, object]:
 def build_target(url: str, *, source: str, cwd: Path, name: str | None = None) -> DatabaseTarget:
     """Parse and normalise one URL: driver for PostgreSQL, absolute path for SQLite."""
     raw = url.strip()
+    plain = plain_sqlite_database(raw)
+    if plain is not None:
+        return _sqlite_target(plain, source=source, cwd=cwd, name=name)
     try:
-        parsed = sa.engine.make_url(raw)
-    except ArgumentError as exc:
+        parsed = _make_url(raw)
+    except ValueError as exc:
         raise TargetError(
             f"{source} is not a database URL: {mask_url(raw) if '://' in raw else raw!r}.",
             hint="give sqlite:///path/to/file.db or postgresql://user@host/dbname",
@@ -176,7 +208,10 @@ def build_target(url: str, *, source: str, cwd: Path, name: str | None = None) -
     if backend_name != "sqlite":
         final = parsed.render_as_string(hide_password=False)
         return DatabaseTarget(final, mask_url(final), "other", None, False, source, name)
-    database = parsed.database or ""
+    return _sqlite_target(parsed.database or "", source=source, cwd=cwd, name=name)
+
+
+def _sqlite_target(database: str, *, source: str, cwd: Path, name: str | None) -> DatabaseTarget:
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         return DatabaseTarget(
             "sqlite:///:memory:",

@@ -162,6 +162,21 @@ def test_identity_is_read_only_and_leaves_the_file_unchanged(cli: CliRunner, wor
     assert _journal_mode(path) == "delete"
 
 
+def test_identity_of_a_sqlite_file_never_loads_sqlalchemy(cli: CliRunner, workdir: Path) -> None:
+    # Its import costs more than the report's queries on a million phases (docs/performance.md).
+    assert cli("db", "init", "--db", "seed").exit_code == 0
+    probe = (
+        "import sys\n"
+        "from autopack.cli.app import main\n"
+        "code = main(['db', 'identity', '--db', 'seed', '--json'])\n"
+        "print(code, 'sqlalchemy' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=workdir, capture_output=True, text=True, check=False
+    )
+    assert done.stdout.splitlines()[-1] == "0 False", done.stderr
+
+
 def test_identity_panel_shows_path_size_role_counts(cli: CliRunner, workdir: Path) -> None:
     assert cli("db", "init", "--db", "legacy").exit_code == 0
     result = cli("db", "identity", "--db", "legacy")

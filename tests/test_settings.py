@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from autopack.db.guards import require_non_empty, require_role
 from autopack.db.meta import RoleStamp
 from autopack.errors import GuardError, TargetError
-from autopack.settings import build_target, load_environment, mask_url, parse_flag, resolve_target
+from autopack.settings import (
+    build_target,
+    load_environment,
+    mask_url,
+    parse_flag,
+    plain_sqlite_database,
+    resolve_target,
+)
 
 _password = st.text(
     alphabet=st.characters(min_codepoint=48, max_codepoint=122, categories=["Ll", "Lu", "Nd"]),
@@ -120,3 +127,24 @@ def test_require_role() -> None:
         require_role(unstamped, {"seed"}, display_url="u", command="seed run", force=False)
     require_role(legacy, {"seed"}, display_url="u", command="seed run", force=True)
     require_role(RoleStamp("seed", "id", True), {"seed"}, display_url="u", command="c", force=False)
+
+
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="?\x00"),
+        max_size=40,
+    )
+)
+def test_plain_sqlite_urls_parse_as_sqlalchemy_parses_them(path: str) -> None:
+    # The fast path must agree with make_url, or a URL would name another file than before.
+    import sqlalchemy as sa
+
+    url = "sqlite:///" + path
+    assert plain_sqlite_database(url) == sa.engine.make_url(url).database
+
+
+def test_only_plain_sqlite_urls_take_the_fast_path() -> None:
+    assert plain_sqlite_database("sqlite:///a%20b.db") == "a b.db"
+    assert plain_sqlite_database("sqlite:///x.db?mode=ro") is None
+    assert plain_sqlite_database("sqlite+pysqlite:///x.db") is None
+    assert plain_sqlite_database("postgresql://u@h/d") is None

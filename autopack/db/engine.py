@@ -2,6 +2,10 @@
 
 No module-level engine: every engine is built here from an explicit target. A SQLite file is
 never created by opening it; only `OpenMode.CREATE` (used by `db init`) may do that.
+
+SQLAlchemy is imported only when an engine is first needed: the read-only reports that run
+before every command (the target panel, `db identity`) read a SQLite file through plain
+`sqlite3` (autopack.db.plain), and SQLAlchemy's import alone costs a quarter of a second.
 """
 
 from __future__ import annotations
@@ -9,21 +13,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from autopack.errors import TargetError
 from autopack.settings import DatabaseTarget
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -37,21 +40,46 @@ class OpenMode(Enum):
 
 @dataclass
 class Database:
-    """An open database: the target it came from and an engine bound to exactly that place."""
+    """An open database: the target it came from and an engine bound to exactly that place.
+
+    The engine is built on first use (`build_engine`), so a command that only reads through
+    `sqlite_connect` never loads SQLAlchemy.
+    """
 
     target: DatabaseTarget
-    engine: Engine
+    build_engine: Callable[[], Engine] = field(repr=False)
     mode: OpenMode
     created_file: bool = False
+    _engine: Engine | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self.build_engine()
+        return self._engine
 
     @property
     def writable(self) -> bool:
         return self.mode is not OpenMode.READ_ONLY
 
+    def sqlite_connect(self) -> sqlite3.Connection | None:
+        """A new plain sqlite3 connection, opened as the engine's would be (same mode, same
+        pragmas); None for PostgreSQL and in-memory SQLite, which are read through the engine.
+        The caller closes it."""
+        path = self.target.sqlite_path
+        if path is None or self.target.in_memory:
+            return None
+        connection: sqlite3.Connection = _sqlite_creator(
+            path, read_only=self.mode is OpenMode.READ_ONLY
+        )()
+        _apply_sqlite_pragmas(connection)
+        return connection
+
     def close(self) -> None:
         if not self._closed:
-            self.engine.dispose()
+            if self._engine is not None:
+                self._engine.dispose()
             self._closed = True
 
     def __enter__(self) -> Database:
@@ -79,9 +107,8 @@ def open_database(target: DatabaseTarget, mode: OpenMode) -> Database:
 
 def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
     if target.in_memory:
-        engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
-        _install_sqlite_pragmas(engine)
-        return Database(target, engine, mode)
+        # One connection for the life of the Database: an in-memory DB lives in it.
+        return Database(target, _in_memory_engine, mode)
     path = target.sqlite_path
     assert path is not None  # a file target always has a path (settings.build_target)
     created = False
@@ -89,17 +116,31 @@ def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
         created = _check_sqlite_creatable(path)
     else:
         _check_sqlite_file(path, writable=mode is OpenMode.READ_WRITE)
-    engine = sa.create_engine(
-        "sqlite://",
-        creator=_sqlite_creator(path, read_only=mode is OpenMode.READ_ONLY),
-        # A bare "sqlite://" would get SQLAlchemy's in-memory pool (one connection per thread,
-        # closed under other threads' feet); a file needs a real pool for worker threads.
-        poolclass=sa.pool.QueuePool,
-        pool_size=8,
-        max_overflow=8,
-    )
+
+    def build() -> Engine:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(
+            "sqlite://",
+            creator=_sqlite_creator(path, read_only=mode is OpenMode.READ_ONLY),
+            # A bare "sqlite://" would get SQLAlchemy's in-memory pool (one connection per
+            # thread, closed under other threads' feet); a file needs a real pool for workers.
+            poolclass=sa.pool.QueuePool,
+            pool_size=8,
+            max_overflow=8,
+        )
+        _install_sqlite_pragmas(engine)
+        return engine
+
+    return Database(target, build, mode, created_file=created)
+
+
+def _in_memory_engine() -> Engine:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
     _install_sqlite_pragmas(engine)
-    return Database(target, engine, mode, created_file=created)
+    return engine
 
 
 def _sqlite_creator(path: Path, *, read_only: bool) -> Any:
@@ -115,16 +156,22 @@ def _sqlite_creator(path: Path, *, read_only: bool) -> Any:
 
 
 def _install_sqlite_pragmas(engine: Engine) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # In WAL mode NORMAL never corrupts the database, and spares an fsync per commit
-        # (a drain commits several times per phase); only the last commits before a power
-        # loss can be lost. It is a per-connection setting: nothing in the file changes.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+        _apply_sqlite_pragmas(dbapi_connection)
+
+
+def _apply_sqlite_pragmas(connection: sqlite3.Connection) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # In WAL mode NORMAL never corrupts the database, and spares an fsync per commit
+    # (a drain commits several times per phase); only the last commits before a power
+    # loss can be lost. It is a per-connection setting: nothing in the file changes.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _check_sqlite_file(path: Path, *, writable: bool) -> None:
@@ -200,6 +247,10 @@ def _check_sqlite_creatable(path: Path) -> bool:
 
 
 def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
+    import sqlalchemy as sa
+    from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         engine = sa.create_engine(target.url, pool_pre_ping=True)
     except ImportError as exc:
@@ -225,13 +276,30 @@ def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
             f"cannot reach PostgreSQL at {target.display_url}: {_first_line(exc)}.",
             hint="check the server is running and the URL's host, port, user and database",
         ) from exc
-    return Database(target, engine, mode)
+    return Database(target, lambda: engine, mode, _engine=engine)
 
 
 def _first_line(exc: BaseException) -> str:
-    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    inner = getattr(exc, "orig", None) or exc
     text = str(inner).strip().splitlines()
     return text[0].rstrip(".") if text else type(inner).__name__
+
+
+def _driver_error_kind(exc: BaseException) -> str | None:
+    """`operational`, `database` or None: the same for SQLAlchemy's wrappers and for plain
+    sqlite3 errors (from autopack.db.plain reads), without importing SQLAlchemy to ask."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "operational"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return "database"
+    if "sqlalchemy" in sys.modules:  # an SQLAlchemy error can only exist once it is loaded
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        if isinstance(exc, OperationalError):
+            return "operational"
+        if isinstance(exc, DBAPIError):
+            return "database"
+    return None
 
 
 @contextmanager
@@ -239,26 +307,32 @@ def translated_errors(db: Database) -> Iterator[None]:
     """Turn driver errors into one-line TargetErrors that name the database."""
     try:
         yield
-    except OperationalError as exc:
-        message = _first_line(exc)
-        lowered = message.lower()
+    except Exception as exc:
+        kind = _driver_error_kind(exc)
+        if kind is None:
+            raise
+        raise _translated(db, exc, kind) from exc
+
+
+def _translated(db: Database, exc: Exception, kind: str) -> TargetError:
+    message = _first_line(exc)
+    lowered = message.lower()
+    if kind == "operational":
         if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
-            raise TargetError(
+            return TargetError(
                 f"{db.target.display_url} is read-only: {message}.",
                 hint="make the file and its directory writable, or work on a copy",
-            ) from exc
-        raise TargetError(
+            )
+        return TargetError(
             f"database error on {db.target.display_url}: {message}.",
             hint="run `autopack db check` on it; restore it from a backup if it is damaged",
-        ) from exc
-    except DBAPIError as exc:
-        message = _first_line(exc)
-        if "not a database" in message or "malformed" in message:
-            raise TargetError(
-                f"{db.target.display_url} is damaged: {message}.",
-                hint="restore it from a backup (db upgrade leaves one beside the file)",
-            ) from exc
-        raise TargetError(
-            f"database error on {db.target.display_url}: {message}.",
-            hint="run again with --debug for the details",
-        ) from exc
+        )
+    if "not a database" in message or "malformed" in message:
+        return TargetError(
+            f"{db.target.display_url} is damaged: {message}.",
+            hint="restore it from a backup (db upgrade leaves one beside the file)",
+        )
+    return TargetError(
+        f"database error on {db.target.display_url}: {message}.",
+        hint="run again with --debug for the details",
+    )

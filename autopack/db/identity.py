@@ -1,31 +1,36 @@
 """Which database is this? The facts shown before any command acts, and `db identity`'s report.
 
-Everything is read in a handful of aggregate queries (never row by row), so the panel costs
-little even on a backlog of a million phases.
+Everything is read in a handful of aggregate queries (never row by row), in plain SQL
+(autopack.db.plain: no SQLAlchemy on a SQLite file) and, on SQLite, in parallel, so the panel
+costs little even on a backlog of a million phases.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
-from autopack.db.engine import Database, translated_errors
-from autopack.db.meta import read_stamp
+from autopack.db.engine import Database
+from autopack.db.meta import read_stamp_plain
 from autopack.db.names import ALL_TABLES, PhaseState, RunState
-from autopack.db.schema import SchemaState, inspect_schema, require_autopack_schema
+from autopack.db.plain import PlainReader, Rows, plain_reads
+from autopack.db.schema import SchemaState, read_schema, require_autopack_schema
 from autopack.estimator.categories import deliverable_count_bucket
 
-# A light view of the telemetry table: the identity report needs five columns, not the model.
-_EVENTS = sa.table(
-    "token_estimation_v2_events",
-    sa.column("category"),
-    sa.column("complexity"),
-    sa.column("deliverable_count"),
-    sa.column("success", sa.Boolean),
-    sa.column("truncated", sa.Boolean),
+EVENTS_TABLE = "token_estimation_v2_events"
+# success and truncated are NOT NULL booleans (0/1 on SQLite; TRUE/FALSE are understood by
+# SQLite ≥ 3.23 and PostgreSQL alike). The clean samples are one range of the covering index
+# ix_autopack_telemetry_summary (success, truncated, category, complexity, deliverable_count,
+# revision 0005); the other figures are short index ranges or SQLite's counted scans.
+_CLEAN_GROUPS_SQL = (
+    f"SELECT category, complexity, deliverable_count, count(*) FROM {EVENTS_TABLE} "
+    "WHERE success = TRUE AND truncated = FALSE GROUP BY category, complexity, deliverable_count"
 )
+_SUCCESS_TRUNCATED_SQL = (
+    f"SELECT count(*) FROM {EVENTS_TABLE} WHERE success = TRUE AND truncated = TRUE"
+)
+_TRUNCATED_SQL = f"SELECT count(*) FROM {EVENTS_TABLE} WHERE truncated = TRUE"
 
 PANEL_COUNT_TABLES = ("runs", "phases", "token_estimation_v2_events")
 
@@ -103,16 +108,18 @@ def _file_facts(db: Database) -> tuple[int | None, str | None]:
     return stat.st_size, mtime
 
 
-def _postgres_size(connection: sa.Connection) -> int | None:
-    value = connection.execute(sa.text("SELECT pg_database_size(current_database())")).scalar()
-    return int(value) if value is not None else None
+def _postgres_size(reader: PlainReader) -> int | None:
+    rows = reader.all("SELECT pg_database_size(current_database())")
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
-def _target_info(db: Database, connection: sa.Connection, schema: SchemaState) -> TargetInfo:
+def _target_info(
+    db: Database, reader: PlainReader, schema: SchemaState, tables: set[str]
+) -> TargetInfo:
     size, mtime = _file_facts(db)
     if db.target.backend == "postgresql":
-        size = _postgres_size(connection)
-    stamp = read_stamp(connection)
+        size = _postgres_size(reader)
+    stamp = read_stamp_plain(reader, tables)
     return TargetInfo(
         url=db.target.display_url,
         path=str(db.target.sqlite_path) if db.target.sqlite_path else None,
@@ -147,34 +154,65 @@ def _warnings(info: TargetInfo, schema: SchemaState) -> list[str]:
     return warnings
 
 
-def _count(connection: sa.Connection, table_name: str) -> int:
-    table = sa.table(table_name)
-    return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+def _count_sql(table_name: str) -> str:
+    return f"SELECT count(*) FROM {table_name}"
+
+
+def _states_sql(table_name: str) -> str:
+    return f"SELECT state, count(*) FROM {table_name} GROUP BY state"
+
+
+def _scalar(rows: Rows) -> int:
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def _schema_and_info(db: Database, reader: PlainReader) -> tuple[SchemaState, TargetInfo]:
+    schema = read_schema(reader)
+    require_autopack_schema(db, schema)
+    info = _target_info(db, reader, schema, set(schema.existing_tables))
+    return schema, info
 
 
 def read_panel(db: Database) -> TargetPanel:
     """The target panel's facts: cheap, read-only, and the same for every command."""
-    with translated_errors(db), db.engine.connect() as connection:
-        schema = inspect_schema(connection)
-        require_autopack_schema(db, schema)
-        info = _target_info(db, connection, schema)
-        counts = {
-            t: _count(connection, t) for t in PANEL_COUNT_TABLES if t in schema.existing_tables
-        }
+    with plain_reads(db) as reader:
+        schema, info = _schema_and_info(db, reader)
+        names = [t for t in PANEL_COUNT_TABLES if t in schema.existing_tables]
+        results = reader.all_at_once([_count_sql(t) for t in names])
+    counts = {t: _scalar(rows) for t, rows in zip(names, results, strict=True)}
     return TargetPanel(target=info, counts=counts, warnings=_warnings(info, schema))
 
 
 def inspect_database(db: Database) -> IdentityReport:
     """The full identity report of `autopack db identity`."""
-    with translated_errors(db), db.engine.connect() as connection:
-        schema = inspect_schema(connection)
-        require_autopack_schema(db, schema)
-        info = _target_info(db, connection, schema)
+    with plain_reads(db) as reader:
+        schema, info = _schema_and_info(db, reader)
         present = set(schema.existing_tables)
-        counts = {t: _count(connection, t) for t in ALL_TABLES if t in present}
-        phase_states = _states(connection, "phases", [s.value for s in PhaseState], present)
-        run_states = _states(connection, "runs", [s.value for s in RunState], present)
-        telemetry = _telemetry(connection, counts, present)
+        # Largest first: on SQLite they run in parallel, and the clean-sample scan is longest.
+        statements: dict[str, str] = {}
+        if EVENTS_TABLE in present:
+            statements["clean"] = _CLEAN_GROUPS_SQL
+        for table_name in ("phases", "runs"):
+            if table_name in present:
+                statements[f"states:{table_name}"] = _states_sql(table_name)
+        if EVENTS_TABLE in present:
+            statements["success_truncated"] = _SUCCESS_TRUNCATED_SQL
+            statements["truncated"] = _TRUNCATED_SQL
+        for table_name in ALL_TABLES:
+            if table_name in present and table_name not in ("phases", "runs"):
+                statements[f"count:{table_name}"] = _count_sql(table_name)
+        results = dict(zip(statements, reader.all_at_once(list(statements.values())), strict=True))
+    phase_states = _states(results.get("states:phases"), [s.value for s in PhaseState])
+    run_states = _states(results.get("states:runs"), [s.value for s in RunState])
+    counts: dict[str, int] = {}
+    for table_name in ALL_TABLES:
+        if table_name == "phases" and "phases" in present:
+            counts[table_name] = sum(phase_states.values())
+        elif table_name == "runs" and "runs" in present:
+            counts[table_name] = sum(run_states.values())
+        elif f"count:{table_name}" in results:
+            counts[table_name] = _scalar(results[f"count:{table_name}"])
+    telemetry = _telemetry(results, counts, present)
     return IdentityReport(
         target=info,
         counts=counts,
@@ -186,70 +224,44 @@ def inspect_database(db: Database) -> IdentityReport:
     )
 
 
-def _states(
-    connection: sa.Connection, table_name: str, known: list[str], present: set[str]
-) -> dict[str, int]:
+def _states(rows: Rows | None, known: list[str]) -> dict[str, int]:
     """Every known state (zeros included) plus any unknown one the data holds."""
-    if table_name not in present:
+    if rows is None:
         return {}
-    state: sa.ColumnClause[str] = sa.column("state")
-    rows = connection.execute(
-        sa.select(state, sa.func.count()).select_from(sa.table(table_name)).group_by(state)
-    ).all()
-    found = {str(row[0]): int(row[1]) for row in rows}
+    found = {str(state): int(n) for state, n in rows}
     ordered = {name: found.pop(name, 0) for name in known}
     ordered.update(sorted(found.items()))
     return ordered
 
 
 def _telemetry(
-    connection: sa.Connection, counts: dict[str, int], present: set[str]
+    results: dict[str, Rows], counts: dict[str, int], present: set[str]
 ) -> TelemetryStats:
     escalations = counts.get("token_budget_escalation_events")
     usage = counts.get("llm_usage_events")
-    if "token_estimation_v2_events" not in present:
+    if EVENTS_TABLE not in present:
         return TelemetryStats(
             available=False, escalation_events=escalations, llm_usage_events=usage
         )
-    events = _EVENTS
-    # One pass over the covering index ix_autopack_telemetry_summary (revision 0005): every
-    # figure below is a sum over these few hundred groups, so 2M rows cost one index scan.
-    groups = connection.execute(
-        sa.select(
-            events.c.success,
-            events.c.truncated,
-            events.c.category,
-            events.c.complexity,
-            events.c.deliverable_count,
-            sa.func.count(),
-        ).group_by(
-            events.c.success,
-            events.c.truncated,
-            events.c.category,
-            events.c.complexity,
-            events.c.deliverable_count,
-        )
-    ).all()
-    total = n_success = n_truncated = 0
+    total = counts[EVENTS_TABLE]
     by_category: dict[str, int] = {}
     by_complexity: dict[str, int] = {}
     by_bucket: dict[str, int] = {}
-    for success, truncated, category, complexity, deliverables, n in groups:
-        total += n
-        n_success += n if success else 0
-        n_truncated += n if truncated else 0
-        if success and not truncated:
-            bucket = _bucket(deliverables)
-            by_category[category] = by_category.get(category, 0) + n
-            by_complexity[complexity] = by_complexity.get(complexity, 0) + n
-            by_bucket[bucket] = by_bucket.get(bucket, 0) + n
+    for category, complexity, deliverables, n in results["clean"]:
+        bucket = _bucket(deliverables)
+        by_category[category] = by_category.get(category, 0) + n
+        by_complexity[complexity] = by_complexity.get(complexity, 0) + n
+        by_bucket[bucket] = by_bucket.get(bucket, 0) + n
+    clean = sum(by_category.values())
+    n_success = clean + _scalar(results["success_truncated"])
+    n_truncated = _scalar(results["truncated"])
     return TelemetryStats(
         events=total,
         success=n_success,
         success_rate=(n_success / total) if total else None,
         truncated=n_truncated,
         truncation_rate=(n_truncated / total) if total else None,
-        clean_samples=sum(by_category.values()),
+        clean_samples=clean,
         by_category=dict(sorted(by_category.items())),
         by_complexity=dict(sorted(by_complexity.items())),
         by_deliverable_bucket=dict(sorted(by_bucket.items())),

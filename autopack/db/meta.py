@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from autopack import __version__
 from autopack.errors import ConfigError
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from autopack.db.plain import PlainReader
+
 META_TABLE = "autopack_meta"
-# A light view of the table for reading (the panel reads it on every command).
-_META = sa.table(
-    META_TABLE,
-    sa.column("id"),
-    sa.column("role"),
-    sa.column("db_id"),
-    sa.column("schema_revision"),
-    sa.column("tool_version"),
-)
+_READ_SQL = f"SELECT role, db_id FROM {META_TABLE} WHERE id = 1"
 
 KNOWN_ROLES = ("seed", "legacy", "general")
 UNSTAMPED_ROLE = "legacy"
@@ -50,12 +47,26 @@ def validate_role(role: str) -> str:
 
 
 def read_stamp(connection: sa.Connection) -> RoleStamp:
+    import sqlalchemy as sa
+
     if not sa.inspect(connection).has_table(META_TABLE):
         return RoleStamp(UNSTAMPED_ROLE, None, stamped=False)
-    row = connection.execute(sa.select(_META.c.role, _META.c.db_id).where(_META.c.id == 1)).first()
+    return _stamp_of(connection.exec_driver_sql(_READ_SQL).first())
+
+
+def read_stamp_plain(reader: PlainReader, tables: set[str]) -> RoleStamp:
+    """read_stamp() through plain SQL, given the DB's tables (already read for the panel)."""
+    if META_TABLE not in tables:
+        return RoleStamp(UNSTAMPED_ROLE, None, stamped=False)
+    rows = reader.all(_READ_SQL)
+    return _stamp_of(rows[0] if rows else None)
+
+
+def _stamp_of(row: Sequence[Any] | None) -> RoleStamp:
     if row is None:
         return RoleStamp(UNSTAMPED_ROLE, None, stamped=False)
-    return RoleStamp(row.role, row.db_id, stamped=True)
+    role, db_id = row[0], row[1]
+    return RoleStamp(str(role), None if db_id is None else str(db_id), stamped=True)
 
 
 def write_stamp(connection: sa.Connection, role: str, schema_revision: str | None) -> RoleStamp:
@@ -88,9 +99,14 @@ def write_stamp(connection: sa.Connection, role: str, schema_revision: str | Non
 
 
 def record_schema_revision(connection: sa.Connection, revision: str) -> None:
+    import sqlalchemy as sa
+
     if sa.inspect(connection).has_table(META_TABLE):
+        meta = sa.table(
+            META_TABLE, sa.column("id"), sa.column("schema_revision"), sa.column("tool_version")
+        )
         connection.execute(
-            sa.update(_META)
-            .where(_META.c.id == 1)
+            sa.update(meta)
+            .where(meta.c.id == 1)
             .values(schema_revision=revision, tool_version=__version__)
         )

@@ -8,18 +8,23 @@ only callers that change a schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from autopack.db.engine import Database
 from autopack.db.names import ALL_TABLES, HEAD_REVISION, VERSION_TABLE
+from autopack.db.plain import PlainReader, table_names
 from autopack.errors import SchemaError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+_REVISION_SQL = f"SELECT version_num FROM {VERSION_TABLE}"
+"""Alembic's version table has one row (autopack runs no branches)."""
 
 
 def current_revision(connection: sa.Connection) -> str | None:
     """The revision recorded in autopack's own version table (Alembic's one-row table)."""
-    version = sa.table(VERSION_TABLE, sa.column("version_num"))
-    return connection.execute(sa.select(version.c.version_num).limit(1)).scalar_one_or_none()
+    return connection.exec_driver_sql(_REVISION_SQL).scalar()
 
 
 def expected_columns(table_name: str) -> list[str]:
@@ -56,19 +61,37 @@ class SchemaState:
 
 def inspect_schema(connection: sa.Connection, *, columns: bool = False) -> SchemaState:
     """Tables present and missing, and the revision; with `columns`, missing columns too."""
+    import sqlalchemy as sa
+
     inspector = sa.inspect(connection)
     present = set(inspector.get_table_names())
-    known = [t for t in ALL_TABLES if t in present]
-    missing = tuple(t for t in ALL_TABLES if t not in present)
     missing_columns: dict[str, tuple[str, ...]] = {}
     if columns:
-        for table_name in known:
+        for table_name in (t for t in ALL_TABLES if t in present):
             have = {c["name"] for c in inspector.get_columns(table_name)}
             absent = tuple(n for n in expected_columns(table_name) if n not in have)
             if absent:
                 missing_columns[table_name] = absent
     revision = current_revision(connection) if VERSION_TABLE in present else None
-    return SchemaState(revision, HEAD_REVISION, tuple(known), missing, missing_columns)
+    return _schema_state(present, revision, missing_columns)
+
+
+def read_schema(reader: PlainReader) -> SchemaState:
+    """inspect_schema() through plain SQL (no columns): what the target panel needs."""
+    present = table_names(reader)
+    revision = None
+    if VERSION_TABLE in present:
+        rows = reader.all(_REVISION_SQL)
+        revision = str(rows[0][0]) if rows else None
+    return _schema_state(present, revision, {})
+
+
+def _schema_state(
+    present: set[str], revision: str | None, missing_columns: dict[str, tuple[str, ...]]
+) -> SchemaState:
+    known = tuple(t for t in ALL_TABLES if t in present)
+    missing = tuple(t for t in ALL_TABLES if t not in present)
+    return SchemaState(revision, HEAD_REVISION, known, missing, missing_columns)
 
 
 def enable_wal(db: Database) -> None:
