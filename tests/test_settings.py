@@ -131,7 +131,7 @@ def test_require_role() -> None:
 
 @given(
     st.text(
-        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="?\x00"),
+        alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="?\x00"),
         max_size=40,
     )
 )

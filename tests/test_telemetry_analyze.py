@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 import autopack.cli.telemetry_analyze as analyze_command_module
-import autopack.telemetry.analyze as analyze_module
+import autopack.telemetry.analysis_quantiles as quantiles_module
+import autopack.telemetry.analysis_scan as scan_module
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.lifecycle import init_database
 from autopack.db.models import Phase, Run, Tier, TokenEstimationV2Event, table_of
@@ -35,12 +36,12 @@ from autopack.estimator import deliverable_count_bucket, normalize_category
 from autopack.render.telemetry_analyze import write_markdown
 from autopack.seed.model import create_seed_run
 from autopack.settings import DatabaseTarget, build_target
+from autopack.telemetry.analysis_quantiles import quantile_of_sorted
 from autopack.telemetry.analyze import (
     AnalysisReport,
     AnalyzeOptions,
     analyze_telemetry,
     parse_time_bound,
-    quantile_of_sorted,
 )
 from autopack.telemetry.coverage import assess_coverage
 from tests.conftest import REFERENCE_DATA, CliRunner, build_original_db, reference_seed_spec
@@ -633,7 +634,7 @@ def test_median_and_p90_definitions() -> None:
 
 
 def test_deliverable_clip_keeps_buckets_intact() -> None:
-    clip = analyze_module.DELIVERABLE_CLIP
+    clip = scan_module.DELIVERABLE_CLIP
     assert {deliverable_count_bucket(n) for n in range(clip, 500)} == {
         deliverable_count_bucket(clip)
     }
@@ -690,16 +691,16 @@ def test_sampled_brackets_and_parallel_ranges_give_the_exact_figures(
     direct = run(synthetic, stratify=True)
     values = sorted(smape(s) for s in non_truncated(synthetic_samples(3000)))
     assert direct.smape.median == pytest.approx(statistics.median(values))
-    monkeypatch.setattr(analyze_module, "DIRECT_LIMIT", 10)
-    monkeypatch.setattr(analyze_module, "SAMPLE_SIZE", 600)
-    monkeypatch.setattr(analyze_module, "MIN_BRACKET_SAMPLE", 50)
-    monkeypatch.setattr(analyze_module, "PARALLEL_MIN_ROWS", 10)
-    monkeypatch.setattr(analyze_module, "MAX_WORKERS", 3)
+    monkeypatch.setattr(scan_module, "DIRECT_LIMIT", 10)
+    monkeypatch.setattr(scan_module, "SAMPLE_SIZE", 600)
+    monkeypatch.setattr(quantiles_module, "MIN_BRACKET_SAMPLE", 50)
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_ROWS", 10)
+    monkeypatch.setattr(scan_module, "MAX_WORKERS", 3)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 3)
     ranges: list[Any] = []
     bounded: list[Any] = []
-    real_part, real_brackets = analyze_module._query_part, analyze_module._brackets
+    real_part, real_brackets = scan_module._query_part, quantiles_module.place_brackets
 
     def spy_part(connection: sa.Connection, **kwargs: Any) -> Any:
         ranges.append(kwargs["id_range"])
@@ -710,8 +711,8 @@ def test_sampled_brackets_and_parallel_ranges_give_the_exact_figures(
         bounded.extend(b for b in made if b.lo is not None and b.hi is not None)
         return made
 
-    monkeypatch.setattr(analyze_module, "_query_part", spy_part)
-    monkeypatch.setattr(analyze_module, "_brackets", spy_brackets)
+    monkeypatch.setattr(scan_module, "_query_part", spy_part)
+    monkeypatch.setattr(scan_module, "place_brackets", spy_brackets)
     sampled = run(synthetic, stratify=True)
     assert len(ranges) == 3  # three event_id ranges, scanned in parallel
     assert len(bounded) == 7  # every quantile was found through a real bracket
@@ -722,19 +723,21 @@ def test_a_missed_bracket_falls_back_to_the_exact_column(
     synthetic: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     direct = run(synthetic)
-    monkeypatch.setattr(analyze_module, "DIRECT_LIMIT", 10)
-    monkeypatch.setattr(analyze_module, "SAMPLE_SIZE", 600)
-    monkeypatch.setattr(analyze_module, "MIN_BRACKET_SAMPLE", 50)
+    monkeypatch.setattr(scan_module, "DIRECT_LIMIT", 10)
+    monkeypatch.setattr(scan_module, "SAMPLE_SIZE", 600)
+    monkeypatch.setattr(quantiles_module, "MIN_BRACKET_SAMPLE", 50)
     # Brackets nowhere near the quantiles: every one misses.
-    monkeypatch.setattr(analyze_module, "_brackets", _narrow_brackets(analyze_module._brackets))
+    monkeypatch.setattr(
+        scan_module, "place_brackets", _narrow_brackets(quantiles_module.place_brackets)
+    )
     fallbacks: list[str] = []
-    real = analyze_module._all_values
+    real = scan_module._all_values
 
     def counting(connection: sa.Connection, plan: Any, metric: str) -> list[float]:
         fallbacks.append(metric)
         return real(connection, plan, metric)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(analyze_module, "_all_values", counting)
+    monkeypatch.setattr(scan_module, "_all_values", counting)
     sampled = run(synthetic)
     assert fallbacks  # the fallback ran …
     assert _close(figures(sampled), figures(direct))  # … and the figures are still exact
@@ -743,7 +746,7 @@ def test_a_missed_bracket_falls_back_to_the_exact_column(
 def _narrow_brackets(real: Callable[..., Any]) -> Callable[..., Any]:
     def narrow(sampled: Any) -> Any:
         brackets = real(sampled)
-        return [analyze_module._Bracket(b.metric, b.quantile, 0.5, 0.5000001) for b in brackets]
+        return [quantiles_module.Bracket(b.metric, b.quantile, 0.5, 0.5000001) for b in brackets]
 
     return narrow
 
@@ -1058,11 +1061,11 @@ def test_postgres_gives_the_sqlite_figures(
         assert v5.rows == 25
         assert r(v5.smape.median) == 91.5
         # The sampled, bracketed, parallel path (count packing, json_agg) on PostgreSQL too.
-        monkeypatch.setattr(analyze_module, "DIRECT_LIMIT", 10)
-        monkeypatch.setattr(analyze_module, "SAMPLE_SIZE", 40)
-        monkeypatch.setattr(analyze_module, "MIN_BRACKET_SAMPLE", 5)
-        monkeypatch.setattr(analyze_module, "BRACKET_SIGMAS", 1.0)
-        monkeypatch.setattr(analyze_module, "PARALLEL_MIN_ROWS", 10)
+        monkeypatch.setattr(scan_module, "DIRECT_LIMIT", 10)
+        monkeypatch.setattr(scan_module, "SAMPLE_SIZE", 40)
+        monkeypatch.setattr(quantiles_module, "MIN_BRACKET_SAMPLE", 5)
+        monkeypatch.setattr(quantiles_module, "BRACKET_SIGMAS", 1.0)
+        monkeypatch.setattr(scan_module, "PARALLEL_MIN_ROWS", 10)
         monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
         assert _close(figures(run(db, stratify=True)), expected)
 
@@ -1072,10 +1075,10 @@ def test_python_and_sql_compute_bit_identical_metrics(read_only: Database) -> No
     database compared against the bracket bounds, bit for bit."""
     pairs = [(p, a) for p in (1, 7, 462, 5200, 7014) for a in (50, 123, 1218, 16205, 3)]
     for p, a in pairs:
-        smape_value, waste_value, by_budget, _ = analyze_module._row_metrics(p, a, 8192, None)
-        assert analyze_module._pair_values("smape", [(p, a)]) == [smape_value]
-        assert analyze_module._pair_values("waste_predicted", [(p, a)]) == [waste_value]
-        assert analyze_module._pair_values("waste_selected_budget", [(8192, a)]) == [by_budget]
+        smape_value, waste_value, by_budget, _ = scan_module._row_metrics(p, a, 8192, None)
+        assert scan_module._pair_values("smape", [(p, a)]) == [smape_value]
+        assert scan_module._pair_values("waste_predicted", [(p, a)]) == [waste_value]
+        assert scan_module._pair_values("waste_selected_budget", [(8192, a)]) == [by_budget]
     with read_only.engine.connect() as connection:
         rows = connection.execute(
             sa.text(
@@ -1087,8 +1090,8 @@ def test_python_and_sql_compute_bit_identical_metrics(read_only: Database) -> No
             )
         ).all()
     for p, a, smape_sql, waste_sql in rows:
-        assert analyze_module._pair_values("smape", [(p, a)]) == [smape_sql]
-        assert analyze_module._pair_values("waste_predicted", [(p, a)]) == [waste_sql]
+        assert scan_module._pair_values("smape", [(p, a)]) == [smape_sql]
+        assert scan_module._pair_values("waste_predicted", [(p, a)]) == [waste_sql]
 
 
 def test_output_is_checked_before_the_analysis_runs(

@@ -19,7 +19,7 @@ from rich.table import Table
 from autopack.console import stderr_console, warn
 from autopack.db.identity import TargetInfo
 from autopack.errors import ConfigError
-from autopack.telemetry.analyze import (
+from autopack.telemetry.analysis_report import (
     AnalysisReport,
     Filters,
     Stratum,
