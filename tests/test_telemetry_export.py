@@ -5,8 +5,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
+import sqlite3
+import subprocess
+import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from autopack.errors import ConfigError, GuardError, SchemaError
 from autopack.estimator import deliverable_count_bucket, normalize_category
 from autopack.settings import resolve_target
 from autopack.telemetry import export as export_module
+from autopack.telemetry import export_parallel
 from autopack.telemetry.exchange import CSV_COLUMNS, EVENT_COLUMNS, NDJSON_KEYS, ExportFormat
 from autopack.telemetry.export import ExportFilters, export_telemetry, export_to_file
 from autopack.telemetry.importer import import_files
@@ -542,3 +548,324 @@ def test_postgres_export_matches_sqlite_byte_for_byte(
         assert import_files(pg, [exported]).totals.imported == 0
     finally:
         pg.close()
+
+
+# --- worker processes (a large SQLite export) ------------------------------------------------
+
+
+def _export_with(db: Database, fmt: ExportFormat, workers: int, **filters: Any) -> str:
+    out = io.StringIO()
+    result = export_telemetry(db, out, fmt, ExportFilters(**filters), workers=workers)
+    assert result.rows == len(_rows_of(fmt, out.getvalue()))
+    return out.getvalue()
+
+
+def _rows_of(fmt: ExportFormat, text: str) -> list[Any]:
+    return _csv_rows(text) if fmt is ExportFormat.CSV else _ndjson_rows(text)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Chunks of 5 rows, so a small DB makes many; records the in-process fallbacks."""
+    monkeypatch.setattr(export_parallel, "CHUNK_ROWS", 5)
+    fallbacks: list[tuple[int, int]] = []
+    in_process = export_module._export_in_process
+
+    def recording(*args: Any, **kwargs: Any) -> int:
+        id_range = args[7] if len(args) > 7 else kwargs.get("id_range")
+        if id_range is not None:
+            fallbacks.append(id_range)
+        return in_process(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "_export_in_process", recording)
+    return fallbacks
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_workers_write_the_same_bytes_as_one_process(
+    full_db: Database, small_chunks: list[tuple[int, int]], fmt: ExportFormat
+) -> None:
+    for filters in (
+        {},
+        {"success_only": True, "categories": ("tests",)},
+        {"since": datetime(2025, 12, 29, 19), "complexities": ("low", "medium")},
+    ):
+        expected = _export_with(full_db, fmt, 0, **filters)
+        assert _rows_of(fmt, expected)
+        for workers in (1, 2, 3):
+            assert _export_with(full_db, fmt, workers, **filters) == expected, (workers, filters)
+    assert small_chunks == []  # every chunk came from the workers
+
+
+def _set_raw(db: Database, event_id: int, sql: str, *params: Any) -> None:
+    """Store a value as it is: SQLite keeps what it is given, whatever the column's type."""
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"UPDATE token_estimation_v2_events SET {sql} WHERE event_id = ?", (*params, event_id)
+        )
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_odd_values_come_out_as_in_one_process(
+    full_db: Database, small_chunks: list[tuple[int, int]], fmt: ExportFormat
+) -> None:
+    ids = [add_bare_row(full_db, phase_id=V4_PHASES[i % len(V4_PHASES)]) for i in range(30)]
+    _set_raw(full_db, ids[0], "selected_budget = ?", 1234.5678901234567)  # a REAL in INTEGER
+    _set_raw(full_db, ids[3], "sot_file_name = ?", b"as bytes")  # a BLOB in a text column
+    _set_raw(full_db, ids[6], "stop_reason = ?", 'a, "quoted"\nreason')  # CSV must quote it
+    _set_raw(full_db, ids[9], "model = ?", "nul\x00inside, modèle ✓")  # NUL, not ASCII
+    _set_raw(full_db, ids[12], "success = 2, underestimated = 'yes'")  # neither 0 nor 1
+    _set_raw(full_db, ids[15], "smape_percent = 'n/a', waste_ratio = 'a,b'")  # text in REAL
+    _set_raw(full_db, ids[18], "smape_percent = ?, waste_ratio = ?", 1e-7, 2.5e-5)  # exponents
+    _set_raw(full_db, ids[21], "waste_ratio = ?, smape_percent = ?", 1e16, float("inf"))
+    _set_raw(full_db, ids[24], "deliverables_json = ?", '{"not": "a list"}')
+    _set_raw(full_db, ids[27], "context_quality = ''")
+    _set_raw(full_db, ids[29], "deliverables_json = ?, waste_ratio = ?", b'["a"]', b"0.5")
+    expected = _export_with(full_db, fmt, 0)
+    assert _export_with(full_db, fmt, 2) == expected
+    assert ("nul\x00inside" if fmt is ExportFormat.CSV else "nul\\u0000inside") in expected
+    # Only the chunks holding a value the fast path does not write exactly went the
+    # in-process way: CSV cells that need quoting; NDJSON values that are not JSON-ready.
+    odd = [0, 3, 6, 9, 29] if fmt is ExportFormat.CSV else [0, 3, 12, 15, 29]
+    assert len(small_chunks) == len(set(small_chunks))
+    assert set(small_chunks) == {
+        next((first, end) for first, end in small_chunks if first <= ids[i] < end) for i in odd
+    }
+
+
+def test_a_worker_that_cannot_read_the_db_leaves_it_all_to_this_process(
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expected = _export_with(full_db, ExportFormat.NDJSON, 0)
+    plan = export_module._parallel_plan
+
+    def elsewhere(*args: Any) -> Any:
+        planned = plan(*args)
+        assert planned is not None
+        return (workdir / "missing.db", *planned[1:])
+
+    monkeypatch.setattr(export_module, "_parallel_plan", elsewhere)
+    assert _export_with(full_db, ExportFormat.NDJSON, 2) == expected
+    assert len(small_chunks) == 13  # every chunk, in this process
+
+
+def test_sparse_event_ids_make_bounded_chunks_in_order() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE token_estimation_v2_events (event_id INTEGER PRIMARY KEY)")
+    ids = [*range(1, 101), *range(10**9, 10**9 + 1000), 2 * 10**12, *range(5000, 5003)]
+    connection.executemany("INSERT INTO token_estimation_v2_events VALUES (?)", [(i,) for i in ids])
+    chunks = export_parallel.plan_chunks(connection, 64)
+    covered = [i for first, end in chunks for i in sorted(ids) if first <= i < end]
+    assert covered == sorted(ids)
+    assert all(a_end <= b_first for (_, a_end), (b_first, _) in itertools.pairwise(chunks))
+    assert max(sum(first <= i < end for i in ids) for first, end in chunks) <= 2 * 64
+    assert len(chunks) <= 2 * len(ids) // 64 + 3
+    dense = sqlite3.connect(":memory:")
+    dense.execute("CREATE TABLE token_estimation_v2_events (event_id INTEGER PRIMARY KEY)")
+    dense.executemany(
+        "INSERT INTO token_estimation_v2_events VALUES (?)", [(i,) for i in range(7, 207)]
+    )
+    assert export_parallel.plan_chunks(dense, 64) == [(7, 71), (71, 135), (135, 199), (199, 207)]
+    empty = sqlite3.connect(":memory:")
+    empty.execute("CREATE TABLE token_estimation_v2_events (event_id INTEGER PRIMARY KEY)")
+    assert export_parallel.plan_chunks(empty, 64) == []
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_workers_write_through_file_descriptors(
+    full_db: Database, small_chunks: list[tuple[int, int]], workdir: Path, fmt: ExportFormat
+) -> None:
+    expected = _export_with(full_db, fmt, 0)
+    # A file and a pipe (spliced into; a thread reads the pipe), a non-UTF-8 stream.
+    path = workdir / "direct.out"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        export_telemetry(full_db, handle, fmt, ExportFilters(), workers=2)
+    assert path.read_text(encoding="utf-8") == expected
+    read_end, write_end = os.pipe()
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_all(read_end)))
+    reader.start()
+    with open(write_end, "w", encoding="utf-8", newline="") as pipe:
+        export_telemetry(full_db, pipe, fmt, ExportFilters(), workers=2)
+    reader.join()
+    assert b"".join(received).decode() == expected
+    latin = workdir / "latin.out"
+    with latin.open("w", encoding="latin-1", newline="") as handle:
+        export_telemetry(full_db, handle, fmt, ExportFilters(), workers=2)
+    assert latin.read_text(encoding="latin-1") == expected
+    # O_APPEND refuses splice(): the chunks are copied instead.
+    appended = workdir / "appended.out"
+    appended.write_text("before\n")
+    with appended.open("a", encoding="utf-8", newline="") as handle:
+        export_telemetry(full_db, handle, fmt, ExportFilters(), workers=2)
+    assert appended.read_text(encoding="utf-8") == "before\n" + expected
+
+
+def _read_all(descriptor: int) -> bytes:
+    with open(descriptor, "rb") as pipe:
+        return pipe.read()
+
+
+def test_progress_is_reported_chunk_by_chunk(
+    full_db: Database, small_chunks: list[tuple[int, int]]
+) -> None:
+    seen: list[tuple[int, int | None]] = []
+    out = io.StringIO()
+    result = export_telemetry(
+        full_db,
+        out,
+        ExportFormat.CSV,
+        ExportFilters(),
+        progress=lambda done, total: seen.append((done, total)),
+        workers=2,
+    )
+    assert result.rows == 64
+    assert [done for done, _ in seen] == [*range(5, 64, 5), 64]
+    assert {total for _, total in seen} == {64}
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The worker processes an export starts."""
+    processes: list[subprocess.Popen[bytes]] = []
+    start = export_parallel._start_worker
+
+    def recording() -> subprocess.Popen[bytes]:
+        processes.append(start())
+        return processes[-1]
+
+    monkeypatch.setattr(export_parallel, "_start_worker", recording)
+    return processes
+
+
+def _fake_worker(workdir: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    script = workdir / "fake_worker.py"
+    script.write_text("import os, struct, sys\n" + body)
+    monkeypatch.setattr(export_parallel, "WORKER_SCRIPT", script)
+
+
+def _leftovers(workdir: Path) -> list[str]:
+    return sorted(p.name for p in workdir.iterdir() if "telemetry.csv" in p.name)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("os._exit(4)", r"an export worker (exited at start|stopped before .*) \(status 4\)"),
+        ("sys.stdin.read()\nsys.exit(3)", r"stopped before its chunks were done \(status 3\)"),
+        (
+            "sys.stdin.read()\n"
+            "msg = b'Traceback: boom'\n"
+            "sys.stdout.buffer.write(struct.pack('<cIQ', b'E', 0, len(msg)) + msg)\n",
+            "an export worker failed:\nTraceback: boom",
+        ),
+        (
+            "sys.stdin.read()\n"
+            "sys.stdout.buffer.write(struct.pack('<cIQ', b'D', 1, 100) + b'partial')\n",
+            "stopped before its chunks were done",
+        ),
+    ],
+)
+def test_a_failed_worker_leaves_no_file_and_no_process(
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    started: list[subprocess.Popen[bytes]],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    body: str,
+    message: str,
+) -> None:
+    _fake_worker(workdir, monkeypatch, body)
+    target = workdir / "telemetry.csv"
+    with pytest.raises(export_parallel.WorkerFailed, match=message):
+        export_to_file(full_db, target, ExportFormat.CSV, ExportFilters(), workers=2)
+    assert _leftovers(workdir) == []
+    assert started
+    assert all(process.returncode is not None for process in started)
+
+
+def test_interrupting_a_parallel_export_stops_the_workers(
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    started: list[subprocess.Popen[bytes]],
+    workdir: Path,
+) -> None:
+    target = workdir / "telemetry.csv"
+    target.write_text("previous export\n")
+
+    def interrupt(done: int, total: int | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_to_file(
+            full_db, target, ExportFormat.NDJSON, ExportFilters(), progress=interrupt, workers=2
+        )
+    assert target.read_text() == "previous export\n"
+    assert _leftovers(workdir) == ["telemetry.csv"]
+    assert len(started) == 2
+    assert all(process.returncode is not None for process in started)
+
+
+def test_workers_are_used_only_for_large_sqlite_exports(
+    full_db: Database, started: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_parallel, "available_cores", lambda: 2)
+    _export(full_db)
+    assert started == []  # 64 rows: below PARALLEL_MIN_ROWS
+    monkeypatch.setattr(export_module, "PARALLEL_MIN_ROWS", 60)
+    _export(full_db, run_ids=(V4_RUN,))
+    assert started == []  # the filter selects too few
+    _export(full_db)
+    assert len(started) == 1  # one chunk of the default size: one worker
+    monkeypatch.setattr(export_parallel, "available_cores", lambda: 1)
+    _export(full_db)
+    assert len(started) == 1
+
+
+def test_cli_export_to_stdout_through_workers(
+    cli: CliRunner,
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    started: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expected = _export_with(full_db, ExportFormat.NDJSON, 0)
+    monkeypatch.setattr(export_module, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(export_parallel, "available_cores", lambda: 2)
+    result = cli("telemetry", "export", "--db", "seed", "--format", "ndjson", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == expected
+    assert len(started) == 2
+
+
+def test_the_worker_imports_neither_autopack_nor_sqlalchemy() -> None:
+    # A fresh interpreter: its memory counts alongside the parent's, so it must stay small.
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1], run_name='worker'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('autopack', 'sqlalchemy', 'pydantic', 'typer', 'rich')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", code, str(export_parallel.WORKER_SCRIPT)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_postgres_exports_in_one_process(
+    cli: CliRunner, postgres_url: str, started: list[subprocess.Popen[bytes]]
+) -> None:
+    assert cli("db", "init", "--database-url", postgres_url, "-q").exit_code == 0
+    db = open_rw(postgres_url)
+    try:
+        assert import_files(db, [SAMPLE_LOG]).totals.imported == 60
+        for fmt in ExportFormat:
+            assert _export_with(db, fmt, 2) == _export_with(db, fmt, 0)
+    finally:
+        db.close()
+    assert started == []
