@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,25 +21,31 @@ from sqlmodel import Session
 import autopack.triage.stale as stale_module
 from autopack import console
 from autopack.db.engine import Database, OpenMode, open_database
+from autopack.db.identity import read_panel
 from autopack.db.models import Phase, PhaseClaim, Run, Tier, table_of, utc_now
 from autopack.errors import ConfigError, GuardError
 from autopack.render.triage import (
     format_age,
     format_threshold,
     write_json_document,
+    write_stale_json,
 )
 from autopack.seed.model import create_seed_run
 from autopack.settings import build_target, resolve_target
+from autopack.triage import stale_portable, stale_sqlite
 from autopack.triage.stale import (
     DEFAULT_STALE_HOURS,
     StaleKind,
     StaleTally,
+    encode_entries,
     find_stale,
     iter_stale,
     mark_stale_failed,
+    stale_json,
     stale_query,
     stale_reason,
     stale_threshold,
+    summarize_report,
     summarize_stale,
 )
 from tests.conftest import ORIGINAL_SCHEMA, CliRunner, reference_seed_spec
@@ -858,6 +868,364 @@ def test_runbook_commands_on_an_original_legacy_db(
     assert rows["phase-6"] == "EXECUTING "  # unleased: not without --include-unleased
     assert rows["phase-5"] == "COMPLETE "
     assert re.search(r"threshold 2880 minutes", rows["phase-1"])
+
+
+# the SQLite file path ---------------------------------------------------------------------------
+#
+# A SQLite file is read through sqlite3 (stale_sqlite), everything else through SQLAlchemy
+# (stale_portable). Both must give the same entries, counts and JSON text, byte for byte.
+
+
+def _raw(db: Database, sql: str, *params: Any) -> None:
+    """Write through plain sqlite3, to store text SQLAlchemy would never write."""
+    path = db.target.sqlite_path
+    assert path is not None
+    connection = sqlite3.connect(path)
+    connection.execute(sql, params)
+    connection.commit()
+    connection.close()
+
+
+def _stamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _document(db: Database, query: stale_module.StaleQuery, *, portable: bool) -> str:
+    """The report's --json document, from one path or the other, for the same query."""
+    if portable:
+        stale = encode_entries(stale_portable.iter_stale(db, query))
+        unleased = encode_entries(stale_portable.iter_stale(db, query, unleased=True))
+    else:
+        stale, unleased = stale_json(db, query), stale_json(db, query, unleased=True)
+    out = io.StringIO()
+    write_stale_json(query, read_panel(db).target, stale, unleased, out=out)
+    assert stale.tally.count == len(json.loads(out.getvalue())["stale"])
+    return out.getvalue()
+
+
+def _assert_same_on_both_paths(db: Database, query: stale_module.StaleQuery) -> dict[str, Any]:
+    """Entries, summaries and JSON of the sqlite3 path equal the SQLAlchemy path's."""
+    assert db.target.sqlite_path is not None
+    for unleased in (False, True):
+        sqlite_file = db.sqlite_connect()
+        assert sqlite_file is not None
+        with closing(sqlite_file) as connection:
+            plain = list(stale_sqlite.iter_stale(connection, query, unleased=unleased))
+            first = list(stale_sqlite.iter_stale(connection, query, unleased=unleased, limit=2))
+        portable = list(stale_portable.iter_stale(db, query, unleased=unleased))
+        assert plain == portable
+        assert first == portable[:2]
+        assert list(iter_stale(db, query, unleased=unleased)) == portable
+        for keep in (0, 2, None):
+            mine = summarize_stale(db, query, unleased=unleased, keep=keep)
+            theirs = stale_portable.summarize_stale(db, query, unleased=unleased, keep=keep)
+            assert (mine.count, mine.runs, mine.by_kind, mine.kept) == (
+                theirs.count,
+                theirs.runs,
+                theirs.by_kind,
+                theirs.kept,
+            )
+            streamed = StaleTally.of(portable, keep)
+            assert (mine.count, mine.runs, mine.by_kind) == (
+                streamed.count,
+                streamed.runs,
+                streamed.by_kind,
+            )
+    stale, unleased_tally = summarize_report(db, query, keep=3)
+    assert stale.count == len(list(stale_portable.iter_stale(db, query)))
+    assert unleased_tally.count == len(list(stale_portable.iter_stale(db, query, unleased=True)))
+    text = _document(db, query, portable=False)
+    assert text == _document(db, query, portable=True)
+    assert text.isascii()
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def _mixed_backlog(db: Database, now: datetime) -> None:
+    """Three runs, every kind, reasons that need escaping, timestamps with and without
+    microseconds, a heartbeat after `now`, and phases that must not be listed."""
+    _second_run(db, "run-b")
+    _second_run(db, "run-c")
+    minute = timedelta(minutes=1)
+    for index, phase_id in enumerate(P[:6]):
+        _set(
+            db,
+            phase_id,
+            updated_at=now - H48 - (index + 1) * 7 * minute - timedelta(microseconds=index * 1234),
+            last_failure_reason=[None, 'say "hi"\\', "line\nnext\ttab", "é€ 😀", "del\x7f", ""][
+                index
+            ],
+        )
+    _set(db, P[6], updated_at=now - H48)  # exactly at the cutoff: not stale
+    _set(db, P[7], updated_at=now - H48 - timedelta(seconds=30), state="FAILED")
+    _set(db, P[0], "run-b", updated_at=(now - 3 * H48).replace(microsecond=0))
+    _set(db, P[1], "run-b", updated_at=now - 3 * H48, state="EXECUTING")  # unleased
+    _lease(db, P[2], expires_in_minutes=-5, run_id="run-b", worker='w"1', session_id=None)
+    _lease(db, P[8], expires_in_minutes=-1, worker="dead:2")
+    _lease(db, P[9], expires_in_minutes=+5, worker="live:3")
+    _lease(db, P[3], expires_in_minutes=-1, run_id="run-c", worker="gone:4")  # run-c: no QUEUED
+    with db.engine.begin() as connection:  # a heartbeat after `now` (a clock ahead): age 0
+        connection.execute(
+            sa.update(CLAIMS)
+            .where(CLAIMS.c.run_id == "run-c")
+            .values(heartbeat_at=now + timedelta(minutes=3))
+        )
+    _set(db, P[4], "run-c", updated_at=now - 2 * H48, state="EXECUTING")  # unleased
+
+
+def test_sqlite_path_equals_the_portable_one(seed_db: Database) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    query = stale_query(seed_db, H48, now=now)
+    document = _assert_same_on_both_paths(seed_db, query)
+    assert [(e["run_id"], e["phase_id"], e["kind"]) for e in document["stale"]] == [
+        ("run-b", P[0], "queued"),
+        ("run-b", P[2], "lease_expired"),
+        ("run-c", P[3], "lease_expired"),
+        *[(RUN, p, "queued") for p in reversed(P[:6])],
+        (RUN, P[8], "lease_expired"),
+    ]
+    assert (document["count"], document["runs"], document["unleased_count"]) == (10, 3, 2)
+    by_id = {(e["run_id"], e["phase_id"]): e for e in document["stale"]}
+    assert by_id["run-c", P[3]]["age_minutes"] == 0
+    assert by_id["run-b", P[2]]["worker"] == 'w"1'
+    assert by_id[RUN, P[3]]["last_failure_reason"] == "é€ 😀"
+    assert by_id[RUN, P[4]]["last_failure_reason"] == "del\x7f"
+    assert by_id[RUN, P[5]]["last_failure_reason"] == ""
+    zero = by_id["run-b", P[0]]["last_activity"]
+    assert zero == (now - 3 * H48).replace(microsecond=0).isoformat() + "+00:00"
+    summary = summarize_stale(seed_db, query)
+    assert summary.by_kind == {StaleKind.QUEUED: 7, StaleKind.LEASE_EXPIRED: 3}
+
+
+def test_sqlite_path_without_expired_leases_reads_one_branch(seed_db: Database) -> None:
+    now = utc_now()
+    for index, phase_id in enumerate(P[:4]):
+        _set(seed_db, phase_id, updated_at=now - H48 - timedelta(hours=index + 1))
+    _lease(seed_db, P[5], expires_in_minutes=+5)  # a live lease: no lease_expired branch
+    query = stale_query(seed_db, H48, now=now)
+    document = _assert_same_on_both_paths(seed_db, query)
+    assert [e["phase_id"] for e in document["stale"]] == [P[3], P[2], P[1], P[0]]
+
+
+@pytest.mark.parametrize(
+    ("offset", "minutes"),
+    [
+        (timedelta(minutes=2881), 2881),
+        (timedelta(minutes=2881) - timedelta(microseconds=1), 2880),
+        (timedelta(minutes=2880, seconds=59, microseconds=999_999), 2880),
+        (timedelta(minutes=2880, microseconds=1), 2880),
+    ],
+)
+def test_ages_are_exact_whole_minutes(seed_db: Database, offset: timedelta, minutes: int) -> None:
+    now = datetime(2026, 3, 1, 12, 0, 0, 654_321)
+    _set(seed_db, P[0], updated_at=now - offset)
+    query = stale_query(seed_db, H48, now=now)
+    document = _assert_same_on_both_paths(seed_db, query)
+    assert [e["age_minutes"] for e in document["stale"]] == [minutes]
+
+
+@pytest.mark.parametrize(
+    ("stored", "usual"),
+    [
+        ("2020-01-01T10:00:00", False),  # a "T" between date and time
+        ("2020-01-01 10:00:00.5", False),  # a short fraction
+        ("2020-01-01 12:00:00+02:00", False),  # an offset: read as 10:00 UTC
+        ("2020-01-01 10:00:00.123456+00:00", False),
+        ("2020-01-01 10:00:00.000000", True),  # the storage form, a zero fraction
+        ("2020-01-01 10:00:00", True),  # the storage form without one
+    ],
+)
+def test_timestamps_in_other_forms_read_as_sqlalchemy_reads_them(
+    seed_db: Database, stored: str, usual: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _set(seed_db, P[0], updated_at=utc_now() - 2 * H48)
+    _set(seed_db, P[1], updated_at=utc_now() - 2 * H48 - timedelta(minutes=1))
+    _raw(seed_db, "UPDATE phases SET updated_at = ? WHERE phase_id = ?", stored, P[0])
+    _lease(seed_db, P[2], expires_in_minutes=-5)
+    _lease(seed_db, P[3], expires_in_minutes=-5, run_id=RUN, worker="other:1")
+    _raw(
+        seed_db,
+        "UPDATE autopack_phase_claims SET lease_expires_at = ? WHERE phase_id = ?",
+        stored,
+        P[2],
+    )
+    encoded_alone: list[int] = []
+    read_alone = stale_sqlite._encoded_alone
+
+    def counted(*args: Any) -> str:
+        encoded_alone.append(1)
+        return read_alone(*args)
+
+    monkeypatch.setattr(stale_sqlite, "_encoded_alone", counted)
+    query = stale_query(seed_db, H48)
+    document = _assert_same_on_both_paths(seed_db, query)
+    # Only the two entries holding the unusual text are encoded in Python.
+    assert len(encoded_alone) == (0 if usual else 2)
+    first = document["stale"][0]
+    assert (first["phase_id"], first["last_activity"][:19]) == (P[0], "2020-01-01T10:00:00")
+    expired = {e["phase_id"]: e for e in document["stale"] if e["kind"] == "lease_expired"}
+    assert expired[P[2]]["lease_expires_at"][:19] == "2020-01-01T10:00:00"
+    assert expired[P[3]]["lease_expires_at"] > expired[P[2]]["lease_expires_at"]
+
+
+def test_sqlite_path_on_a_db_whose_updated_at_may_be_null(workdir: Path) -> None:
+    path = workdir / "nullable.db"
+    _nullable_updated_at_db(path)
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "UPDATE phases SET updated_at = '2020-06-01 00:00:00.250000' WHERE phase_id = 'by-created'"
+    )
+    connection.execute(
+        "UPDATE phases SET created_at = '2019-01-01 00:00:00', updated_at = NULL "
+        "WHERE phase_id = 'updated-recently'"
+    )
+    connection.commit()
+    connection.close()
+    target = build_target(f"sqlite:///{path}", source="test", cwd=workdir)
+    with open_database(target, OpenMode.READ_ONLY) as db:
+        query = stale_query(db, H48)
+        assert (query.updated_at_nullable, query.leases_checked) == (True, False)
+        document = _assert_same_on_both_paths(db, query)
+    assert [e["phase_id"] for e in document["stale"]] == ["updated-recently", "by-created"]
+    assert [e["phase_id"] for e in document["unleased"]] == ["exec-by-created"]
+
+
+def test_sqlite_path_on_an_original_db(original_db: tuple[Path, dict[str, int]]) -> None:
+    path, _counts = original_db
+    _set_state = "UPDATE phases SET state = 'EXECUTING' WHERE phase_id = 'phase-6'"
+    connection = sqlite3.connect(path)
+    connection.execute(_set_state)
+    connection.commit()
+    connection.close()
+    with open_database(resolve_target("legacy", None), OpenMode.READ_ONLY) as db:
+        query = stale_query(db, H48)
+        assert query.leases_checked is False
+        document = _assert_same_on_both_paths(db, query)
+    assert [e["phase_id"] for e in document["stale"]] == ["phase-0", "phase-1"]
+
+
+def test_sqlite_path_before_sqlite_3_38(seed_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    query = stale_query(seed_db, H48, now=now)
+    expected = _document(seed_db, query, portable=True)
+    monkeypatch.setattr(stale_sqlite, "_EPOCH_SECONDS", "CAST(strftime('%s', {}) AS INTEGER)")
+    assert _document(seed_db, query, portable=False) == expected
+
+
+def _pipes_and_temporary_files() -> int:
+    """This process's open pipes and deleted (temporary) files: what a split opens."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        count += target.startswith("pipe:") or target.endswith("(deleted)")
+    return count
+
+
+def _spy_on_halves(monkeypatch: pytest.MonkeyPatch, *, fail_in_child: bool) -> list[str]:
+    """Record which halves this process reads itself; the child (another pid) may fail."""
+    parent = os.getpid()
+    seen: list[str] = []
+    texts = stale_sqlite._texts
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != parent:
+            if fail_in_child:
+                raise RuntimeError("the child fails")
+        else:
+            seen.append(
+                "first" if kwargs.get("before") else "second" if kwargs.get("after") else "all"
+            )
+        return texts(*args, **kwargs)
+
+    monkeypatch.setattr(stale_sqlite, "_texts", spied)
+    monkeypatch.setattr(stale_sqlite, "SPLIT_FROM", 2)
+    return seen
+
+
+@pytest.mark.skipif(not stale_sqlite._CAN_FORK, reason="halves are read at once on Linux only")
+def test_a_long_list_is_read_in_two_halves_at_once(
+    seed_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    query = stale_query(seed_db, H48, now=now)
+    expected = _document(seed_db, query, portable=True)
+    seen = _spy_on_halves(monkeypatch, fail_in_child=False)
+    monkeypatch.setattr(stale_sqlite, "_CHUNK_CHARACTERS", 7)  # texts cut between chunks
+    pipes_and_files = _pipes_and_temporary_files()
+    assert _document(seed_db, query, portable=False) == expected
+    # This process read the first half of each list; a child read each second half.
+    assert seen == ["first", "first"]
+    assert _pipes_and_temporary_files() == pipes_and_files
+
+
+@pytest.mark.skipif(not stale_sqlite._CAN_FORK, reason="halves are read at once on Linux only")
+def test_a_failed_child_leaves_its_half_to_the_parent(
+    seed_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    query = stale_query(seed_db, H48, now=now)
+    expected = _document(seed_db, query, portable=True)
+    seen = _spy_on_halves(monkeypatch, fail_in_child=True)
+    assert _document(seed_db, query, portable=False) == expected
+    assert seen == ["first", "second", "first", "second"]
+
+
+@pytest.mark.skipif(not stale_sqlite._CAN_FORK, reason="halves are read at once on Linux only")
+def test_without_a_process_to_spare_the_list_is_read_in_one_go(
+    seed_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    query = stale_query(seed_db, H48, now=now)
+    expected = _document(seed_db, query, portable=True)
+    seen = _spy_on_halves(monkeypatch, fail_in_child=False)
+    pipes_and_files = _pipes_and_temporary_files()
+
+    def refused() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    assert _document(seed_db, query, portable=False) == expected
+    assert seen == ["all", "all"]
+    assert _pipes_and_temporary_files() == pipes_and_files  # closed again
+
+
+def test_a_short_list_is_read_in_one_go(seed_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    query = stale_query(seed_db, H48, now=now)
+    seen: list[str] = []
+    monkeypatch.setattr(stale_sqlite, "_SecondHalf", lambda *a, **k: seen.append("forked"))
+    stale = stale_json(seed_db, query)
+    assert sum(len(batch) for batch in stale.batches) == stale.tally.count == 10
+    assert seen == []  # 10 rows: under SPLIT_FROM
+
+
+def test_the_report_loads_no_sqlalchemy(seed_db: Database, workdir: Path) -> None:
+    _age(seed_db, P[0], 50)
+    _lease(seed_db, P[1], expires_in_minutes=-5)
+    seed_db.close()
+    script = (
+        "import sys\n"
+        "from autopack.cli.app import main\n"
+        "for args in (['--json'], ['--show', '0']):\n"
+        "    code = main(['triage', 'stale', '--db', 'seed', *args])\n"
+        "    assert code == 1, code\n"
+        "print('sqlalchemy' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, capture_output=True, text=True, check=True
+    )
+    assert result.stderr.strip().splitlines()[-1] == "False"
+    document = json.loads(result.stdout)
+    assert document["count"] == 2
 
 
 # PostgreSQL ------------------------------------------------------------------------------------

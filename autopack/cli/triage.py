@@ -17,7 +17,6 @@ from autopack.cli.options import (
 )
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode
-from autopack.db.models import utc_now
 from autopack.errors import EXIT_FOUND_PROBLEMS, ConfigError
 from autopack.render.triage import (
     mark_progress,
@@ -31,12 +30,14 @@ from autopack.triage.stale import (
     MarkResult,
     StaleReport,
     StaleTally,
+    encode_entries,
     find_stale,
-    iter_stale,
     mark_stale_failed,
+    stale_json,
     stale_query,
     stale_threshold,
-    summarize_stale,
+    summarize_report,
+    utc_now,
 )
 
 app = typer.Typer(
@@ -134,15 +135,12 @@ def stale(
         if not mark_failed:
             query = stale_query(database, threshold)
             if as_json:
-                stale_tally, unleased_tally = write_stale_json(
-                    query,
-                    panel.target,
-                    iter_stale(database, query),
-                    iter_stale(database, query, unleased=True),
-                )
+                stale_entries = stale_json(database, query)
+                unleased_entries = stale_json(database, query, unleased=True)
+                write_stale_json(query, panel.target, stale_entries, unleased_entries)
+                stale_tally, unleased_tally = stale_entries.tally, unleased_entries.tally
             else:
-                stale_tally = summarize_stale(database, query, keep=keep)
-                unleased_tally = summarize_stale(database, query, unleased=True, keep=keep)
+                stale_tally, unleased_tally = summarize_report(database, query, keep=keep)
                 show_stale_report(query, stale_tally, unleased_tally)
             found = bool(stale_tally.count or unleased_tally.count)
             if found and not as_json:
@@ -159,7 +157,13 @@ def stale(
                 database, report, include_unleased=include_unleased, yes=yes, quiet=quiet or as_json
             )
             if as_json:
-                write_stale_json(report.query, panel.target, report.stale, report.unleased, result)
+                write_stale_json(
+                    report.query,
+                    panel.target,
+                    encode_entries(report.stale, result.reasons),
+                    encode_entries(report.unleased, result.reasons),
+                    result,
+                )
             elif report.found:
                 show_mark_result(
                     result, unleased_left=0 if include_unleased else len(report.unleased)

@@ -104,8 +104,9 @@ class Phase(SQLModel, table=True):
         sa.UniqueConstraint("run_id", "phase_id", name="uq_phases_run_id_phase_id"),
         sa.Index("ix_phases_run_state", "run_id", "state"),
         sa.Index("ix_phases_state_started", "state", "started_at"),
-        # autopack's: stale triage finds QUEUED phases untouched since a cutoff with a range scan.
-        sa.Index("ix_phases_state_updated", "state", "updated_at"),
+        # autopack's (revision 0006, replacing 0003's (state, updated_at)): stale triage reads
+        # the phases of a state in report order (run, last touched, phase) from the index.
+        sa.Index("ix_phases_state_run_updated", "state", "run_id", "updated_at", "phase_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True, index=True)

@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autopack.console import stderr_console
 from autopack.db.identity import TargetInfo
-from autopack.triage.stale import MarkResult, StaleKind, StalePhase, StaleQuery, StaleTally
+from autopack.triage.stale import (
+    STREAM_ROWS,
+    EncodedEntries,
+    MarkResult,
+    StaleKind,
+    StalePhase,
+    StaleQuery,
+    StaleTally,
+    utc_text,
+)
 
 NOTE_WIDTH = 70
 """Previous failure reasons are cut to this many characters in the table (never in JSON)."""
 PROGRESS_FROM = 5_000
 """Marking shows a progress bar from this many phases on."""
-JSON_BATCH = 1_000
-"""List elements written to stdout at a time."""
 SKIPPED_SHOWN = 20
 _ENCODER = json.JSONEncoder(default=str)
 """Made once: json.dumps with options builds a new encoder for every list element."""
+_ELEMENT_SEPARATOR = ",\n    "
+_NOT_ASCII = re.compile(r"[^\x00-\x7e]")
+"""What json's ensure_ascii escapes: an encoded element may hold such characters as they are
+(SQLite's json_quote writes them so); the document is ASCII, as json.dumps writes it."""
+
+
+@dataclass(frozen=True)
+class EncodedList:
+    """A list value of write_json_document whose elements come already encoded, in batches."""
+
+    batches: Iterable[list[str]]
 
 
 def format_age(minutes: int) -> str:
@@ -47,11 +66,6 @@ def format_threshold(threshold: timedelta) -> str:
     return f"{minutes:g} min"
 
 
-def _utc(value: datetime | None) -> str | None:
-    """ISO 8601 with an explicit +00:00 (the DB's values are naive UTC)."""
-    return None if value is None else value.isoformat() + "+00:00"
-
-
 def _short(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
 
@@ -63,94 +77,93 @@ def _plural(n: int, word: str) -> str:
 # --json ---------------------------------------------------------------------------------------
 
 
-def _entry_document(entry: StalePhase, reasons: dict[int, str]) -> dict[str, Any]:
-    return {
-        "run_id": entry.run_id,
-        "phase_id": entry.phase_id,
-        "state": entry.state,
-        "kind": entry.kind.value,
-        "age_minutes": entry.age_minutes,
-        "last_activity": _utc(entry.last_activity),
-        "last_failure_reason": entry.last_failure_reason,
-        "worker": entry.worker,
-        "session_id": entry.session_id,
-        "lease_expires_at": _utc(entry.lease_expires_at),
-        "marked": entry.pk in reasons,
-        "new_reason": reasons.get(entry.pk),
-    }
-
-
 def write_json_document(items: Iterable[tuple[str, Any]], out: TextIO) -> None:
     """One JSON object, written while it is produced (constant memory, however long a list).
 
-    A value may be an iterator (written as a list, one compact element per line) or a
-    callable (evaluated when its turn comes: e.g. a count taken while a list streamed past).
-    Any other value is written as `json.dumps(indent=2)` would write it.
+    A value may be an iterator (written as a list, one compact element per line), an
+    EncodedList (the same, its elements already encoded) or a callable (evaluated when its
+    turn comes: e.g. a count taken while a list streamed past). Any other value is written
+    as `json.dumps(indent=2)` would write it.
     """
     out.write("{")
     for index, (key, raw) in enumerate(items):
         out.write(("\n" if index == 0 else ",\n") + f"  {json.dumps(key)}: ")
         value = raw() if callable(raw) else raw
-        if isinstance(value, Iterator):
-            _write_list(value, out)
+        if isinstance(value, EncodedList):
+            _write_list(value.batches, out)
+        elif isinstance(value, Iterator):
+            _write_list(_encoded(value), out)
         else:
             out.write(json.dumps(value, indent=2, default=str).replace("\n", "\n  "))
     out.write("\n}\n")
     out.flush()
 
 
-def _write_list(elements: Iterator[Any], out: TextIO) -> None:
-    out.write("[")
+def _encoded(elements: Iterator[Any]) -> Iterator[list[str]]:
     batch: list[str] = []
-    written = 0
     for element in elements:
         batch.append(_ENCODER.encode(element))
-        if len(batch) >= JSON_BATCH:
-            out.write(("\n    " if written == 0 else ",\n    ") + ",\n    ".join(batch))
-            written += len(batch)
-            batch.clear()
+        if len(batch) >= STREAM_ROWS:
+            yield batch
+            batch = []
     if batch:
-        out.write(("\n    " if written == 0 else ",\n    ") + ",\n    ".join(batch))
-        written += len(batch)
+        yield batch
+
+
+def _write_list(batches: Iterable[list[str]], out: TextIO) -> None:
+    out.write("[")
+    written = 0
+    for batch in batches:
+        if batch:
+            text = _ELEMENT_SEPARATOR.join(batch)
+            if not text.isascii() or "\x7f" in text:  # isascii is a flag: free
+                text = _NOT_ASCII.sub(_escaped, text)
+            # Two writes: prefix + text would copy the whole batch once more.
+            out.write("\n    " if written == 0 else _ELEMENT_SEPARATOR)
+            out.write(text)
+            written += len(batch)
     out.write("\n  ]" if written else "]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """A character as json's ensure_ascii writes it (a surrogate pair beyond the BMP)."""
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def write_stale_json(
     query: StaleQuery,
     target: TargetInfo,
-    stale: Iterable[StalePhase],
-    unleased: Iterable[StalePhase],
+    stale: EncodedEntries,
+    unleased: EncodedEntries,
     result: MarkResult | None = None,
     out: TextIO | None = None,
-) -> tuple[StaleTally, StaleTally]:
-    """Write the `--json` document (docs/triage.md) as the entries stream in; return the counts.
+) -> None:
+    """Write the `--json` document (docs/triage.md) as the entries stream in.
 
-    `result` is None for a report; given, the document also tells what marking did.
+    `stale` and `unleased` are counted while they are written (their tallies are complete
+    afterwards). `result` is None for a report; given, the document also tells what marking did.
     """
-    reasons = result.reasons if result is not None else {}
-    stale_tally, unleased_tally = StaleTally(keep=0), StaleTally(keep=0)
-
-    def documents(entries: Iterable[StalePhase], tally: StaleTally) -> Iterator[dict[str, Any]]:
-        return (_entry_document(e, reasons) for e in tally.passing(entries))
-
     items: list[tuple[str, Any]] = [
         ("target", target.model_dump(mode="json")),
         ("mode", "report" if result is None else "mark_failed"),
-        ("now", _utc(query.now)),
+        ("now", utc_text(query.now)),
         ("threshold_minutes", query.threshold_minutes),
-        ("cutoff", _utc(query.cutoff)),
+        ("cutoff", utc_text(query.cutoff)),
         ("leases_checked", query.leases_checked),
-        ("stale", documents(stale, stale_tally)),
-        ("count", lambda: stale_tally.count),
-        ("runs", lambda: stale_tally.runs),
-        ("unleased", documents(unleased, unleased_tally)),
-        ("unleased_count", lambda: unleased_tally.count),
+        ("stale", EncodedList(stale.batches)),
+        ("count", lambda: stale.tally.count),
+        ("runs", lambda: stale.tally.runs),
+        ("unleased", EncodedList(unleased.batches)),
+        ("unleased_count", lambda: unleased.tally.count),
         ("marked_count", len(result.marked) if result is not None else 0),
         ("skipped_count", len(result.skipped) if result is not None else 0),
         ("released_claims", result.released_claims if result is not None else 0),
     ]
     write_json_document(items, out if out is not None else sys.stdout)
-    return stale_tally, unleased_tally
 
 
 # human report (stderr) ------------------------------------------------------------------------
@@ -281,6 +294,15 @@ def mark_progress(total: int, *, enabled: bool) -> Iterator[Callable[[int], None
     if not enabled or total < PROGRESS_FROM:
         yield None
         return
+    # Loaded only to mark: a report never shows a progress bar.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         TextColumn("marking FAILED"),
         BarColumn(),

@@ -10,9 +10,12 @@ Three kinds, each selected in SQL, so that only stale rows ever reach Python:
 - `unleased`: state EXECUTING without any lease (left by the original tool, which keeps no
   leases) and last touched before the cutoff. Listed apart; marked only when asked for.
 
-Reading streams: `iter_stale` yields the rows in order (runs in order, oldest first within a
-run) from a server-side cursor, so a backlog of a million phases costs an indexed scan and
-constant memory, never a million objects. `find_stale` collects them, for marking.
+Reading streams the rows in report order (runs in order, oldest first within a run, then
+phase_id), so a backlog of a million phases costs one index scan and constant memory. A SQLite
+file is read through sqlite3 itself (autopack.triage.stale_sqlite: no SQLAlchemy, and for
+`--json` SQLite writes each entry's text); PostgreSQL and in-memory SQLite through SQLAlchemy
+Core (autopack.triage.stale_portable), with the same rows in the same order. `find_stale`
+collects them, for marking.
 
 Marking is one transaction that re-checks every condition for every row it changes (state,
 staleness, lease, and the failure reason it read), so a phase that a worker took, renewed or
@@ -21,24 +24,18 @@ finished after the report is left alone and reported as skipped.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-import sqlalchemy as sa
-
 from autopack.db.engine import Database, translated_errors
-from autopack.db.models import (
-    NaiveUtcDateTime,
-    Phase,
-    PhaseClaim,
-    PhaseState,
-    table_of,
-    utc_now,
-)
+from autopack.db.plain import PlainReader, plain_reads, table_names
 from autopack.errors import ConfigError, GuardError
 
 DEFAULT_STALE_HOURS = 48.0
@@ -52,9 +49,9 @@ STREAM_ROWS = 2_000
 MARK_CHUNK = 500
 """Rows per executemany while marking: bounded parameter lists on every backend."""
 
-PHASES = table_of(Phase)
-CLAIMS = table_of(PhaseClaim)
 _MINUTE = timedelta(minutes=1)
+_ENCODER = json.JSONEncoder(default=str)
+"""Made once: json.dumps with options builds a new encoder for every entry."""
 
 
 class StaleKind(StrEnum):
@@ -216,25 +213,55 @@ def _too_large(given: str) -> ConfigError:
     )
 
 
+def utc_now() -> datetime:
+    """Naive UTC now, as autopack.db.models.utc_now (whose module loads SQLModel to import)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive_utc(value: datetime) -> datetime:
+    """Naive UTC, as the DB stores it; an aware value (a timestamptz column) is converted."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def age_minutes(last: datetime, now: datetime) -> int:
+    """Whole minutes from `last` to `now`, rounded down; 0 for a `last` after `now`."""
+    return (now - last) // _MINUTE if last <= now else 0
+
+
 def stale_query(db: Database, threshold: timedelta, *, now: datetime | None = None) -> StaleQuery:
     """Fix `now` and look at what the DB offers (a lease table; a nullable updated_at)."""
     if threshold <= timedelta(0):
         raise ConfigError(
             "the stale threshold must be positive.", hint="e.g. --stale-hours 48 (the default)"
         )
-    with translated_errors(db), db.engine.connect() as connection:
-        inspector = sa.inspect(connection)
-        leases = inspector.has_table(CLAIMS.name)
-        nullable = any(
-            c["name"] == "updated_at" and c.get("nullable", False)
-            for c in inspector.get_columns(PHASES.name)
-        )
+    with plain_reads(db) as reader:
+        leases = "autopack_phase_claims" in table_names(reader)
+        nullable = _updated_at_nullable(reader)
     return StaleQuery(
-        now=utc_now() if now is None else _naive_utc(now),
+        now=utc_now() if now is None else naive_utc(now),
         threshold=threshold,
         leases_checked=leases,
         updated_at_nullable=nullable,
     )
+
+
+def _updated_at_nullable(reader: PlainReader) -> bool:
+    if reader.backend == "postgresql":
+        rows = reader.all(
+            "SELECT is_nullable FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = 'phases' AND column_name = 'updated_at'"
+        )
+        return bool(rows) and rows[0][0] == "YES"
+    # cid, name, type, notnull, default, pk
+    return any(
+        row[1] == "updated_at" and not row[3] for row in reader.all("PRAGMA table_info(phases)")
+    )
+
+
+def _sqlite_file(db: Database) -> sqlite3.Connection | None:
+    """A plain connection to a SQLite file (read through stale_sqlite); None: use SQLAlchemy."""
+    with translated_errors(db):
+        return db.sqlite_connect()
 
 
 def iter_stale(
@@ -244,56 +271,143 @@ def iter_stale(
 
     Read-only; the connection stays open until the iterator is exhausted or closed.
     """
-    statement = _unleased_select(query) if unleased else _stale_select(query)
-    if limit is not None:
-        statement = statement.limit(limit)
-    now = query.now
-    kinds = {kind.value: kind for kind in StaleKind}
-    names: dict[str, str] = {}  # one string per run, not one per phase
-    with translated_errors(db), db.engine.connect() as connection:
-        result = connection.execution_options(yield_per=STREAM_ROWS).execute(statement)
-        for rows in result.partitions():
-            for pk, run_id, phase_id, state, reason, kind, last, worker, session, expires in rows:
-                if last.tzinfo is not None:
-                    last = _naive_utc(last)
-                yield StalePhase(
-                    pk,
-                    names.setdefault(run_id, run_id),
-                    phase_id,
-                    state,
-                    kinds[kind],
-                    last,
-                    (now - last) // _MINUTE if last <= now else 0,
-                    reason,
-                    worker,
-                    session,
-                    None if expires is None else _naive_utc(expires),
-                )
+    connection = _sqlite_file(db)
+    if connection is None:
+        from autopack.triage import stale_portable  # SQLAlchemy: loaded only when needed
+
+        yield from stale_portable.iter_stale(db, query, unleased=unleased, limit=limit)
+        return
+    from autopack.triage import stale_sqlite
+
+    with closing(connection), translated_errors(db):
+        yield from stale_sqlite.iter_stale(connection, query, unleased=unleased, limit=limit)
 
 
 def summarize_stale(
     db: Database, query: StaleQuery, *, unleased: bool = False, keep: int | None = None
 ) -> StaleTally:
-    """Counts from one aggregate query, and the first `keep` entries (None: all of them).
+    """Counts from aggregate queries, and the first `keep` entries (None: all of them).
 
     Cheaper than streaming every row through Python when only a screenful is shown.
     """
-    statement = _unleased_select(query) if unleased else _stale_select(query)
-    rows = statement.order_by(None).subquery("rows")
-    aggregate = sa.select(rows.c.run_id, rows.c.kind, sa.func.count()).group_by(
-        rows.c.run_id, rows.c.kind
-    )
-    tally = StaleTally(keep=keep)
-    runs: set[str] = set()
-    with translated_errors(db), db.engine.connect() as connection:
-        for run_id, kind, n in connection.execute(aggregate):
-            runs.add(run_id)
-            tally.count += n
-            tally.by_kind[StaleKind(kind)] = tally.by_kind.get(StaleKind(kind), 0) + n
-    tally.runs = len(runs)
-    if tally.count and keep != 0:
-        tally.kept = list(iter_stale(db, query, unleased=unleased, limit=keep))
-    return tally
+    connection = _sqlite_file(db)
+    if connection is None:
+        from autopack.triage import stale_portable
+
+        return stale_portable.summarize_stale(db, query, unleased=unleased, keep=keep)
+    from autopack.triage import stale_sqlite
+
+    with closing(connection), translated_errors(db):
+        return stale_sqlite.summarize(connection, query, unleased=unleased, keep=keep)
+
+
+def summarize_report(
+    db: Database, query: StaleQuery, *, keep: int | None = None
+) -> tuple[StaleTally, StaleTally]:
+    """`summarize_stale` of the stale and of the unleased phases, from one read of the DB."""
+    connection = _sqlite_file(db)
+    if connection is None:
+        from autopack.triage import stale_portable
+
+        return (
+            stale_portable.summarize_stale(db, query, keep=keep),
+            stale_portable.summarize_stale(db, query, unleased=True, keep=keep),
+        )
+    from autopack.triage import stale_sqlite
+
+    with closing(connection), translated_errors(db), stale_sqlite.snapshot(connection):
+        return (
+            stale_sqlite.summarize(connection, query, keep=keep),
+            stale_sqlite.summarize(connection, query, unleased=True, keep=keep),
+        )
+
+
+@dataclass
+class EncodedEntries:
+    """Report entries as JSON texts (`entry_document`, one line each), in batches.
+
+    `tally` counts them as they are read (its `kept` stays empty): read it once `batches` is
+    exhausted.
+    """
+
+    batches: Iterator[list[str]]
+    tally: StaleTally
+
+
+def stale_json(db: Database, query: StaleQuery, *, unleased: bool = False) -> EncodedEntries:
+    """The report's entries encoded, streamed in report order (constant memory).
+
+    On a SQLite file SQLite itself writes each entry's text (Python only passes the texts
+    on); elsewhere each StalePhase is encoded here.
+    """
+    tally = StaleTally(keep=0)
+    return EncodedEntries(_json_batches(db, query, tally, unleased=unleased), tally)
+
+
+def _json_batches(
+    db: Database, query: StaleQuery, tally: StaleTally, *, unleased: bool
+) -> Iterator[list[str]]:
+    connection = _sqlite_file(db)
+    if connection is None:
+        yield from encode_entries(iter_stale(db, query, unleased=unleased), tally=tally).batches
+        return
+    from autopack.triage import stale_sqlite
+
+    with closing(connection), translated_errors(db):
+        yield from stale_sqlite.json_batches(
+            connection, query, tally, unleased=unleased, connect=db.sqlite_connect
+        )
+
+
+def encode_entries(
+    entries: Iterable[StalePhase],
+    reasons: Mapping[int, str] | None = None,
+    *,
+    tally: StaleTally | None = None,
+) -> EncodedEntries:
+    """`entries` encoded in batches as `stale_json` gives them; `reasons` as in entry_document."""
+    counted = tally if tally is not None else StaleTally(keep=0)
+
+    def batches() -> Iterator[list[str]]:
+        batch: list[str] = []
+        for entry in counted.passing(entries):
+            batch.append(encode_entry(entry, reasons))
+            if len(batch) >= STREAM_ROWS:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    return EncodedEntries(batches(), counted)
+
+
+def entry_document(entry: StalePhase, reasons: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """One entry of the `--json` lists (docs/triage.md). `reasons`: phases.id → the reason
+    marking wrote. autopack.triage.stale_sqlite writes the same text in SQL."""
+    return {
+        "run_id": entry.run_id,
+        "phase_id": entry.phase_id,
+        "state": entry.state,
+        "kind": entry.kind.value,
+        "age_minutes": entry.age_minutes,
+        "last_activity": utc_text(entry.last_activity),
+        "last_failure_reason": entry.last_failure_reason,
+        "worker": entry.worker,
+        "session_id": entry.session_id,
+        "lease_expires_at": utc_text(entry.lease_expires_at),
+        "marked": reasons is not None and entry.pk in reasons,
+        "new_reason": None if reasons is None else reasons.get(entry.pk),
+    }
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """ISO 8601 with an explicit +00:00 (the DB's values are naive UTC)."""
+    return None if value is None else value.isoformat() + "+00:00"
+
+
+def encode_entry(entry: StalePhase, reasons: Mapping[int, str] | None = None) -> str:
+    """`entry_document` as compact JSON text, as in the `--json` lists."""
+    return _ENCODER.encode(entry_document(entry, reasons))
 
 
 def find_stale(db: Database, threshold: timedelta, *, now: datetime | None = None) -> StaleReport:
@@ -306,88 +420,29 @@ def find_stale(db: Database, threshold: timedelta, *, now: datetime | None = Non
     )
 
 
-def _touched_before(query: StaleQuery, cutoff: Any) -> sa.ColumnElement[bool]:
-    """Last touched before the cutoff, written so an index on (state, updated_at) can serve it."""
-    before: sa.ColumnElement[bool] = PHASES.c.updated_at < cutoff
-    if not query.updated_at_nullable:
-        return before
-    return sa.or_(
-        before,
-        sa.and_(PHASES.c.updated_at.is_(None), PHASES.c.created_at < cutoff),
-    )
+def mark_stale_failed(
+    db: Database,
+    report: StaleReport,
+    *,
+    include_unleased: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> MarkResult:
+    """Mark the report's stale phases FAILED, in one transaction, re-checking each one.
 
-
-def _last_touched(query: StaleQuery) -> sa.ColumnElement[datetime]:
-    if not query.updated_at_nullable:
-        return PHASES.c.updated_at
-    return sa.func.coalesce(PHASES.c.updated_at, PHASES.c.created_at, type_=NaiveUtcDateTime)
-
-
-def _claim_exists() -> sa.Exists:
-    return sa.exists().where(
-        CLAIMS.c.run_id == PHASES.c.run_id, CLAIMS.c.phase_id == PHASES.c.phase_id
-    )
-
-
-def _phase_branch(
-    query: StaleQuery, kind: StaleKind, state: PhaseState, *extra: sa.ColumnElement[bool]
-) -> sa.Select[Any]:
-    """Phases of `state` untouched since the cutoff, shaped like every branch of the union."""
-    return sa.select(
-        PHASES.c.id,
-        PHASES.c.run_id,
-        PHASES.c.phase_id,
-        PHASES.c.state,
-        PHASES.c.last_failure_reason,
-        sa.literal(kind.value, sa.String).label("kind"),
-        _last_touched(query).label("last_activity"),
-        sa.cast(sa.null(), sa.String).label("worker"),
-        sa.cast(sa.null(), sa.String).label("session_id"),
-        sa.cast(sa.null(), NaiveUtcDateTime).label("lease_expires_at"),
-    ).where(PHASES.c.state == state.value, _touched_before(query, query.cutoff), *extra)
-
-
-def _stale_select(query: StaleQuery) -> sa.Select[Any]:
-    queued = _phase_branch(query, StaleKind.QUEUED, PhaseState.QUEUED)
-    if not query.leases_checked:
-        return queued.order_by(PHASES.c.run_id, sa.text("last_activity"), PHASES.c.phase_id)
-    expired = (
-        sa.select(
-            PHASES.c.id,
-            PHASES.c.run_id,
-            PHASES.c.phase_id,
-            PHASES.c.state,
-            PHASES.c.last_failure_reason,
-            sa.literal(StaleKind.LEASE_EXPIRED.value, sa.String).label("kind"),
-            CLAIMS.c.heartbeat_at.label("last_activity"),
-            CLAIMS.c.worker,
-            CLAIMS.c.session_id,
-            CLAIMS.c.lease_expires_at,
+    Expired leases of the phases marked are released (deleted) in the same transaction.
+    EXECUTING phases without a lease are marked only with `include_unleased`. `progress`
+    is called with the number of phases handled so far, after every chunk of MARK_CHUNK.
+    """
+    if not db.writable:
+        raise GuardError(
+            f"{db.target.display_url} was opened read-only; marking phases writes to it.",
+            hint="open it with OpenMode.READ_WRITE",
         )
-        .select_from(
-            PHASES.join(
-                CLAIMS,
-                sa.and_(CLAIMS.c.run_id == PHASES.c.run_id, CLAIMS.c.phase_id == PHASES.c.phase_id),
-            )
-        )
-        .where(
-            PHASES.c.state == PhaseState.EXECUTING.value,
-            CLAIMS.c.lease_expires_at < query.now,
-        )
+    from autopack.triage import stale_portable
+
+    return stale_portable.mark_stale_failed(
+        db, report, include_unleased=include_unleased, progress=progress, chunk_size=MARK_CHUNK
     )
-    both = sa.union_all(queued, expired).subquery("stale")
-    return sa.select(*both.c).order_by(both.c.run_id, both.c.last_activity, both.c.phase_id)
-
-
-def _unleased_select(query: StaleQuery) -> sa.Select[Any]:
-    extra = [~_claim_exists()] if query.leases_checked else []
-    branch = _phase_branch(query, StaleKind.UNLEASED, PhaseState.EXECUTING, *extra)
-    return branch.order_by(PHASES.c.run_id, sa.text("last_activity"), PHASES.c.phase_id)
-
-
-def _naive_utc(value: datetime) -> datetime:
-    """Naive UTC, as the DB stores it; an aware value (a timestamptz column) is converted."""
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
 def _stamp(value: datetime) -> str:
@@ -418,116 +473,3 @@ def stale_reason(entry: StalePhase, threshold: timedelta) -> str:
     if entry.last_failure_reason:
         text += PREVIOUS_SEPARATOR + entry.last_failure_reason
     return text
-
-
-def mark_stale_failed(
-    db: Database,
-    report: StaleReport,
-    *,
-    include_unleased: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> MarkResult:
-    """Mark the report's stale phases FAILED, in one transaction, re-checking each one.
-
-    Expired leases of the phases marked are released (deleted) in the same transaction.
-    EXECUTING phases without a lease are marked only with `include_unleased`. `progress`
-    is called with the number of phases handled so far, after every chunk.
-    """
-    if not db.writable:
-        raise GuardError(
-            f"{db.target.display_url} was opened read-only; marking phases writes to it.",
-            hint="open it with OpenMode.READ_WRITE",
-        )
-    query = report.query
-    targets = list(report.stale) + (list(report.unleased) if include_unleased else [])
-    now = utc_now()
-    marked: list[StalePhase] = []
-    skipped: list[StalePhase] = []
-    reasons: dict[int, str] = {}
-    released = 0
-    done = 0
-    with translated_errors(db), db.engine.begin() as connection:
-        for kind in StaleKind:
-            entries = [e for e in targets if e.kind is kind]
-            statement = _mark_statement(kind, query)
-            for start in range(0, len(entries), MARK_CHUNK):
-                chunk = entries[start : start + MARK_CHUNK]
-                if kind is StaleKind.LEASE_EXPIRED:
-                    released += _release_expired(connection, chunk, now)
-                params = [
-                    {
-                        "b_pk": e.pk,
-                        "b_state": e.state,
-                        "b_old": e.last_failure_reason,
-                        "b_reason": stale_reason(e, query.threshold),
-                        "b_now": now,
-                        "b_cutoff": query.cutoff,
-                    }
-                    for e in chunk
-                ]
-                changed = connection.execute(statement, params).rowcount
-                done_pks = (
-                    {e.pk for e in chunk}
-                    if changed == len(chunk)
-                    else _marked_pks(connection, chunk, now)
-                )
-                for entry, param in zip(chunk, params, strict=True):
-                    if entry.pk in done_pks:
-                        marked.append(entry)
-                        reasons[entry.pk] = str(param["b_reason"])
-                    else:
-                        skipped.append(entry)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done)
-    return MarkResult(
-        marked_at=now, marked=marked, skipped=skipped, released_claims=released, reasons=reasons
-    )
-
-
-def _mark_statement(kind: StaleKind, query: StaleQuery) -> sa.Update:
-    conditions: list[sa.ColumnElement[bool]] = [
-        PHASES.c.id == sa.bindparam("b_pk"),
-        PHASES.c.state == sa.bindparam("b_state"),
-        # The reason we append to must be the one we read: a newer one is never overwritten.
-        PHASES.c.last_failure_reason.is_not_distinct_from(sa.bindparam("b_old", type_=sa.String)),
-    ]
-    if kind is not StaleKind.LEASE_EXPIRED:
-        cutoff = sa.bindparam("b_cutoff", type_=NaiveUtcDateTime)
-        conditions.append(_touched_before(query, cutoff))
-    if kind is not StaleKind.QUEUED and query.leases_checked:
-        # lease_expired: its expired lease was just released; a renewed one is still there.
-        conditions.append(~_claim_exists())
-    return (
-        sa.update(PHASES)
-        .where(*conditions)
-        .values(
-            state=PhaseState.FAILED.value,
-            last_failure_reason=sa.bindparam("b_reason", type_=sa.String),
-            updated_at=sa.bindparam("b_now", type_=NaiveUtcDateTime),
-        )
-    )
-
-
-def _release_expired(connection: sa.Connection, chunk: Sequence[StalePhase], now: datetime) -> int:
-    """Delete the still-expired leases of these phases; a renewed lease is kept."""
-    statement = sa.delete(CLAIMS).where(
-        CLAIMS.c.run_id == sa.bindparam("b_run"),
-        CLAIMS.c.phase_id == sa.bindparam("b_phase"),
-        CLAIMS.c.lease_expires_at < sa.bindparam("b_now", type_=NaiveUtcDateTime),
-    )
-    params = [{"b_run": e.run_id, "b_phase": e.phase_id, "b_now": now} for e in chunk]
-    return int(connection.execute(statement, params).rowcount)
-
-
-def _marked_pks(connection: sa.Connection, chunk: Sequence[StalePhase], now: datetime) -> set[int]:
-    """Which rows of a chunk this transaction changed (asked only when some were skipped)."""
-    rows = connection.execute(
-        sa.select(PHASES.c.id).where(
-            PHASES.c.id.in_([e.pk for e in chunk]),
-            PHASES.c.state == PhaseState.FAILED.value,
-            PHASES.c.updated_at == now,
-            PHASES.c.last_failure_reason.startswith(STALE_TAG, autoescape=True),
-        )
-    )
-    return {int(pk) for (pk,) in rows}
