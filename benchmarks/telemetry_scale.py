@@ -140,8 +140,9 @@ def fill(path: Path, runs: int, phases_per_run: int, events: int, seed: int) -> 
     return time.perf_counter() - started
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """The summed resident memory of a process and all its descendants, from /proc (Linux)."""
+def _tree_memory_kib(pid: int, high_water: dict[int, int]) -> int:
+    """The summed resident memory (VmRSS) of a process and all its descendants, from /proc
+    (Linux); records each process's own peak (VmHWM) into `high_water` on the way."""
     total, pending = 0, [pid]
     while pending:
         current = pending.pop()
@@ -151,18 +152,22 @@ def _tree_rss_kib(pid: int) -> int:
                 pending.extend(int(c) for c in (task / "children").read_text().split())
         except OSError:  # it ended between two reads
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if "VmRSS" in fields:
+            total += int(fields["VmRSS"].split()[0])
+        if "VmHWM" in fields:
+            high_water[current] = max(high_water.get(current, 0), int(fields["VmHWM"].split()[0]))
     return total
 
 
 def measure(command: list[str], cwd: Path) -> tuple[float, float, int]:
     """Wall seconds, peak memory (MB) of the whole command, and its exit code.
 
-    The peak is the larger of the biggest single process (the kernel's exact max RSS) and the
-    summed RSS of the process tree sampled every 10 ms: a command that spreads its work over
-    worker processes is charged for all of them at once.
+    The peak is the larger of the summed RSS of the process tree, sampled every 10 ms (a
+    command that spreads its work over worker processes is charged for all of them at once),
+    and the largest peak of any one of its processes (VmHWM, kept by the kernel since that
+    process's exec). The kernel's ru_maxrss is not used: it also counts the benchmark's own
+    memory, which a child shares between fork and exec.
     """
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -173,15 +178,13 @@ def measure(command: list[str], cwd: Path) -> tuple[float, float, int]:
         env={**os.environ, "NO_COLOR": "1"},
     )
     tree_peak = 0
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        tree_peak = max(tree_peak, _tree_rss_kib(process.pid))
+    high_water: dict[int, int] = {}
+    while process.poll() is None:
+        tree_peak = max(tree_peak, _tree_memory_kib(process.pid, high_water))
         time.sleep(0.01)
     wall = time.perf_counter() - started
-    peak_kib = max(usage.ru_maxrss, tree_peak)
-    return wall, peak_kib / 1024, os.waitstatus_to_exitcode(status)
+    peak_kib = max(tree_peak, *high_water.values(), 0)
+    return wall, peak_kib / 1024, process.returncode
 
 
 COMMANDS: dict[str, list[str]] = {
