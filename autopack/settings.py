@@ -9,15 +9,13 @@ banner and its engine, and reported the wrong file).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autopack.errors import ConfigError, TargetError
 
@@ -35,6 +33,8 @@ BUILTIN_TARGETS: dict[str, str] = {
 # The role `db init` stamps on a DB it creates through a built-in name.
 BUILTIN_TARGET_ROLES: dict[str, str] = {"legacy": "legacy", "seed": "seed"}
 
+ENVIRONMENT_VARIABLES = frozenset({"DATABASE_URL", "TELEMETRY_DB_ENABLED"})
+"""Read by autopack.environment.EnvironmentSettings (pydantic-settings)."""
 _TRUE_VALUES = frozenset({"1", "true", "yes"})
 _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
 
@@ -77,25 +77,33 @@ def parse_flag(value: str | None) -> bool:
     return value is not None and value.strip().lower() in _TRUE_VALUES
 
 
-class EnvironmentSettings(BaseSettings):
-    """The environment variables autopack reads for the database layer."""
+@dataclass(frozen=True)
+class Environment:
+    """What the database layer reads from the environment (autopack.environment)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
-
-    database_url: str | None = Field(default=None, alias="DATABASE_URL")
-    telemetry_db_enabled_raw: str | None = Field(default=None, alias="TELEMETRY_DB_ENABLED")
+    database_url: str | None = None
+    telemetry_db_enabled_raw: str | None = None
 
     @property
     def telemetry_db_enabled(self) -> bool:
         return parse_flag(self.telemetry_db_enabled_raw)
 
 
-def load_environment(env: Mapping[str, str] | None = None) -> EnvironmentSettings:
+def load_environment(env: Mapping[str, str] | None = None) -> Environment:
     """Read the environment (or `env`, for tests and embedding); blank values count as unset."""
+    # pydantic-settings matches names in any case; with none of its variables set there is
+    # nothing to read, and its import is skipped.
+    names = {key.upper() for key in (os.environ if env is None else env)}
+    if not names.intersection(ENVIRONMENT_VARIABLES):
+        return Environment()
+    from autopack.environment import EnvironmentSettings
+
     if env is None:
-        return EnvironmentSettings()
-    values = {k: v for k, v in env.items() if k in ("DATABASE_URL", "TELEMETRY_DB_ENABLED")}
-    return EnvironmentSettings.model_validate(values)
+        settings = EnvironmentSettings()
+    else:
+        values = {k: v for k, v in env.items() if k in ENVIRONMENT_VARIABLES}
+        settings = EnvironmentSettings.model_validate(values)
+    return Environment(settings.database_url, settings.telemetry_db_enabled_raw)
 
 
 @dataclass(frozen=True)

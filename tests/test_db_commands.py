@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -162,19 +163,32 @@ def test_identity_is_read_only_and_leaves_the_file_unchanged(cli: CliRunner, wor
     assert _journal_mode(path) == "delete"
 
 
-def test_identity_of_a_sqlite_file_never_loads_sqlalchemy(cli: CliRunner, workdir: Path) -> None:
-    # Its import costs more than the report's queries on a million phases (docs/performance.md).
+def test_identity_of_a_sqlite_file_loads_neither_sqlalchemy_nor_pydantic_settings(
+    cli: CliRunner, workdir: Path
+) -> None:
+    # Their imports cost more than the report's queries on a million phases; pydantic-settings
+    # is needed only when the environment sets one of its variables (docs/performance.md).
     assert cli("db", "init", "--db", "seed").exit_code == 0
     probe = (
         "import sys\n"
         "from autopack.cli.app import main\n"
         "code = main(['db', 'identity', '--db', 'seed', '--json'])\n"
-        "print(code, 'sqlalchemy' in sys.modules)\n"
+        "print(code, 'sqlalchemy' in sys.modules, 'pydantic_settings' in sys.modules)\n"
     )
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key.upper() not in ("DATABASE_URL", "TELEMETRY_DB_ENABLED")
+    }
     done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=workdir, capture_output=True, text=True, check=False
+        [sys.executable, "-c", probe],
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert done.stdout.splitlines()[-1] == "0 False", done.stderr
+    assert done.stdout.splitlines()[-1] == "0 False False", done.stderr
 
 
 def test_identity_panel_shows_path_size_role_counts(cli: CliRunner, workdir: Path) -> None:

@@ -67,6 +67,14 @@ def test_environment_flag_uses_the_same_rule() -> None:
     assert load_environment({}).telemetry_db_enabled is False
 
 
+def test_environment_names_match_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("database_url", "sqlite:///lower.db")
+    assert load_environment().database_url == "sqlite:///lower.db"
+    monkeypatch.delenv("database_url")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert load_environment().database_url is None
+
+
 def test_resolve_needs_an_explicit_target(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="no database given"):
         resolve_target(None, None, env={}, cwd=tmp_path)
