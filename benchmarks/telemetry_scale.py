@@ -187,29 +187,12 @@ def measure(command: list[str], cwd: Path) -> tuple[float, float, int]:
     return wall, peak_kib / 1024, process.returncode
 
 
+STALE_REPORT = ["triage", "stale", "--db", "legacy", "--report-only", "--stale-hours", "48"]
 COMMANDS: dict[str, list[str]] = {
     "db identity": ["db", "identity", "--db", "legacy", "--quiet"],
     "db identity --json": ["db", "identity", "--db", "legacy", "--json"],
-    "triage stale (table)": [
-        "triage",
-        "stale",
-        "--db",
-        "legacy",
-        "--report-only",
-        "--stale-hours",
-        "48",
-        "--quiet",
-    ],
-    "triage stale --json": [
-        "triage",
-        "stale",
-        "--db",
-        "legacy",
-        "--report-only",
-        "--stale-hours",
-        "48",
-        "--json",
-    ],
+    "triage stale (table)": [*STALE_REPORT, "--quiet"],
+    "triage stale --json": [*STALE_REPORT, "--json"],
     "telemetry export (CSV)": [
         "telemetry",
         "export",
@@ -268,7 +251,13 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; best and median of {args.repeat} runs")
     print(f"{'command':<30} {'best s':>8} {'median s':>9} {'peak MB':>9} {'exit':>5}")
     for name, command in COMMANDS.items():
-        runs = [measure(autopack + command, directory) for _ in range(max(1, args.repeat))]
+        runs = []
+        for _ in range(max(1, args.repeat)):
+            # Each run starts clean: no earlier export to replace, no dirty pages being written.
+            for output in directory.glob("out.*"):
+                output.unlink()
+            os.sync()
+            runs.append(measure(autopack + command, directory))
         walls = sorted(wall for wall, _, _ in runs)
         peak = max(p for _, p, _ in runs)
         codes = sorted({code for _, _, code in runs})
