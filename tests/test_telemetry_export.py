@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import itertools
@@ -14,17 +16,27 @@ import sys
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
 
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.errors import ConfigError, GuardError, SchemaError
 from autopack.estimator import deliverable_count_bucket, normalize_category
 from autopack.settings import resolve_target
 from autopack.telemetry import export as export_module
-from autopack.telemetry import export_parallel
-from autopack.telemetry.exchange import CSV_COLUMNS, EVENT_COLUMNS, NDJSON_KEYS, ExportFormat
+from autopack.telemetry import export_parallel, export_worker
+from autopack.telemetry.exchange import (
+    BOOLEAN_COLUMNS,
+    CSV_COLUMNS,
+    EVENT_COLUMNS,
+    FLOAT_COLUMNS,
+    INTEGER_COLUMNS,
+    NDJSON_KEYS,
+    ExportFormat,
+)
 from autopack.telemetry.export import ExportFilters, export_telemetry, export_to_file
 from autopack.telemetry.importer import import_files
 from tests.conftest import CliRunner, build_original_db, reference_seed_spec
@@ -607,8 +619,12 @@ def _set_raw(db: Database, event_id: int, sql: str, *params: Any) -> None:
 
 @pytest.mark.parametrize("fmt", list(ExportFormat))
 def test_odd_values_come_out_as_in_one_process(
-    full_db: Database, small_chunks: list[tuple[int, int]], fmt: ExportFormat
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: ExportFormat,
 ) -> None:
+    monkeypatch.setattr(export_parallel, "FALLBACK_STREAK", 10**9)  # chunk by chunk here
     ids = [add_bare_row(full_db, phase_id=V4_PHASES[i % len(V4_PHASES)]) for i in range(30)]
     _set_raw(full_db, ids[0], "selected_budget = ?", 1234.5678901234567)  # a REAL in INTEGER
     _set_raw(full_db, ids[3], "sot_file_name = ?", b"as bytes")  # a BLOB in a text column
@@ -649,7 +665,9 @@ def test_a_worker_that_cannot_read_the_db_leaves_it_all_to_this_process(
 
     monkeypatch.setattr(export_module, "_parallel_plan", elsewhere)
     assert _export_with(full_db, ExportFormat.NDJSON, 2) == expected
-    assert len(small_chunks) == 13  # every chunk, in this process
+    # Every chunk, in this process: the first ones one by one, then the rest in one go.
+    assert export_parallel.FALLBACK_STREAK == 3
+    assert small_chunks == [(1, 6), (6, 11), (11, 65)]
 
 
 def test_sparse_event_ids_make_bounded_chunks_in_order() -> None:
@@ -679,28 +697,32 @@ def test_workers_write_through_file_descriptors(
     full_db: Database, small_chunks: list[tuple[int, int]], workdir: Path, fmt: ExportFormat
 ) -> None:
     expected = _export_with(full_db, fmt, 0)
+
+    def direct(out: TextIO) -> None:
+        export_telemetry(full_db, out, fmt, ExportFilters(), workers=2, write_to_descriptor=True)
+
     # A file and a pipe (spliced into; a thread reads the pipe), a non-UTF-8 stream.
     path = workdir / "direct.out"
     with path.open("w", encoding="utf-8", newline="") as handle:
-        export_telemetry(full_db, handle, fmt, ExportFilters(), workers=2)
+        direct(handle)
     assert path.read_text(encoding="utf-8") == expected
     read_end, write_end = os.pipe()
     received: list[bytes] = []
     reader = threading.Thread(target=lambda: received.append(_read_all(read_end)))
     reader.start()
     with open(write_end, "w", encoding="utf-8", newline="") as pipe:
-        export_telemetry(full_db, pipe, fmt, ExportFilters(), workers=2)
+        direct(pipe)
     reader.join()
     assert b"".join(received).decode() == expected
     latin = workdir / "latin.out"
     with latin.open("w", encoding="latin-1", newline="") as handle:
-        export_telemetry(full_db, handle, fmt, ExportFilters(), workers=2)
+        direct(handle)
     assert latin.read_text(encoding="latin-1") == expected
     # O_APPEND refuses splice(): the chunks are copied instead.
     appended = workdir / "appended.out"
     appended.write_text("before\n")
     with appended.open("a", encoding="utf-8", newline="") as handle:
-        export_telemetry(full_db, handle, fmt, ExportFilters(), workers=2)
+        direct(handle)
     assert appended.read_text(encoding="utf-8") == "before\n" + expected
 
 
@@ -869,3 +891,502 @@ def test_postgres_exports_in_one_process(
     finally:
         db.close()
     assert started == []
+
+
+# --- worker processes: when they are not used, and what they must not change ----------------
+
+
+def _journal_mode(path: Path) -> str:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def test_a_db_in_rollback_journal_mode_is_exported_in_one_process(
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    started: list[subprocess.Popen[bytes]],
+    workdir: Path,
+) -> None:
+    # There a writer waiting to commit keeps new readers out: the workers, starting to read
+    # after this process, would fail with "database is locked" where one long read works.
+    path = full_db.target.sqlite_path
+    assert path is not None
+    assert _journal_mode(path) == "wal"
+    expected = {fmt: _export_with(full_db, fmt, 2) for fmt in ExportFormat}
+    assert len(started) == 4  # WAL: the workers ran
+    copy = workdir / "rollback.db"
+    source, target = sqlite3.connect(path), sqlite3.connect(copy)
+    source.backup(target)
+    assert target.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    source.close()
+    target.close()
+    db = open_database(resolve_target(None, f"sqlite:///{copy}"), OpenMode.READ_ONLY)
+    try:
+        for fmt in ExportFormat:
+            assert _export_with(db, fmt, 2) == expected[fmt]
+    finally:
+        db.close()
+    assert len(started) == 4  # none more
+    assert _journal_mode(copy) == "delete"
+
+
+def _quoting_writer_of_python_3_13(monkeypatch: pytest.MonkeyPatch) -> None:
+    """csv.writer quoting a cell that holds "\\r", as Python 3.13's does (the 3.11 module
+    does so when "\\r" is in the line terminator)."""
+    real = csv.writer
+
+    def writer(stream: Any, **options: Any) -> Any:
+        return real(stream, **{**options, "lineterminator": "\r\n"})
+
+    monkeypatch.setattr(csv, "writer", writer)
+
+
+def _csv_job(layout: list[str], texts: list[str], specials_per_row: int) -> export_worker.Job:
+    return {
+        "database": "",
+        "busy_timeout_ms": 0,
+        "sql": "",
+        "layout": layout,
+        "codes": [None] * len(layout),
+        "texts": texts,
+        "csv_specials_per_row": specials_per_row,
+        "chunks": [],
+    }
+
+
+def test_the_worker_asks_the_csv_module_which_cells_need_quotes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Python 3.13 began to quote a cell holding "\r": a copied rule would miss it.
+    _quoting_writer_of_python_3_13(monkeypatch)
+    job = _csv_job([export_worker.SQL_TEXT, export_worker.CSV_CELL], ["", ",", "\n"], 2)
+    formatter = export_worker.Formatter(job)
+    assert formatter.csv_rule is not None
+    assert "\r" in formatter.csv_rule.special
+    # A cell the database wrote raw holds "\r": the chunk falls back.
+    assert formatter.format([(b"one\rtwo", b"x")]) is None
+    # A cell the worker formats is quoted as csv.writer quotes it.
+    assert formatter.format([(b"x", b"one\rtwo")]) == b'x,"one\rtwo"\n'
+
+
+def test_the_worker_quotes_csv_cells_as_the_csv_module_does() -> None:
+    # The characters probed when a worker starts, and every other one up to U+3000 and a
+    # few beyond: csv.writer quotes a cell for none outside the probe, so none can be missed.
+    rule = export_worker.CsvRule()
+    probed = set(export_worker.QUOTING_PROBE)
+    formatter = export_worker.Formatter(
+        _csv_job([export_worker.SQL_TEXT], ["a,", ",b\n"], 3)  # a cell the database wrote
+    )
+    quoted: set[str] = set()
+    for char in [*map(chr, range(0x3000)), "\ufeff", "\ufffd", "\U0001f600", "\U0010ffff"]:
+        text = f"x{char}y"
+        buffer = io.StringIO()
+        export_worker.csv_writer(buffer).writerow(["a", text, "b"])
+        expected = buffer.getvalue()
+        if expected != f"a,{text},b\n":
+            quoted.add(char)
+        assert f"a,{rule.cell(text.encode())[0].decode()},b\n" == expected, repr(char)
+        assert formatter.format([(text.encode(),)]) in (None, expected.encode()), repr(char)
+    assert quoted <= probed
+    assert quoted == set(rule.special)
+    assert {",", '"', "\n"} <= quoted
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_a_real_at_the_integer_limit_comes_out_as_in_one_process(
+    full_db: Database, small_chunks: list[tuple[int, int]], fmt: ExportFormat
+) -> None:
+    # SQLite keeps -2**63 as a REAL in an INTEGER column; CAST makes it an equal integer.
+    _set_raw(full_db, 10, "actual_max_tokens = ?", -(2.0**63))
+    _set_raw(full_db, 20, "selected_budget = ?", -(2.0**63))
+    expected = _export_with(full_db, fmt, 0)
+    assert expected.count("-9.223372036854776e+18") == 2
+    assert _export_with(full_db, fmt, 2) == expected
+    assert len(small_chunks) == 2
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_categories_that_are_not_text_come_out_as_they_are(
+    full_db: Database, small_chunks: list[tuple[int, int]], fmt: ExportFormat
+) -> None:
+    texts = {int(r["event_id"]): str(r["category"]) for r in event_rows(full_db)}
+    with full_db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE token_estimation_v2_events SET category = CAST(category AS BLOB)"
+        )
+    every_blob = _export_with(full_db, fmt, 0)
+    assert _export_with(full_db, fmt, 2) == every_blob
+    assert _export_with(full_db, fmt, 2, categories=("tests",)) == _export_with(
+        full_db, fmt, 0, categories=("tests",)
+    )
+    # BLOBs, a number and text side by side: a category that is not text is its own
+    # spelling, which no --category names.
+    with full_db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE token_estimation_v2_events SET category = CAST(category AS TEXT) "
+            "WHERE event_id > 10"
+        )
+        connection.exec_driver_sql(
+            "UPDATE token_estimation_v2_events SET category = 7 WHERE event_id = 12"
+        )
+    mixed = _export_with(full_db, fmt, 0)
+    assert _export_with(full_db, fmt, 2) == mixed
+    selected = _export_with(full_db, fmt, 0, categories=("tests",))
+    assert _export_with(full_db, fmt, 2, categories=("tests",)) == selected
+    assert [int(row["event_id"]) for row in _rows_of(fmt, selected)] == [
+        i for i, category in texts.items() if i > 12 and normalize_category(category) == "tests"
+    ]
+
+
+def test_workers_that_cannot_start_leave_the_export_to_this_process(
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    started: list[subprocess.Popen[bytes]],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Too many open files (EMFILE) or processes (EAGAIN): not a write error of --output.
+    expected = _export_with(full_db, ExportFormat.CSV, 0)
+    start = export_parallel._start_worker
+
+    def second_fails() -> subprocess.Popen[bytes]:
+        if started:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return start()
+
+    monkeypatch.setattr(export_parallel, "_start_worker", second_fails)
+    target = workdir / "telemetry.csv"
+    seen: list[int] = []
+    result = export_to_file(
+        full_db,
+        target,
+        ExportFormat.CSV,
+        ExportFilters(),
+        workers=2,
+        progress=lambda done, total: seen.append(done),
+    )
+    assert target.read_bytes() == expected.encode()  # one header, every row once
+    assert result.rows == 64
+    assert seen == [64]
+    assert small_chunks == [(1, 65)]  # all of it in this process, in one go
+    assert len(started) == 1
+    assert started[0].returncode is not None
+
+
+def test_a_run_of_fallbacks_leaves_the_rest_to_this_process(
+    full_db: Database,
+    small_chunks: list[tuple[int, int]],
+    started: list[subprocess.Popen[bytes]],
+    workdir: Path,
+) -> None:
+    def export(where: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Progress and the chunks in this process; into a stream, then a file (written
+        through its descriptor: the rest must still come after the chunks written there)."""
+        with full_db.engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE token_estimation_v2_events SET stop_reason = NULL")
+            connection.exec_driver_sql(
+                f"UPDATE token_estimation_v2_events SET stop_reason = 'a,b' WHERE {where}"
+            )
+        expected = _export_with(full_db, ExportFormat.CSV, 0)
+        small_chunks.clear()
+        seen: list[int] = []
+        out = io.StringIO()
+        export_telemetry(
+            full_db,
+            out,
+            ExportFormat.CSV,
+            ExportFilters(),
+            workers=2,
+            progress=lambda done, total: seen.append(done),
+        )
+        assert out.getvalue() == expected
+        in_stream = list(small_chunks)
+        target = workdir / "telemetry.csv"
+        export_to_file(full_db, target, ExportFormat.CSV, ExportFilters(), workers=2)
+        assert target.read_bytes() == expected.encode()
+        assert small_chunks == in_stream * 2
+        assert all(process.returncode is not None for process in started)
+        return seen, in_stream
+
+    # A cell to quote in every row: two chunks fall back, the third starts the rest here.
+    assert export("1") == ([5, 10, 64], [(1, 6), (6, 11), (11, 65)])
+    # After chunks from the workers.
+    assert export("event_id >= 21") == ([*range(5, 31, 5), 64], [(21, 26), (26, 31), (31, 65)])
+    # Fallbacks that are not three in a row: each chunk on its own.
+    assert export("event_id < 11 OR event_id BETWEEN 16 AND 25") == (
+        [*range(5, 64, 5), 64],
+        [(1, 6), (6, 11), (16, 21), (21, 26)],
+    )
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_workers_write_through_the_text_stream_they_are_given(
+    full_db: Database, small_chunks: list[tuple[int, int]], workdir: Path, fmt: ExportFormat
+) -> None:
+    # Its file descriptor only when the caller says so: a stream may translate newlines or
+    # have a write() of its own.
+    class Upper(io.TextIOWrapper):
+        def write(self, text: str) -> int:
+            return super().write(text.upper())
+
+    outputs: dict[str, list[bytes]] = {"crlf": [], "upper": []}
+    for workers in (0, 2):
+        crlf = workdir / f"crlf{workers}.out"
+        with crlf.open("w", encoding="utf-8", newline="\r\n") as handle:
+            export_telemetry(full_db, handle, fmt, ExportFilters(), workers=workers)
+        outputs["crlf"].append(crlf.read_bytes())
+        upper = workdir / f"upper{workers}.out"
+        with Upper(upper.open("wb"), encoding="utf-8", newline="") as stream:
+            export_telemetry(full_db, stream, fmt, ExportFilters(), workers=workers)
+        outputs["upper"].append(upper.read_bytes())
+    assert outputs["crlf"][1] == outputs["crlf"][0]
+    assert outputs["crlf"][0].count(b"\r\n") == outputs["crlf"][0].count(b"\n") >= 64
+    assert outputs["upper"][1] == outputs["upper"][0] == outputs["upper"][0].upper()
+
+
+# --- property: the workers write the bytes one process writes ---------------------------------
+
+_TIMESTAMP_COLUMNS = ("timestamp", "created_at")
+_EDITABLE = [name for name in EVENT_COLUMNS if name != "event_id"]
+
+
+# Any value of any storage class, in any column.
+_ANY_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["", ",", '"', "\n", "\r", "\x00", "a,b", 'q"q', "é✓", "\u2028", "null", "1", " 5 ", "1e5"]
+    ),
+)
+_ANY_INT = st.one_of(st.integers(-5, 10), st.integers(-(2**63), 2**63 - 1))
+_ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+_ANY_VALUE = st.one_of(_ANY_INT, _ANY_FLOAT, _ANY_TEXT, st.binary(max_size=6))
+"""Any value but NULL: NULL only where the column allows it."""
+
+
+def _any_value_for(name: str) -> st.SearchStrategy[Any]:
+    if name in _TIMESTAMP_COLUMNS:
+        stamps = ["2025-12-29 20:18:40.123456", "2025-12-29 20:18:40", "2025-12-29T20:18:40"]
+        strategy = st.one_of(st.sampled_from([*stamps, "2025-12-29", "", "x y"]), _ANY_VALUE)
+    elif name in BOOLEAN_COLUMNS:
+        strategy = st.one_of(st.sampled_from([0, 1, 2, "true", 0.5, -1, 1.0]), _ANY_VALUE)
+    elif name == "deliverables_json":
+        lists = ['["a.py"]', "[]", '{"a": 1}', "not json", "[1, 2.5, null, true]", "[1e400]"]
+        strategy = st.one_of(st.sampled_from([*lists, '["x,y", "q\\"q"]', "3"]), _ANY_VALUE)
+    elif name == "category":
+        strategy = st.one_of(st.sampled_from(["tests", "testing", "docs", "Tests "]), _ANY_VALUE)
+    elif name in FLOAT_COLUMNS:
+        strategy = st.one_of(_ANY_FLOAT, _ANY_VALUE)
+    elif name in INTEGER_COLUMNS:
+        strategy = st.one_of(_ANY_INT, _ANY_VALUE)
+    else:
+        strategy = st.one_of(_ANY_TEXT, _ANY_VALUE)
+    return st.one_of(st.none(), strategy) if EVENTS.c[name].nullable else strategy
+
+
+# Well-typed rows: the fast path's usual diet.
+_TIMES = st.datetimes(min_value=datetime(2025, 12, 29), max_value=datetime(2025, 12, 31))
+_UTF8 = st.text(st.characters(codec="utf-8"), max_size=10)
+
+
+def _typed_value_for(name: str) -> st.SearchStrategy[Any]:
+    strategy: st.SearchStrategy[Any]
+    if name in _TIMESTAMP_COLUMNS:
+        strategy = _TIMES.map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    elif name in BOOLEAN_COLUMNS:
+        strategy = st.sampled_from([0, 1])
+    elif name == "deliverables_json":
+        items = st.one_of(_UTF8, st.integers(), st.floats(allow_nan=False), st.none())
+        strategy = st.lists(items, max_size=4).map(json.dumps)
+    elif name == "category":
+        strategy = st.sampled_from(["tests", "testing", "docs", "documentation", "Tests"])
+    elif name == "complexity":
+        strategy = st.sampled_from(["low", "medium", "high"])
+    elif name in FLOAT_COLUMNS:
+        strategy = st.floats()
+    elif name in INTEGER_COLUMNS:
+        strategy = st.integers(-(2**63), 2**63 - 1)
+    else:
+        strategy = _UTF8
+    return st.one_of(st.none(), strategy) if EVENTS.c[name].nullable else strategy
+
+
+_BASE_ROW: dict[str, Any] = {
+    "phase_id": "p1",
+    "timestamp": "2025-12-29 20:18:40.123456",
+    "category": "tests",
+    "complexity": "low",
+    "deliverable_count": 2,
+    "deliverables_json": '["a.py"]',
+    "predicted_output_tokens": 10,
+    "actual_output_tokens": 20,
+    "selected_budget": 4096,
+    "success": 1,
+    "truncated": 0,
+    "model": "m",
+    "is_truncated_output": 0,
+    "created_at": "2025-12-29 20:18:41.000000",
+}
+"""What a row holds where the strategy draws nothing (the NOT NULL columns)."""
+_ANY_ROW = st.fixed_dictionaries(
+    {}, optional={name: _any_value_for(name) for name in _EDITABLE}
+).map(lambda row: {**_BASE_ROW, **row})
+_TYPED_ROW = st.fixed_dictionaries(
+    {name: _typed_value_for(name) for name in _EDITABLE if name != "run_id"}
+)
+_PROVENANCE = st.fixed_dictionaries(
+    {"source": st.one_of(st.sampled_from(["drain", "import"]), _ANY_TEXT)},
+    optional={
+        "coefficient_set": st.one_of(st.none(), _ANY_TEXT, st.binary(max_size=4)),
+        "coefficient_set_hash": st.one_of(st.none(), _ANY_TEXT),
+        "drain_result_id": st.one_of(st.none(), _ANY_INT, _ANY_FLOAT, _ANY_TEXT),
+        "source_file": st.one_of(st.none(), _ANY_TEXT),
+        "source_line": st.one_of(st.none(), _ANY_INT, _ANY_FLOAT),
+    },
+)
+_FILTERS = st.one_of(
+    st.just(ExportFilters()),
+    st.builds(
+        ExportFilters,
+        success_only=st.booleans(),
+        exclude_truncated=st.booleans(),
+        run_ids=st.lists(st.sampled_from(["r1", "r2", "o'q"]), max_size=2).map(tuple),
+        categories=st.lists(st.sampled_from(["tests", "docs", "x'y"]), max_size=2).map(tuple),
+        complexities=st.lists(st.sampled_from(["low", "HIGH "]), max_size=2).map(tuple),
+        since=st.one_of(st.none(), _TIMES),
+        until=st.none(),
+    ),
+)
+_RANDOM_DB_NUMBERS = itertools.count()
+
+
+@pytest.fixture
+def template_db(cli: CliRunner, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty DB made by `db init` (WAL mode, so the workers run), and chunks of 3 rows."""
+    path = workdir / "template.db"
+    init_db(cli, path)
+    assert _journal_mode(path) == "wal"
+    monkeypatch.setattr(export_parallel, "CHUNK_ROWS", 3)
+    return path
+
+
+def _same_bytes_both_ways(
+    template: Path,
+    rows: list[dict[str, Any]],
+    provenance: dict[int, dict[str, Any]],
+    filters: ExportFilters,
+    fmt: ExportFormat,
+    started: list[subprocess.Popen[bytes]],
+) -> None:
+    path = template.with_name(f"random{next(_RANDOM_DB_NUMBERS)}.db")
+    try:
+        if not _fill(template, path, rows, provenance):
+            reject()  # a NOT NULL or UNIQUE constraint refused a row
+        db = open_database(resolve_target(None, f"sqlite:///{path}"), OpenMode.READ_ONLY)
+        try:
+            workers_before = len(started)
+            expected, written = (_attempt(db, fmt, filters, workers) for workers in (0, 2))
+            if isinstance(expected, str):
+                assert written == expected
+                # Workers ran, unless a category holds a NUL (SQL text cannot hold it).
+                nul = any("\x00" in str(row.get("category")) for row in rows)
+                assert len(started) > workers_before or nul
+            else:
+                # Both fail; with two bad values, not always on the same one first (one
+                # process formats a chunk before it reads the next, the other reads ahead).
+                assert not isinstance(written, str)
+        finally:
+            db.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def _fill(
+    template: Path, path: Path, rows: list[dict[str, Any]], provenance: dict[int, dict[str, Any]]
+) -> bool:
+    """A copy of the template (WAL mode) holding these rows, as they are; False if refused."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:  # no foreign keys: any run
+        with contextlib.closing(sqlite3.connect(template)) as source:
+            source.backup(connection)
+        assert connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        try:
+            ids = []
+            for row in rows:
+                names = list(row)
+                cursor = connection.execute(
+                    f"INSERT INTO token_estimation_v2_events ({','.join(names)}) "
+                    f"VALUES ({','.join('?' * len(names))})",
+                    [row[name] for name in names],
+                )
+                ids.append(cursor.lastrowid)
+            for index, facts in provenance.items():
+                if index < len(ids):
+                    names = ["event_id", *facts]
+                    connection.execute(
+                        f"INSERT INTO autopack_telemetry_provenance ({','.join(names)}) "
+                        f"VALUES ({','.join('?' * len(names))})",
+                        [ids[index], *facts.values()],
+                    )
+        except sqlite3.IntegrityError:
+            return False
+        connection.commit()
+    return True
+
+
+def _attempt(
+    db: Database, fmt: ExportFormat, filters: ExportFilters, workers: int
+) -> str | Exception:
+    """The text written, or the error raised."""
+    out = io.StringIO()
+    try:
+        export_telemetry(db, out, fmt, filters, allow_empty_db=True, workers=workers)
+    except Exception as exc:  # a bad value fails the export both ways
+        return exc
+    return out.getvalue()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    rows=st.lists(_ANY_ROW, min_size=1, max_size=10),
+    provenance=st.dictionaries(st.integers(0, 9), _PROVENANCE, max_size=4),
+    filters=_FILTERS,
+    run_id=st.sampled_from(["r1", "r2", "o'q"]),
+    streak=st.sampled_from([1, 3, 10**9]),
+    fmt=st.sampled_from(ExportFormat),
+)
+def test_workers_write_what_one_process_writes_for_any_values(
+    template_db: Path,
+    started: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[dict[str, Any]],
+    provenance: dict[int, dict[str, Any]],
+    filters: ExportFilters,
+    run_id: str,
+    streak: int,
+    fmt: ExportFormat,
+) -> None:
+    monkeypatch.setattr(export_parallel, "FALLBACK_STREAK", streak)
+    rows = [{"run_id": run_id, **row} for row in rows]
+    _same_bytes_both_ways(template_db, rows, provenance, filters, fmt, started)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["r1", "r2"]), _TYPED_ROW), min_size=1, max_size=12),
+    provenance=st.dictionaries(st.integers(0, 11), _PROVENANCE, max_size=6),
+    filters=_FILTERS,
+    fmt=st.sampled_from(ExportFormat),
+)
+def test_workers_write_what_one_process_writes_for_typed_rows(
+    template_db: Path,
+    started: list[subprocess.Popen[bytes]],
+    rows: list[tuple[str, dict[str, Any]]],
+    provenance: dict[int, dict[str, Any]],
+    filters: ExportFilters,
+    fmt: ExportFormat,
+) -> None:
+    typed = [{"run_id": run_id, **row} for run_id, row in rows]
+    _same_bytes_both_ways(template_db, typed, provenance, filters, fmt, started)

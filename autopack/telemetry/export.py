@@ -5,9 +5,10 @@ PostgreSQL, SQLite's lazy cursor) and written batch by batch, so memory does not
 table (the original loaded every row). Rows come in event_id order. The format is described in
 `autopack.telemetry.exchange` and docs/telemetry-export-import.md.
 
-A large SQLite export runs on worker processes (`autopack.telemetry.export_parallel`): the
-database formats most of each row as text (`_chunk_query`), which costs far less than making
-a Python object of every value; the bytes written are the same as in-process.
+A large SQLite export (of a DB in WAL mode) runs on worker processes
+(`autopack.telemetry.export_parallel`): the database formats most of each row as text
+(`_chunk_query`), which costs far less than making a Python object of every value; the bytes
+written are the same as in-process.
 
     from autopack.telemetry.exchange import ExportFormat
     from autopack.telemetry.export import ExportFilters, export_to_file
@@ -16,7 +17,6 @@ a Python object of every value; the bytes written are the same as in-process.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import operator
@@ -175,18 +175,25 @@ def export_telemetry(
     allow_empty_db: bool = False,
     progress: ProgressCallback | None = None,
     workers: int | None = None,
+    write_to_descriptor: bool = False,
 ) -> ExportResult:
     """Write the matching rows to `out` (a text stream) and say how many there were.
 
     `workers`: None decides (worker processes for a SQLite export of at least
     PARALLEL_MIN_ROWS rows on a machine with 2 or more cores); 0 exports in this process; N
-    runs N worker processes on SQLite whatever the size. PostgreSQL exports in this process.
+    runs N worker processes on SQLite whatever the size. Either way workers run only on a
+    SQLite DB in WAL mode; PostgreSQL exports in this process.
+
+    `write_to_descriptor`: the caller vouches that bytes written to `out`'s file descriptor
+    read back as text written through `out` would: no newline translation, no write() of its
+    own (e.g. a file opened with newline="", or sys.stdout on POSIX). Workers' output then
+    goes there without passing through Python.
     """
     tables = require_exportable(db, allow_empty_db=allow_empty_db)
     total = count_rows(db, filters, tables) if progress is not None else None
     with translated_errors(db), db.engine.connect() as connection:
         if fmt is ExportFormat.CSV:
-            csv.writer(out, lineterminator="\n").writerow(CSV_COLUMNS)
+            export_worker.csv_writer(out).writerow(CSV_COLUMNS)
         plan = _parallel_plan(db, connection, fmt, filters, tables, workers, total)
         if plan is None:
             written = _export_in_process(connection, out, fmt, filters, tables, progress, total)
@@ -200,7 +207,7 @@ def export_telemetry(
                 )
                 return text.getvalue().encode(), rows
 
-            written = export_parallel.run_chunks(
+            outcome = export_parallel.run_chunks(
                 database,
                 query,
                 chunks,
@@ -210,7 +217,26 @@ def export_telemetry(
                 busy_timeout_ms=_busy_timeout_ms(connection),
                 progress=progress,
                 total=total,
+                descriptor=write_to_descriptor,
             )
+            written = outcome.rows
+            if outcome.rest is not None:
+                done = written
+
+                def progress_of_rest(rows: int, total: int | None) -> None:
+                    assert progress is not None
+                    progress(done + rows, total)
+
+                written += _export_in_process(
+                    connection,
+                    out,
+                    fmt,
+                    filters,
+                    tables,
+                    progress_of_rest if progress is not None else None,
+                    total,
+                    outcome.rest,
+                )
     out.flush()
     return ExportResult(
         format=fmt.value,
@@ -237,7 +263,7 @@ def _export_in_process(
         event_id = table_of(TokenEstimationV2Event).c.event_id
         query = query.where(event_id >= id_range[0], event_id < id_range[1])
     result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(query)
-    writer = csv.writer(out, lineterminator="\n") if fmt is ExportFormat.CSV else None
+    writer = export_worker.csv_writer(out) if fmt is ExportFormat.CSV else None
     deliverables = _DeliverablesCache()
     written = 0
     for partition in result.partitions():
@@ -278,6 +304,7 @@ def export_to_file(
                 allow_empty_db=allow_empty_db,
                 progress=progress,
                 workers=workers,
+                write_to_descriptor=True,  # our own file, opened with newline=""
             )
         os.replace(temporary, target)
     except OSError as exc:
@@ -346,11 +373,17 @@ def _conditions(
 
 
 def _stored_categories(connection: sa.Connection, filters: ExportFilters) -> list[str]:
-    """The stored category spellings that normalise to one of the requested categories."""
+    """The stored category spellings that normalise to one of the requested categories.
+
+    A category that is not text (a BLOB, a number, in a legacy DB) is its own spelling,
+    which no requested category (text) is: it is never selected.
+    """
     events = table_of(TokenEstimationV2Event)
     wanted = {normalize_category(value) for value in filters.categories}
     stored = connection.execute(sa.select(events.c.category).distinct()).scalars()
-    return sorted(value for value in stored if normalize_category(value) in wanted)
+    return sorted(
+        value for value in stored if isinstance(value, str) and normalize_category(value) in wanted
+    )
 
 
 def _select(
@@ -398,11 +431,20 @@ def _parallel_plan(
     database = db.target.sqlite_path  # None for PostgreSQL and in-memory SQLite
     if workers == 0 or database is None or not export_parallel.can_run_workers():
         return None
+    # In a rollback-journal DB a writer waiting to commit keeps every new reader out: the
+    # workers (and each chunk that falls back) would start reading later than this process
+    # and fail with "database is locked", where one long read gets through. In WAL mode
+    # readers never wait for writers. (Reading the mode changes nothing.)
+    if connection.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+        return None
     if workers is None:
         workers = min(export_parallel.available_cores(), MAX_WORKERS)
         if workers < 2 or not _is_large(connection, filters, tables, total):
             return None
-    query = _chunk_query(connection, fmt, filters, tables)
+    try:
+        query = _chunk_query(connection, fmt, filters, tables)
+    except sa.exc.CompileError:
+        return None  # a value SQL text cannot hold (e.g. a BLOB in a filter): in-process
     if "\x00" in query.sql:
         return None  # a NUL in a filter or category value: sqlite3 refuses such SQL text
     dbapi = connection.connection.dbapi_connection
@@ -553,7 +595,9 @@ def _chunk_cell(name: str, column: sa.ColumnElement[Any] | None, csv_format: boo
             (column == sa.false(), "false"),
         )
     if name in INTEGER_COLUMNS:
-        return sa.case((column.is_(sa.cast(column, sa.Integer)), sa.func.ifnull(column, null)))
+        # Not `column IS CAST(column AS INTEGER)`: a REAL -2**63 passes that, and SQLite
+        # would print it with 15 digits.
+        return sa.case({"integer": column, "null": null}, value=sa.func.typeof(column))
     if csv_format:
         return sa.case((column.is_(sa.cast(column, sa.String)), sa.func.ifnull(column, "")))
     return sa.func.json_quote(column)  # text; NULL is null, a BLOB is an error (fallback)
@@ -743,10 +787,13 @@ def _boolean_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
 def _normalised_category(
     connection: sa.Connection, column: sa.ColumnElement[Any]
 ) -> sa.ColumnElement[str]:
-    """normalize_category() applied in SQL: a CASE over the spellings this DB actually holds."""
+    """normalize_category() applied in SQL: a CASE over the spellings this DB actually holds.
+
+    A category that is not text (a BLOB, a number, in a legacy DB) is left as it is.
+    """
     events = table_of(TokenEstimationV2Event)
     stored = connection.execute(sa.select(events.c.category).distinct()).scalars().all()
-    changed = {value: normalize_category(value) for value in stored if value is not None}
+    changed = {value: normalize_category(value) for value in stored if isinstance(value, str)}
     whens = [(column == raw, key) for raw, key in sorted(changed.items()) if key != raw]
     if not whens:
         return sa.type_coerce(column, sa.String)

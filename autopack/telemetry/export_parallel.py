@@ -6,7 +6,9 @@ its memory once more) formats its share of the chunks, round robin, with its own
 connection; this process reads the chunks back in event_id order and writes them out. A
 worker's pipe holds about one chunk; when it is full the worker waits, so no worker runs more
 than a chunk or two ahead and memory stays flat. A chunk the fast path cannot format exactly
-is exported here, the in-process way (`fallback`). Any failure, or Ctrl-C, stops the workers
+is exported here, the in-process way (`fallback`); after `FALLBACK_STREAK` such chunks in a
+row, or when the workers cannot be started at all, the workers are stopped and the caller
+exports the rest in-process (`Outcome.rest`). Any failure, or Ctrl-C, stops the workers
 before it is raised.
 """
 
@@ -43,6 +45,11 @@ turn; from the heap, and not handed back to the system, the same pages serve eve
 instead of being mapped, faulted in and zeroed again each time (other C libraries ignore
 these)."""
 
+FALLBACK_STREAK = 3
+"""After this many chunks in a row fall back, the rest is exported in-process: rows that
+defeat the fast path usually go on doing so, and each such chunk costs a worker's work and
+this process's too."""
+
 EVENTS_TABLE = TokenEstimationV2Event.__tablename__
 
 Fallback = Callable[[int, int], tuple[bytes, int]]
@@ -51,6 +58,15 @@ Fallback = Callable[[int, int], tuple[bytes, int]]
 
 class WorkerFailed(RuntimeError):
     """A worker process broke (a bug, or it was killed): the export is abandoned."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the workers did: the rows written, and the event_id range [first, end) left for
+    the caller to export in-process (None when every chunk was written)."""
+
+    rows: int
+    rest: tuple[int, int] | None
 
 
 @dataclass(frozen=True)
@@ -139,14 +155,24 @@ def run_chunks(
     busy_timeout_ms: int,
     progress: ProgressCallback | None = None,
     total: int | None = None,
-) -> int:
-    """Format `chunks` on `workers` processes and write them to `out` in order: the rows."""
+    descriptor: bool = False,
+) -> Outcome:
+    """Format `chunks` on `workers` processes and write them to `out` in order.
+
+    `descriptor`: the caller vouches that bytes written to `out`'s file descriptor read back
+    as text written through `out` would (no newline translation, no write() of its own); the
+    chunks then go there directly. When the workers cannot be started, nothing is written and
+    all the chunks are left to the caller (`Outcome.rest`).
+    """
     workers = max(1, min(workers, len(chunks)))
     if not chunks:
-        return 0
-    sink = _Sink(out)
+        return Outcome(0, None)
     written = 0
+    streak = 0  # chunks in a row that fell back
     with _started(database, query, chunks, workers, busy_timeout_ms) as processes:
+        if processes is None:
+            return Outcome(0, (chunks[0][0], chunks[-1][1]))
+        sink = _Sink(out, descriptor)
         for index, (first, end) in enumerate(chunks):
             process = processes[index % workers]
             assert process.stdout is not None
@@ -154,7 +180,12 @@ def run_chunks(
             kind, rows, length = FRAME.unpack(_read_exact(source, FRAME.size, process))
             if kind == DATA:
                 sink.copy_from(source, length, process)
+                streak = 0
             elif kind == FALLBACK:
+                streak += 1
+                if streak >= FALLBACK_STREAK:
+                    _stop(processes)  # before the caller goes on without them
+                    return Outcome(written, (first, chunks[-1][1]))
                 text, rows = fallback(first, end)
                 sink.write(text)
             elif kind == ERROR:
@@ -165,7 +196,7 @@ def run_chunks(
             written += rows
             if progress is not None:
                 progress(written, total)
-    return written
+    return Outcome(written, None)
 
 
 @contextmanager
@@ -175,12 +206,22 @@ def _started(
     chunks: list[tuple[int, int]],
     workers: int,
     busy_timeout_ms: int,
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """The running workers; on leaving, however it happens, none is left running."""
+) -> Iterator[list[subprocess.Popen[bytes]] | None]:
+    """The running workers, or None when they cannot be started (too many open files or
+    processes: EMFILE, EAGAIN…); on leaving, however it happens, none is left running."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for _ in range(workers):
-            processes.append(_start_worker())
+        started = True
+        try:
+            for _ in range(workers):
+                processes.append(_start_worker())
+        except OSError:
+            # A limit of this machine, not an error of the export: the caller exports
+            # in-process instead (the finally below stops the workers already started).
+            started = False
+        if not started:
+            yield None
+            return
         # All started before any job is sent: a job larger than a pipe's buffer waits for
         # its worker to read it, and the others start meanwhile.
         for number, process in enumerate(processes):
@@ -199,13 +240,18 @@ def _started(
         for process in processes:
             process.wait()
     finally:
+        _stop(processes)
         for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
                     pipe.close()
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def _start_worker() -> subprocess.Popen[bytes]:
@@ -258,13 +304,13 @@ def _ended(process: subprocess.Popen[bytes]) -> WorkerFailed:
 
 
 class _Sink:
-    """Writes the chunks: straight to the output's file descriptor when it has one (UTF-8),
-    moving worker output there without copying it through Python where Linux allows
-    (splice); otherwise through the text stream."""
+    """Writes the chunks: straight to the output's file descriptor when the caller says it
+    may (and the stream is UTF-8), moving worker output there without copying it through
+    Python where Linux allows (splice); otherwise through the text stream."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, descriptor: bool) -> None:
         self._out = out
-        self._fd = _utf8_descriptor(out)
+        self._fd = _utf8_descriptor(out) if descriptor else None
         self._splice = self._fd is not None and hasattr(os, "splice")
         if self._fd is not None:
             out.flush()  # what was written through `out` (the CSV header) comes first
@@ -294,7 +340,7 @@ class _Sink:
 
 
 def _utf8_descriptor(out: TextIO) -> int | None:
-    """The file descriptor behind `out` if bytes written to it read back as `out` would."""
+    """The file descriptor behind `out` if it has one and writes UTF-8."""
     try:
         descriptor = out.fileno()
     except (AttributeError, OSError, ValueError):

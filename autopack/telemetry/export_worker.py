@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     import sqlite3
+    from _csv import Writer
 
 FRAME: Final = struct.Struct("<cIQ")
 DATA: Final = b"D"
@@ -60,8 +61,10 @@ CODES: Final = "codes"
 """A number the database computed from several values, written as the job's text for it;
 NULL when a value had an unexpected storage class."""
 
-CSV_SPECIALS: Final = b',"\n'
-"""The characters csv.writer (lineterminator "\\n") quotes a cell for."""
+QUOTING_PROBE: Final = "".join(map(chr, range(0x100))) + "\u2028\u2029"
+"""The characters asked of csv.writer at start-up: whether it quotes a cell holding them.
+It quotes for ASCII ones only (`,`, `"`, `\\n`; `\\r` too from Python 3.13); the tests check
+that it quotes for no other character."""
 CACHE_LIMIT: Final = 10_000
 _NULL_CELL: Final = {b"null": b""}
 
@@ -78,7 +81,8 @@ class Job(TypedDict):
     """The literal text around the row's values: before the first, between, after the last."""
     csv_specials_per_row: int | None
     """CSV: the commas between a row's cells and its newline. Beyond those and the ones in
-    cells the worker quoted, a comma, quote or newline is in a cell that needed quoting."""
+    cells the worker formatted, a character csv.writer quotes for is in a cell that needed
+    quoting (see `CsvRule`)."""
     chunks: list[list[int]]
 
 
@@ -102,16 +106,66 @@ def _text(value: object) -> object:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def csv_cell(value: object) -> tuple[bytes, int]:
-    """The cell csv.writer writes for `value` (repr() for a float, str() otherwise), and how
-    many commas, quotes and newlines it holds."""
-    value = _text(value)
-    if value is None:
-        return b"", 0
-    text = repr(value) if isinstance(value, float) else str(value)
-    if '"' in text or "," in text or "\n" in text:
-        text = '"' + text.replace('"', '""') + '"'
-    return text.encode(), text.count(",") + text.count('"') + text.count("\n")
+def csv_writer(stream: Any) -> Writer:
+    """The CSV writer of every export, in-process and here: one dialect for both."""
+    import csv
+
+    return csv.writer(stream, lineterminator="\n")
+
+
+class _LastWrite:
+    """A stream for csv.writer that keeps only the last text written (one row)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text = text
+        return len(text)
+
+
+class CsvRule:
+    """How csv.writer writes a cell, asked of the csv module itself when the worker starts
+    (not copied from it: Python 3.13 began to quote a cell holding `\\r`).
+
+    `special` holds the characters csv.writer quotes a cell for, as UTF-8 (`special_bytes`
+    the one-byte ones): an unquoted cell holds none, so the count of them in a chunk's text
+    tells whether a cell the database wrote raw needed quoting.
+    """
+
+    def __init__(self) -> None:
+        self._stream = _LastWrite()
+        self._writer = csv_writer(self._stream)
+        # A cell is written in a row of two, as in the export (a row of one empty cell is
+        # quoted): the second cell, empty, is written as the row's tail.
+        self._writer.writerow(("", ""))
+        self._tail = self._stream.text
+        special = [char for char in QUOTING_PROBE if self.cell_text(char) != char]
+        encoded = [char.encode() for char in special]
+        self.special_bytes = b"".join(e for e in encoded if len(e) == 1)
+        self.special_sequences = [e for e in encoded if len(e) > 1]
+        self.special = "".join(special)
+
+    def cell_text(self, value: object) -> str:
+        """The cell csv.writer writes for `value` (text, a number, or None)."""
+        self._writer.writerow((value, ""))
+        written = self._stream.text
+        if not written.endswith(self._tail):
+            raise RuntimeError(f"csv.writer wrote {written!r}, not a cell and {self._tail!r}")
+        return written[: len(written) - len(self._tail)]
+
+    def count_special(self, data: bytes) -> int:
+        """How many characters csv.writer quotes for `data` holds."""
+        found = len(data) - len(data.translate(None, self.special_bytes))
+        for sequence in self.special_sequences:
+            found += data.count(sequence)
+        return found
+
+    def cell(self, value: object) -> tuple[bytes, int]:
+        """The cell for a value as it comes from the database (text as UTF-8 bytes), and how
+        many characters csv.writer quotes for it holds."""
+        data = self.cell_text(_text(value)).encode()
+        return data, self.count_special(data)
 
 
 def parse_deliverables(text: object) -> list[Any]:
@@ -147,18 +201,18 @@ def _json_values(values: list[Any]) -> list[bytes] | None:
     return None
 
 
-def _csv_numbers(values: list[Any]) -> tuple[list[bytes], int]:
+def _csv_numbers(values: list[Any], rule: CsvRule) -> tuple[list[bytes], int]:
     """Cells of floats (or NULLs) as csv.writer writes them: repr(), '' for NULL.
 
     pydantic_core's shortest form has the digits of repr() (both are the shortest string
     that reads back as the same float, the closest one if several); only the notation can
     differ: exponents (1e-07 / 1e-7, 1e-05 / 0.00001), inf and nan. Anything else (a string
-    stored in a REAL column) is written cell by cell, as csv.writer would. Also returns how
-    many commas, quotes and newlines the cells hold.
+    stored in a REAL column) is written cell by cell by csv.writer. Also returns how many
+    characters csv.writer quotes for the cells hold.
     """
     blob = _to_json(values)
     if any(mark in blob for mark in (b'"', b"e", b"0.0000", b"N", b"I")):
-        cells = [csv_cell(value) for value in values]
+        cells = [rule.cell(value) for value in values]
         return [cell for cell, _ in cells], sum(specials for _, specials in cells)
     parts = blob[1:-1].split(b",")
     return list(map(_NULL_CELL.get, parts, parts)), 0
@@ -174,7 +228,9 @@ class Formatter:
         ]
         self.texts = [text.encode() for text in job["texts"]]
         self.specials = job["csv_specials_per_row"]
-        self.csv_cells = _Bounded(csv_cell)
+        # NDJSON needs no csv module: the worker stays smaller.
+        self.csv_rule = CsvRule() if self.specials is not None else None
+        self.csv_cells = _Bounded(self.csv_rule.cell) if self.csv_rule is not None else None
         self.deliverables = _Bounded(_deliverables_json)
 
     def format(self, rows: Sequence[tuple[Any, ...]]) -> bytes | None:
@@ -184,7 +240,7 @@ class Formatter:
             return b""
         columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
         json_positions: list[int] = []
-        quoted = 0  # commas, quotes and newlines inside the cells formatted here
+        quoted = 0  # characters csv.writer quotes for, in the cells formatted here
         for position, kind in enumerate(self.layout):
             column = columns[position]
             if kind == SQL_TEXT:
@@ -196,11 +252,13 @@ class Formatter:
                     return None
                 columns[position] = list(map(texts.__getitem__, column))
             elif kind == CSV_CELL:
+                assert self.csv_cells is not None, "a CSV cell in an NDJSON export"
                 cells = list(map(self.csv_cells.__getitem__, column))
                 columns[position] = list(map(itemgetter(0), cells))
                 quoted += sum(map(itemgetter(1), cells))
             elif kind == CSV_NUMBER:
-                columns[position], specials = _csv_numbers(list(column))
+                assert self.csv_rule is not None, "a CSV cell in an NDJSON export"
+                columns[position], specials = _csv_numbers(list(column), self.csv_rule)
                 quoted += specials
             elif kind == DELIVERABLES:
                 columns[position] = list(map(self.deliverables.__getitem__, column))
@@ -215,10 +273,13 @@ class Formatter:
         data = b"".join(chain.from_iterable(zip(*self._interleaved(columns, count), strict=True)))
         if not data.isascii():
             data.decode()  # text that is not UTF-8 raises ValueError (as it does in-process)
-        if self.specials is not None:
-            found = len(data) - len(data.translate(None, CSV_SPECIALS))
-            if found != count * self.specials + quoted:
-                return None  # a cell the database wrote raw needed quoting
+        rule, per_row = self.csv_rule, self.specials
+        if (
+            rule is not None
+            and per_row is not None
+            and rule.count_special(data) != count * per_row + quoted
+        ):
+            return None  # a cell the database wrote raw needed quoting
         return data
 
     def _interleaved(self, columns: list[Sequence[Any]], count: int) -> list[Iterable[bytes]]:
