@@ -147,8 +147,15 @@ def _export_to_stdout(
     progress: ProgressCallback | None,
 ) -> ExportResult:
     try:
+        # The process's own stdout: export workers may write straight to its descriptor.
         return export_telemetry(
-            database, sys.stdout, fmt, filters, allow_empty_db=allow_empty_db, progress=progress
+            database,
+            sys.stdout,
+            fmt,
+            filters,
+            allow_empty_db=allow_empty_db,
+            progress=progress,
+            write_to_descriptor=True,
         )
     except BrokenPipeError:
         # `… | head`: stop quietly; point stdout at /dev/null so the exit flush cannot fail.
