@@ -23,7 +23,7 @@ import operator
 import os
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import reduce
@@ -615,36 +615,25 @@ def _grouped_booleans(cells: list[_Cell], csv_format: bool) -> list[_Cell]:
     /empty); in NDJSON 2 is NULL only, and any other value makes the code NULL (fallback).
     """
     words = ("False", "True", "") if csv_format else ("false", "true", "null")
-    grouped: list[_Cell] = []
-    run: list[_Cell] = []
 
     def digit(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         other: Any = 2 if csv_format else sa.case((column.is_(None), 2))
         return sa.case({1: 1, 0: 0}, value=sa.type_coerce(column, sa.Integer), else_=other)
 
-    def flush() -> None:
-        if len(run) < 2:
-            grouped.extend(run)
-        else:
-            stored = [cell.boolean for cell in run if cell.boolean is not None]
-            code = reduce(
-                operator.add, [digit(c) * 3**i if i else digit(c) for i, c in enumerate(stored)]
-            )
-            texts = [
-                "".join(cell.prefix + words[value // 3**i % 3] for i, cell in enumerate(run))
-                for value in range(3 ** len(run))
-            ]
-            grouped.append(_Cell("", _Slot(export_worker.CODES, code, texts)))
-        run.clear()
+    def combine(run: list[_Cell]) -> _Cell:
+        stored = [cell.boolean for cell in run if cell.boolean is not None]
+        code = reduce(
+            operator.add, [digit(c) * 3**i if i else digit(c) for i, c in enumerate(stored)]
+        )
+        texts = [
+            "".join(cell.prefix + words[value // 3**i % 3] for i, cell in enumerate(run))
+            for value in range(3 ** len(run))
+        ]
+        return _Cell("", _Slot(export_worker.CODES, code, texts))
 
-    for cell in cells:
-        if cell.boolean is not None:
-            run.append(cell)
-        else:
-            flush()
-            grouped.append(cell)
-    flush()
-    return grouped
+    return _runs_combined(
+        cells, member=lambda cell: cell.boolean is not None, shortest=2, combine=combine
+    )
 
 
 def _grouped_nulls(cells: list[_Cell], null_text: str, provenance: sa.Table | None) -> list[_Cell]:
@@ -653,37 +642,52 @@ def _grouped_nulls(cells: list[_Cell], null_text: str, provenance: sa.Table | No
     They often are (provenance of a row the original wrote, the optional columns), and a
     constant costs SQLite nothing per row while each cell costs a little.
     """
+
+    def combine(run: list[_Cell]) -> _Cell:
+        stored = [cell.stored for cell in run if cell.stored is not None]
+        provenance_columns = (
+            {provenance.c[name] for name in PROVENANCE_COLUMNS}
+            if (provenance is not None)
+            else set()
+        )
+        if provenance is not None and set(stored) == provenance_columns:
+            # All provenance facts are NULL exactly when the row has no provenance.
+            all_null: sa.ColumnElement[bool] = provenance.c.event_id.is_(None)
+        else:
+            all_null = sa.and_(*(column.is_(None) for column in stored))
+        parts: list[str | sa.ColumnElement[Any]] = []
+        for cell in run:
+            assert isinstance(cell.content, sa.ColumnElement)
+            parts.extend((cell.prefix, cell.content))
+        constant = "".join(cell.prefix + null_text for cell in run)
+        content = sa.case((all_null, sa.literal(constant, sa.String)), else_=_concatenated(parts))
+        return _Cell("", content)
+
+    return _runs_combined(
+        cells, member=lambda cell: cell.stored is not None, shortest=NULL_RUN, combine=combine
+    )
+
+
+def _runs_combined(
+    cells: list[_Cell],
+    *,
+    member: Callable[[_Cell], bool],
+    shortest: int,
+    combine: Callable[[list[_Cell]], _Cell],
+) -> list[_Cell]:
+    """`cells`, with every run of at least `shortest` consecutive members made one cell."""
     grouped: list[_Cell] = []
     run: list[_Cell] = []
 
     def flush() -> None:
-        if len(run) < NULL_RUN:
+        if len(run) < shortest:
             grouped.extend(run)
         else:
-            stored = [cell.stored for cell in run if cell.stored is not None]
-            provenance_columns = (
-                {provenance.c[name] for name in PROVENANCE_COLUMNS}
-                if (provenance is not None)
-                else set()
-            )
-            if provenance is not None and set(stored) == provenance_columns:
-                # All provenance facts are NULL exactly when the row has no provenance.
-                all_null: sa.ColumnElement[bool] = provenance.c.event_id.is_(None)
-            else:
-                all_null = sa.and_(*(column.is_(None) for column in stored))
-            parts: list[str | sa.ColumnElement[Any]] = []
-            for cell in run:
-                assert isinstance(cell.content, sa.ColumnElement)
-                parts.extend((cell.prefix, cell.content))
-            constant = "".join(cell.prefix + null_text for cell in run)
-            content = sa.case(
-                (all_null, sa.literal(constant, sa.String)), else_=_concatenated(parts)
-            )
-            grouped.append(_Cell("", content))
+            grouped.append(combine(list(run)))
         run.clear()
 
     for cell in cells:
-        if cell.stored is not None:
+        if member(cell):
             run.append(cell)
         else:
             flush()

@@ -333,7 +333,8 @@ def run(job: Job, descriptor: int) -> None:
                     rows = connection.execute(job["sql"], (first, end)).fetchall()
                     data = formatter.format(rows)
             except (sqlite3.Error, ValueError):
-                pass  # ValueError: text that is not UTF-8, or a value pydantic_core can't write
+                # ValueError: text that is not UTF-8, or a value pydantic_core can't write.
+                data = None  # the parent formats this range itself, and reports any error
             if data is None:
                 write_all(descriptor, FRAME.pack(FALLBACK, 0, 0))
             else:
