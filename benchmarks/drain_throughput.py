@@ -22,13 +22,13 @@ sys.path.insert(0, str(REPO))
 
 from autopack.db.engine import OpenMode, open_database  # noqa: E402
 from autopack.db.lifecycle import init_database  # noqa: E402
+from autopack.drain.attempt import PhaseOptions  # noqa: E402
 from autopack.drain.batch import run_batch  # noqa: E402
 from autopack.drain.controller import BatchOptions  # noqa: E402
 from autopack.drain.selection import Filters  # noqa: E402
 from autopack.drain.triage import Limits  # noqa: E402
 from autopack.estimator import load_builtin_set  # noqa: E402
-from autopack.executor.phase import PhaseOptions  # noqa: E402
-from autopack.llm.base import make_client  # noqa: E402
+from autopack.llm.clients import make_client  # noqa: E402
 from autopack.llm.settings import load_llm_settings  # noqa: E402
 from autopack.settings import build_target  # noqa: E402
 from tests.backlog_helpers import add_run, good_reply  # noqa: E402

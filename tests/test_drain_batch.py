@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 import autopack.drain.controller as controller_module
-import autopack.executor.phase as phase_module
+import autopack.drain.phase as phase_module
 from autopack.db.engine import Database, OpenMode, open_database
+from autopack.drain.attempt import PhaseOptions
 from autopack.drain.batch import run_batch
 from autopack.drain.controller import BatchOptions
 from autopack.drain.selection import Filters
 from autopack.drain.sessions import start_session
 from autopack.drain.triage import Limits
 from autopack.estimator import load_builtin_set
-from autopack.executor.phase import PhaseOptions
-from autopack.llm.base import make_client
+from autopack.llm.clients import make_client
 from autopack.llm.settings import load_llm_settings
 from autopack.settings import resolve_target
 from tests.backlog_helpers import NEVER, add_run, good_reply, results, set_phase, set_run, states

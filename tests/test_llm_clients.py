@@ -22,8 +22,8 @@ from autopack.llm.base import (
     LlmMessage,
     LlmRequest,
     Provider,
-    make_client,
 )
+from autopack.llm.clients import make_client
 from autopack.llm.http import HttpLlmClient, RetryPolicy, parse_retry_after
 from autopack.llm.openai import OpenAIClient
 from autopack.llm.settings import LlmSettings, load_llm_settings

@@ -18,6 +18,7 @@ from autopack.db.identity import TargetPanel
 from autopack.db.meta import read_stamp
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
+from autopack.drain.attempt import PhaseOptions
 from autopack.drain.batch import (
     STATE_CHOICES,
     default_state_choice,
@@ -25,6 +26,7 @@ from autopack.drain.batch import (
     run_batch,
 )
 from autopack.drain.controller import BatchOptions
+from autopack.drain.phase import attempt_phase
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Filters
 from autopack.drain.sessions import (
@@ -39,8 +41,7 @@ from autopack.drain.triage import Limits
 from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_REFUSED, GuardError
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
-from autopack.executor.phase import PhaseOptions, drain_one_phase
-from autopack.llm.base import make_client
+from autopack.llm.clients import make_client
 from autopack.llm.settings import LlmSettings, load_llm_settings
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
 from autopack.telemetry.recorder import telemetry_tables_present
@@ -211,7 +212,7 @@ def phase(
         )
         with make_client(prepared.settings) as client:
             try:
-                outcome = drain_one_phase(
+                outcome = attempt_phase(
                     engine,
                     client,
                     run_id,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import PhaseState
+from autopack.drain.attempt import PhaseOptions
 from autopack.drain.claims import reclaim_session
 from autopack.drain.controller import BatchController, BatchOptions, replay_state
 from autopack.drain.report import DrainReport
@@ -24,7 +25,6 @@ from autopack.drain.sessions import (
 from autopack.drain.triage import Limits
 from autopack.errors import GuardError
 from autopack.estimator.report import choose_coefficients
-from autopack.executor.phase import PhaseOptions
 from autopack.llm.base import LlmClient
 
 STATE_CHOICES: dict[str, tuple[str, ...]] = {

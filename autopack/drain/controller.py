@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import PhaseState, TokenEstimationV2Event, table_of, utc_now
+from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.claims import (
     Claim,
     ClaimRefused,
@@ -30,11 +31,11 @@ from autopack.drain.claims import (
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
+from autopack.drain.phase import attempt_phase
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Candidate, Filters, Verdict, select_next
 from autopack.drain.sessions import record_result, save_session, session_entries
 from autopack.drain.triage import AttemptSummary, Limits, TriageState
-from autopack.executor.phase import PhaseOptions, PhaseOutcome, drain_one_phase
 from autopack.llm.base import LlmClient
 from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
 
@@ -198,7 +199,7 @@ class BatchController:
         )
         try:
             assert self.client is not None  # only dry runs go without a client
-            outcome = drain_one_phase(
+            outcome = attempt_phase(
                 self.engine,
                 self.client,
                 candidate.run_id,

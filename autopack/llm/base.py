@@ -1,24 +1,16 @@
-"""The builder-LLM contract: request, result, attempts, the call error, and the client factory.
+"""The builder-LLM contract: request, result, attempts, the call error, and the client protocol.
 
-Everything here is plain data plus one protocol, so the executor and the telemetry recorder
-depend on this module only, never on a wire protocol. `make_client` picks the protocol from
-the settings (Anthropic Messages or OpenAI-compatible chat completions, both over httpx).
+Everything here is plain data plus one protocol, so the drain steps and the telemetry recorder
+depend on this module only, never on a wire protocol. `autopack.llm.clients.make_client` picks
+the protocol from the settings.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from autopack.errors import EXIT_FOUND_PROBLEMS, AutopackError
-
-if TYPE_CHECKING:
-    import httpx
-
-    from autopack.llm.http import HttpLlmClient, RetryPolicy
-    from autopack.llm.settings import LlmSettings
 
 Provider = Literal["anthropic", "openai"]
 """The two wire protocols. `openai` covers every OpenAI-compatible server (Ollama, vLLM, …)."""
@@ -195,27 +187,3 @@ class LlmClient(Protocol):
     def complete(self, request: LlmRequest) -> LlmResult:
         """Send one request (retrying transient failures); raise `LlmCallError` if it fails."""
         ...
-
-
-def make_client(
-    settings: LlmSettings,
-    *,
-    transport: httpx.BaseTransport | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    retry_policy: RetryPolicy | None = None,
-) -> HttpLlmClient:
-    """Build the client for `settings.provider`.
-
-    `transport` replaces httpx's network transport (tests); `sleep` is what back-off calls, so
-    tests can record waits instead of waiting; `retry_policy` defaults to
-    `RetryPolicy(max_retries=settings.max_retries)`. The client owns an httpx connection pool:
-    close it (or use it as a context manager) when done.
-    """
-    # Imported here: the protocol modules import this one for the types above.
-    from autopack.llm.anthropic import AnthropicClient
-    from autopack.llm.openai import OpenAIClient
-
-    client_class: type[HttpLlmClient] = (
-        AnthropicClient if settings.provider == "anthropic" else OpenAIClient
-    )
-    return client_class(settings, transport=transport, sleep=sleep, retry_policy=retry_policy)
