@@ -158,3 +158,26 @@ def table_names(transaction: Transaction) -> set[str]:
     else:
         sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
     return {str(name) for (name,) in transaction.all(sql)}
+
+
+@contextmanager
+def engine_snapshot(db: Database) -> Iterator[sa.Connection]:
+    """One read transaction on an engine connection, for reads written in SQLAlchemy Core.
+
+    SQLite's driver (pysqlite) begins no transaction before a SELECT, so each statement would
+    read its own state of the file: BEGIN is sent here, and the snapshot is held to the end.
+    PostgreSQL reads at REPEATABLE READ (one snapshot for the whole transaction).
+    """
+    with translated_errors(db), db.engine.connect() as connection:
+        postgres = db.target.backend == "postgresql"
+        if postgres:
+            connection.execution_options(isolation_level="REPEATABLE READ")
+        transaction = connection.begin()
+        try:
+            if postgres:
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            elif not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                connection.exec_driver_sql("BEGIN")
+            yield connection
+        finally:
+            transaction.rollback()
