@@ -254,7 +254,7 @@ class _KindStatement:
     expires: str = "NULL"
 
     def document(self, dialect: StaleDialect) -> str:
-        """The entry's `--json` object (docs/json.md), built by the DB's JSON function."""
+        """The entry's `--json` object (docs/triage.md), built by the DB's JSON function."""
         expires = "NULL" if self.expires == "NULL" else dialect.utc_text(self.expires)
         return dialect.as_text.format(
             f"{dialect.json_object}('run_id', p.run_id, 'phase_id', p.phase_id, "
@@ -416,8 +416,9 @@ def _read_list(
     statements = _statements(query, unleased=unleased)
     if keep is None:
         return _read_entries(snapshot, dialect, statements, params)
-    listing = _read_documents(snapshot, dialect, statements, params) if documents else None
-    if listing is None:
+    if documents:
+        listing = _read_documents(snapshot, dialect, statements, params)
+    else:
         listing = _counted(snapshot, statements, params)
     if keep and listing.count:
         rows = _in_report_order(
