@@ -685,7 +685,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     db.close()
 
 
-def test_sampled_brackets_and_parallel_ranges_give_the_exact_figures(
+def test_sampled_brackets_give_the_exact_figures_in_one_scan(
     synthetic: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     direct = run(synthetic, stratify=True)
@@ -694,27 +694,24 @@ def test_sampled_brackets_and_parallel_ranges_give_the_exact_figures(
     monkeypatch.setattr(scan_module, "DIRECT_LIMIT", 10)
     monkeypatch.setattr(scan_module, "SAMPLE_SIZE", 600)
     monkeypatch.setattr(quantiles_module, "MIN_BRACKET_SAMPLE", 50)
-    monkeypatch.setattr(scan_module, "PARALLEL_MIN_ROWS", 10)
-    monkeypatch.setattr(scan_module, "MAX_WORKERS", 3)
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 3)
-    ranges: list[Any] = []
+    scans: list[bool] = []
     bounded: list[Any] = []
-    real_part, real_brackets = scan_module._query_part, quantiles_module.place_brackets
+    real_scan, real_brackets = scan_module._grouped_scan, quantiles_module.place_brackets
 
-    def spy_part(connection: sa.Connection, **kwargs: Any) -> Any:
-        ranges.append(kwargs["id_range"])
-        return real_part(connection, **kwargs)
+    def spy_scan(connection: sa.Connection, *args: Any) -> Any:
+        # sqlite3 itself is inside a transaction: the scan reads the sample's snapshot.
+        scans.append(connection.connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+        return real_scan(connection, *args)
 
     def spy_brackets(sampled_values: Any) -> Any:
         made = real_brackets(sampled_values)
         bounded.extend(b for b in made if b.lo is not None and b.hi is not None)
         return made
 
-    monkeypatch.setattr(scan_module, "_query_part", spy_part)
+    monkeypatch.setattr(scan_module, "_grouped_scan", spy_scan)
     monkeypatch.setattr(scan_module, "place_brackets", spy_brackets)
     sampled = run(synthetic, stratify=True)
-    assert len(ranges) == 3  # three event_id ranges, scanned in parallel
+    assert scans == [True]  # one GROUP BY over the whole table, in the scan's transaction
     assert len(bounded) == 7  # every quantile was found through a real bracket
     assert _close(figures(sampled), figures(direct))
 
@@ -1060,13 +1057,11 @@ def test_postgres_gives_the_sqlite_figures(
         v5 = run(db, run_ids=(V5,), success_only=True, since=datetime(2025, 12, 29))
         assert v5.rows == 25
         assert r(v5.smape.median) == 91.5
-        # The sampled, bracketed, parallel path (count packing, json_agg) on PostgreSQL too.
+        # The sampled, bracketed path (count packing, json_agg) on PostgreSQL too.
         monkeypatch.setattr(scan_module, "DIRECT_LIMIT", 10)
         monkeypatch.setattr(scan_module, "SAMPLE_SIZE", 40)
         monkeypatch.setattr(quantiles_module, "MIN_BRACKET_SAMPLE", 5)
         monkeypatch.setattr(quantiles_module, "BRACKET_SIGMAS", 1.0)
-        monkeypatch.setattr(scan_module, "PARALLEL_MIN_ROWS", 10)
-        monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
         assert _close(figures(run(db, stratify=True)), expected)
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import sqlite3
 import subprocess
 import sys
-from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,29 +22,17 @@ from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.identity import read_panel
 from autopack.db.models import Phase, PhaseClaim, Run, Tier, table_of, utc_now
 from autopack.errors import ConfigError, GuardError
-from autopack.render.triage import (
-    format_age,
-    format_threshold,
-    write_json_document,
-    write_stale_json,
-)
+from autopack.render.triage import format_age, format_threshold, write_stale_json
 from autopack.seed.model import create_seed_run
 from autopack.settings import build_target, resolve_target
-from autopack.triage import stale_portable, stale_sqlite
-from autopack.triage.stale import (
+from autopack.triage import (
     DEFAULT_STALE_HOURS,
     StaleKind,
-    StaleTally,
-    encode_entries,
-    find_stale,
-    iter_stale,
+    StalePhase,
     mark_stale_failed,
-    stale_json,
-    stale_query,
     stale_reason,
+    stale_report,
     stale_threshold,
-    summarize_report,
-    summarize_stale,
 )
 from tests.conftest import ORIGINAL_SCHEMA, CliRunner, reference_seed_spec
 
@@ -179,9 +165,9 @@ def test_bad_thresholds_are_refused(hours: float | None, minutes: int | None, me
 
 
 def test_fresh_seed_run_has_nothing_stale(seed_db: Database) -> None:
-    report = find_stale(seed_db, H48)
-    assert report.stale == []
-    assert report.unleased == []
+    report = stale_report(seed_db, H48)
+    assert report.stale.entries == []
+    assert report.unleased.entries == []
     assert report.found is False
     assert report.query.leases_checked is True
 
@@ -193,9 +179,9 @@ def test_queued_phase_is_stale_strictly_past_the_threshold(seed_db: Database) ->
     _set(seed_db, P[2], updated_at=now - H48 - timedelta(minutes=61, seconds=59))
     for phase_id in P[3:]:
         _set(seed_db, phase_id, updated_at=now - timedelta(hours=1))
-    report = find_stale(seed_db, H48, now=now)
-    assert [e.phase_id for e in report.stale] == [P[2], P[1]]  # oldest first
-    oldest, newest = report.stale
+    report = stale_report(seed_db, H48, now=now)
+    assert [e.phase_id for e in report.stale.entries] == [P[2], P[1]]  # oldest first
+    oldest, newest = report.stale.entries
     assert oldest.kind is StaleKind.QUEUED
     assert oldest.state == "QUEUED"
     assert oldest.age_minutes == 48 * 60 + 61  # whole minutes, rounded down
@@ -207,8 +193,8 @@ def test_queued_phase_is_stale_strictly_past_the_threshold(seed_db: Database) ->
 def test_an_aware_now_is_taken_as_utc(seed_db: Database) -> None:
     _age(seed_db, P[0], 50)
     aware = utc_now().replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=5)))
-    report = find_stale(seed_db, H48, now=aware)
-    assert [e.phase_id for e in report.stale] == [P[0]]
+    report = stale_report(seed_db, H48, now=aware)
+    assert [e.phase_id for e in report.stale.entries] == [P[0]]
     assert report.query.now.tzinfo is None
 
 
@@ -217,7 +203,7 @@ def test_only_queued_and_executing_phases_are_considered(seed_db: Database) -> N
         P[:5], ["FAILED", "COMPLETE", "GATE", "SKIPPED", "CI_RUNNING"], strict=True
     ):
         _age(seed_db, phase_id, 500, state=state)
-    assert find_stale(seed_db, H48).found is False
+    assert stale_report(seed_db, H48).found is False
 
 
 def test_expired_live_and_missing_leases(seed_db: Database) -> None:
@@ -225,23 +211,23 @@ def test_expired_live_and_missing_leases(seed_db: Database) -> None:
     _lease(seed_db, P[1], expires_in_minutes=+5, worker="live-host:2")
     _age(seed_db, P[2], 72, state="EXECUTING")  # no lease, old: unleased
     _age(seed_db, P[3], 1, state="EXECUTING")  # no lease, recent: an original worker may run it
-    report = find_stale(seed_db, H48)
-    assert [(e.phase_id, e.kind) for e in report.stale] == [(P[0], StaleKind.LEASE_EXPIRED)]
-    expired = report.stale[0]
+    report = stale_report(seed_db, H48)
+    assert [(e.phase_id, e.kind) for e in report.stale.entries] == [(P[0], StaleKind.LEASE_EXPIRED)]
+    expired = report.stale.entries[0]
     assert expired.state == "EXECUTING"
     assert expired.worker == "dead-host:1"
     assert expired.session_id == "s-dead"
     assert expired.lease_expires_at is not None
     assert expired.lease_expires_at < report.query.now
     assert expired.age_minutes == 30  # since the last heartbeat
-    assert [(e.phase_id, e.kind) for e in report.unleased] == [(P[2], StaleKind.UNLEASED)]
-    assert report.unleased[0].age_minutes == 72 * 60
+    assert [(e.phase_id, e.kind) for e in report.unleased.entries] == [(P[2], StaleKind.UNLEASED)]
+    assert report.unleased.entries[0].age_minutes == 72 * 60
 
 
 def test_an_expired_lease_is_stale_whatever_the_threshold(seed_db: Database) -> None:
     _lease(seed_db, P[0], expires_in_minutes=-1)
-    report = find_stale(seed_db, timedelta(days=3000))
-    assert [e.kind for e in report.stale] == [StaleKind.LEASE_EXPIRED]
+    report = stale_report(seed_db, timedelta(days=3000))
+    assert [e.kind for e in report.stale.entries] == [StaleKind.LEASE_EXPIRED]
 
 
 def test_runs_in_order_then_oldest_first_with_leases_merged(seed_db: Database) -> None:
@@ -251,30 +237,33 @@ def test_runs_in_order_then_oldest_first_with_leases_merged(seed_db: Database) -
     _lease(seed_db, P[2], expires_in_minutes=-10)  # heartbeat 30 minutes ago: newest
     _age(seed_db, P[4], 60, run_id="aaa-earlier-run")
     _age(seed_db, P[5], 90, run_id="aaa-earlier-run")
-    report = find_stale(seed_db, H48)
-    assert [(e.run_id, e.phase_id) for e in report.stale] == [
+    report = stale_report(seed_db, H48)
+    assert [(e.run_id, e.phase_id) for e in report.stale.entries] == [
         ("aaa-earlier-run", P[5]),
         ("aaa-earlier-run", P[4]),
         (RUN, P[1]),
         (RUN, P[0]),
         (RUN, P[2]),
     ]
-    tally = StaleTally.of(report.stale, keep=2)
-    assert (tally.count, tally.runs, tally.hidden) == (5, 2, 3)
-    assert tally.by_kind == {StaleKind.QUEUED: 4, StaleKind.LEASE_EXPIRED: 1}
-    assert [e.phase_id for e in tally.kept] == [P[5], P[4]]
+    assert (report.stale.count, report.stale.runs) == (5, 2)
+    assert report.stale.by_kind == {StaleKind.QUEUED: 4, StaleKind.LEASE_EXPIRED: 1}
+    first = stale_report(seed_db, H48, keep=2)
+    assert [e.phase_id for e in first.stale.entries] == [P[5], P[4]]
+    assert (first.stale.count, first.stale.runs, first.stale.hidden) == (5, 2, 3)
 
 
-def test_iter_stale_streams_and_limits(seed_db: Database) -> None:
+def test_keep_reads_the_first_entries_in_report_order(seed_db: Database) -> None:
     for index, phase_id in enumerate(P):
         _age(seed_db, phase_id, 100 + index)
-    query = stale_query(seed_db, H48)
-    assert [e.phase_id for e in iter_stale(seed_db, query, limit=3)] == [P[9], P[8], P[7]]
-    assert len(list(iter_stale(seed_db, query))) == 10
-    assert list(iter_stale(seed_db, query, unleased=True)) == []
+    report = stale_report(seed_db, H48, keep=3)
+    assert [e.phase_id for e in report.stale.entries] == [P[9], P[8], P[7]]
+    assert (report.stale.count, report.stale.hidden, report.stale.complete) == (10, 7, False)
+    assert len(stale_report(seed_db, H48).stale.entries) == 10
+    assert stale_report(seed_db, H48, keep=0).stale.entries == []
+    assert report.unleased.entries == []
 
 
-def test_summary_counts_match_the_stream(seed_db: Database) -> None:
+def test_counted_lists_match_the_lists_read_in_full(seed_db: Database) -> None:
     _second_run(seed_db, "other-run")
     for phase_id in P[:4]:
         _age(seed_db, phase_id, 60)
@@ -282,19 +271,24 @@ def test_summary_counts_match_the_stream(seed_db: Database) -> None:
     _lease(seed_db, P[5], expires_in_minutes=-3)
     _age(seed_db, P[6], 80, state="EXECUTING")
     _age(seed_db, P[7], 80, state="EXECUTING", run_id="other-run")
-    query = stale_query(seed_db, H48)
-    summary = summarize_stale(seed_db, query, keep=2)
-    streamed = StaleTally.of(iter_stale(seed_db, query), keep=2)
-    assert (summary.count, summary.runs, summary.by_kind) == (6, 2, streamed.by_kind)
-    assert summary.by_kind == {StaleKind.QUEUED: 5, StaleKind.LEASE_EXPIRED: 1}
-    assert summary.kept == streamed.kept
-    assert summary.hidden == 4
-    unleased = summarize_stale(seed_db, query, unleased=True, keep=None)
-    assert (unleased.count, unleased.runs, unleased.hidden) == (2, 2, 0)
-    assert [e.run_id for e in unleased.kept] == ["other-run", RUN]
-    assert summarize_stale(seed_db, query, keep=0).kept == []
-    nothing = summarize_stale(seed_db, stale_query(seed_db, timedelta(days=3000)), unleased=True)
-    assert (nothing.count, nothing.runs, nothing.kept) == (0, 0, [])
+    counted = stale_report(seed_db, H48, keep=2)
+    full = stale_report(seed_db, H48, now=counted.query.now)
+    for mine, theirs in ((counted.stale, full.stale), (counted.unleased, full.unleased)):
+        assert (mine.count, mine.runs, mine.by_kind) == (theirs.count, theirs.runs, theirs.by_kind)
+        assert mine.entries == theirs.entries[:2]
+    assert counted.stale.by_kind == {StaleKind.QUEUED: 5, StaleKind.LEASE_EXPIRED: 1}
+    assert (counted.stale.count, counted.stale.runs, counted.stale.hidden) == (6, 2, 4)
+    assert (counted.unleased.count, counted.unleased.runs) == (2, 2)
+    assert [e.run_id for e in full.unleased.entries] == ["other-run", RUN]
+    nothing = stale_report(seed_db, timedelta(days=3000), keep=5).unleased
+    assert (nothing.count, nothing.runs, nothing.entries) == (0, 0, [])
+
+
+def test_marking_needs_a_report_read_in_full(seed_db: Database) -> None:
+    _age(seed_db, P[0], 50)
+    with pytest.raises(ValueError, match="read in full"):
+        mark_stale_failed(seed_db, stale_report(seed_db, H48, keep=0))
+    assert _states(seed_db)[P[0]] == "QUEUED"
 
 
 def _nullable_updated_at_db(path: Path) -> None:
@@ -344,12 +338,12 @@ def test_created_at_stands_in_for_an_empty_updated_at(workdir: Path) -> None:
     _nullable_updated_at_db(path)
     target = build_target(f"sqlite:///{path}", source="test", cwd=workdir)
     with open_database(target, OpenMode.READ_WRITE) as db:
-        report = find_stale(db, H48)
+        report = stale_report(db, H48)
         assert report.query.updated_at_nullable is True
         assert report.query.leases_checked is False
-        assert [e.phase_id for e in report.stale] == ["by-created"]
-        assert report.stale[0].last_activity == datetime(2020, 1, 1)
-        assert [e.phase_id for e in report.unleased] == ["exec-by-created"]
+        assert [e.phase_id for e in report.stale.entries] == ["by-created"]
+        assert report.stale.entries[0].last_activity == datetime(2020, 1, 1)
+        assert [e.phase_id for e in report.unleased.entries] == ["exec-by-created"]
         result = mark_stale_failed(db, report, include_unleased=True)
         assert [e.phase_id for e in result.marked] == ["by-created", "exec-by-created"]
         assert _states(db) == {
@@ -367,7 +361,7 @@ def test_marking_fails_stale_phases_and_keeps_the_old_reason(seed_db: Database) 
     _age(seed_db, P[0], 50, last_failure_reason="TOKEN_ESCALATION")
     _age(seed_db, P[1], 60)
     before = _row(seed_db, P[2])
-    report = find_stale(seed_db, H48)
+    report = stale_report(seed_db, H48)
     result = mark_stale_failed(seed_db, report)
     assert [e.phase_id for e in result.marked] == [P[1], P[0]]
     assert result.skipped == []
@@ -387,7 +381,7 @@ def test_marking_fails_stale_phases_and_keeps_the_old_reason(seed_db: Database) 
 def test_marking_releases_the_expired_lease(seed_db: Database) -> None:
     _lease(seed_db, P[0], expires_in_minutes=-5, worker="dead:1")
     _lease(seed_db, P[1], expires_in_minutes=+30, worker="live:2")
-    result = mark_stale_failed(seed_db, find_stale(seed_db, H48))
+    result = mark_stale_failed(seed_db, stale_report(seed_db, H48))
     assert [e.phase_id for e in result.marked] == [P[0]]
     assert result.released_claims == 1
     assert _claims(seed_db) == [P[1]]
@@ -399,7 +393,7 @@ def test_marking_releases_the_expired_lease(seed_db: Database) -> None:
 
 def test_unleased_phases_are_marked_only_when_asked(seed_db: Database) -> None:
     _age(seed_db, P[0], 100, state="EXECUTING", last_failure_reason="EXCEPTION: boom")
-    report = find_stale(seed_db, H48)
+    report = stale_report(seed_db, H48)
     assert mark_stale_failed(seed_db, report).marked == []
     assert _row(seed_db, P[0]).state == "EXECUTING"
     result = mark_stale_failed(seed_db, report, include_unleased=True)
@@ -416,7 +410,7 @@ def test_phases_changed_after_the_report_are_skipped(seed_db: Database) -> None:
     _lease(seed_db, P[3], expires_in_minutes=-1, worker="slow:1")  # will renew its lease
     _lease(seed_db, P[4], expires_in_minutes=-1, worker="gone:1")  # will finish meanwhile
     _age(seed_db, P[5], 50)  # stays stale
-    report = find_stale(seed_db, H48)
+    report = stale_report(seed_db, H48)
     assert report.count == 6
     _set(seed_db, P[0], updated_at=utc_now())
     _set(seed_db, P[1], last_failure_reason="TOKEN_ESCALATION")
@@ -449,7 +443,7 @@ def test_marking_is_one_transaction(seed_db: Database, monkeypatch: pytest.Monke
     for phase_id in P[:4]:
         _age(seed_db, phase_id, 50)
     _lease(seed_db, P[4], expires_in_minutes=-5)
-    report = find_stale(seed_db, H48)
+    report = stale_report(seed_db, H48)
     monkeypatch.setattr(stale_module, "MARK_CHUNK", 2)
     calls: list[int] = []
 
@@ -471,7 +465,7 @@ def test_marking_is_one_transaction(seed_db: Database, monkeypatch: pytest.Monke
 def test_marking_needs_a_writable_database(seed_db: Database) -> None:
     _age(seed_db, P[0], 50)
     with open_database(resolve_target("seed", None), OpenMode.READ_ONLY) as read_only:
-        report = find_stale(read_only, H48)
+        report = stale_report(read_only, H48)
         with pytest.raises(GuardError, match="read-only"):
             mark_stale_failed(read_only, report)
     assert _row(seed_db, P[0]).state == "QUEUED"
@@ -490,6 +484,7 @@ def test_reason_texts() -> None:
         worker="w:1",
         session_id=None,
         lease_expires_at=datetime(2026, 1, 1, 10, 5, 30),
+        document="{}",
     )
     assert stale_reason(entry, H48) == (
         "[STALE] EXECUTING, but the lease of worker w:1 expired at 2026-01-01 10:05:30 UTC "
@@ -525,35 +520,32 @@ def test_format_threshold(threshold: timedelta, text: str) -> None:
     assert format_threshold(threshold) == text
 
 
-def test_streamed_json_is_one_valid_document() -> None:
+def test_the_json_document_holds_the_db_written_entries_as_they_are(seed_db: Database) -> None:
+    _age(seed_db, P[0], 50, last_failure_reason='é€ 😀 "quoted"\nline')
+    _age(seed_db, P[1], 60, state="EXECUTING")
+    report = stale_report(seed_db, H48, keep=0, documents=True)
     out = io.StringIO()
-    seen: list[int] = []
-
-    def numbers() -> Any:
-        for n in range(2503):  # more than one write batch
-            seen.append(n)
-            yield {"n": n, "text": "a\nb"}
-
-    write_json_document(
-        [
-            ("target", {"url": "sqlite:///x", "nested": {"a": [1, 2]}}),
-            ("empty", iter([])),
-            ("items", numbers()),
-            ("count", lambda: len(seen)),
-            ("flag", True),
-        ],
-        out,
-    )
+    write_stale_json(report, read_panel(seed_db).target, out=out)
     document = json.loads(out.getvalue())
-    assert document["target"] == {"url": "sqlite:///x", "nested": {"a": [1, 2]}}
-    assert document["empty"] == []
-    assert [item["n"] for item in document["items"]] == list(range(2503))
-    assert document["count"] == 2503
-    assert document["flag"] is True
-    assert list(document) == ["target", "empty", "items", "count", "flag"]
-    head = out.getvalue().split('  "empty"')[0]
-    expected = json.dumps({"target": document["target"]}, indent=2)[:-2]
-    assert head.rstrip(",\n") == expected
+    assert list(document) == [
+        "target",
+        "mode",
+        "now",
+        "threshold_minutes",
+        "cutoff",
+        "leases_checked",
+        "stale",
+        "count",
+        "runs",
+        "unleased",
+        "unleased_count",
+        "marked_count",
+        "skipped_count",
+        "released_claims",
+    ]
+    assert document["stale"][0]["last_failure_reason"] == 'é€ 😀 "quoted"\nline'
+    assert "é€ 😀" in out.getvalue()  # UTF-8 as the DB wrote it, not re-escaped
+    assert (document["count"], document["unleased_count"]) == (1, 1)
 
 
 # the command -----------------------------------------------------------------------------------
@@ -870,10 +862,11 @@ def test_runbook_commands_on_an_original_legacy_db(
     assert re.search(r"threshold 2880 minutes", rows["phase-1"])
 
 
-# the SQLite file path ---------------------------------------------------------------------------
+# the entries the DB writes -------------------------------------------------------------------------
 #
-# A SQLite file is read through sqlite3 (stale_sqlite), everything else through SQLAlchemy
-# (stale_portable). Both must give the same entries, counts and JSON text, byte for byte.
+# Each entry's JSON object is built by the DB (json_object / json_build_object). These tests
+# hold it against the entry's values read as rows, encoded here independently, and check that
+# every way of reading the report (in full, counted, texts only) agrees.
 
 
 def _raw(db: Database, sql: str, *params: Any) -> None:
@@ -886,59 +879,57 @@ def _raw(db: Database, sql: str, *params: Any) -> None:
     connection.close()
 
 
-def _stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+def _expected_document(entry: StalePhase) -> dict[str, Any]:
+    """What the DB must write for `entry` (timestamps compared apart: see _checked_report)."""
+    return {
+        "run_id": entry.run_id,
+        "phase_id": entry.phase_id,
+        "state": entry.state,
+        "kind": entry.kind.value,
+        "age_minutes": entry.age_minutes,
+        "last_failure_reason": entry.last_failure_reason,
+        "worker": entry.worker,
+        "session_id": entry.session_id,
+        "marked": False,
+        "new_reason": None,
+    }
 
 
-def _document(db: Database, query: stale_module.StaleQuery, *, portable: bool) -> str:
-    """The report's --json document, from one path or the other, for the same query."""
-    if portable:
-        stale = encode_entries(stale_portable.iter_stale(db, query))
-        unleased = encode_entries(stale_portable.iter_stale(db, query, unleased=True))
-    else:
-        stale, unleased = stale_json(db, query), stale_json(db, query, unleased=True)
+def _utc(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat() + "+00:00"
+
+
+def _checked_report(db: Database, now: datetime | None = None) -> dict[str, Any]:
+    """The --json document, after checking the DB's texts against the rows, and every way of
+    reading the report against the others."""
+    full = stale_report(db, H48, now=now)
+    now = full.query.now
+    texts = stale_report(db, H48, now=now, keep=0, documents=True)
+    counted = stale_report(db, H48, now=now, keep=3)
+    for rows, only_texts, screen in (
+        (full.stale, texts.stale, counted.stale),
+        (full.unleased, texts.unleased, counted.unleased),
+    ):
+        assert (rows.count, rows.runs, rows.by_kind) == (
+            only_texts.count,
+            only_texts.runs,
+            only_texts.by_kind,
+        )
+        assert (rows.count, rows.runs, rows.by_kind) == (screen.count, screen.runs, screen.by_kind)
+        assert screen.entries == rows.entries[:3]
+        written = [json.loads(f"[{text}]") for text in only_texts.documents]
+        documents = [document for batch in written for document in batch]
+        assert documents == [json.loads(entry.document) for entry in rows.entries]
+        for entry, document in zip(rows.entries, documents, strict=True):
+            last, expires = document.pop("last_activity"), document.pop("lease_expires_at")
+            assert document == _expected_document(entry)
+            assert last == _utc(entry.last_activity)
+            assert expires == _utc(entry.lease_expires_at)
+            assert entry.age_minutes == max(0, (now - entry.last_activity) // timedelta(minutes=1))
     out = io.StringIO()
-    write_stale_json(query, read_panel(db).target, stale, unleased, out=out)
-    assert stale.tally.count == len(json.loads(out.getvalue())["stale"])
-    return out.getvalue()
-
-
-def _assert_same_on_both_paths(db: Database, query: stale_module.StaleQuery) -> dict[str, Any]:
-    """Entries, summaries and JSON of the sqlite3 path equal the SQLAlchemy path's."""
-    assert db.target.sqlite_path is not None
-    for unleased in (False, True):
-        sqlite_file = db.sqlite_connect()
-        assert sqlite_file is not None
-        with closing(sqlite_file) as connection:
-            plain = list(stale_sqlite.iter_stale(connection, query, unleased=unleased))
-            first = list(stale_sqlite.iter_stale(connection, query, unleased=unleased, limit=2))
-        portable = list(stale_portable.iter_stale(db, query, unleased=unleased))
-        assert plain == portable
-        assert first == portable[:2]
-        assert list(iter_stale(db, query, unleased=unleased)) == portable
-        for keep in (0, 2, None):
-            mine = summarize_stale(db, query, unleased=unleased, keep=keep)
-            theirs = stale_portable.summarize_stale(db, query, unleased=unleased, keep=keep)
-            assert (mine.count, mine.runs, mine.by_kind, mine.kept) == (
-                theirs.count,
-                theirs.runs,
-                theirs.by_kind,
-                theirs.kept,
-            )
-            streamed = StaleTally.of(portable, keep)
-            assert (mine.count, mine.runs, mine.by_kind) == (
-                streamed.count,
-                streamed.runs,
-                streamed.by_kind,
-            )
-    stale, unleased_tally = summarize_report(db, query, keep=3)
-    assert stale.count == len(list(stale_portable.iter_stale(db, query)))
-    assert unleased_tally.count == len(list(stale_portable.iter_stale(db, query, unleased=True)))
-    text = _document(db, query, portable=False)
-    assert text == _document(db, query, portable=True)
-    assert text.isascii()
-    document: dict[str, Any] = json.loads(text)
-    return document
+    write_stale_json(texts, read_panel(db).target, out=out)
+    written_document: dict[str, Any] = json.loads(out.getvalue())
+    return written_document
 
 
 def _mixed_backlog(db: Database, now: datetime) -> None:
@@ -973,11 +964,10 @@ def _mixed_backlog(db: Database, now: datetime) -> None:
     _set(db, P[4], "run-c", updated_at=now - 2 * H48, state="EXECUTING")  # unleased
 
 
-def test_sqlite_path_equals_the_portable_one(seed_db: Database) -> None:
+def test_entries_of_every_kind_in_report_order(seed_db: Database) -> None:
     now = utc_now()
     _mixed_backlog(seed_db, now)
-    query = stale_query(seed_db, H48, now=now)
-    document = _assert_same_on_both_paths(seed_db, query)
+    document = _checked_report(seed_db, now)
     assert [(e["run_id"], e["phase_id"], e["kind"]) for e in document["stale"]] == [
         ("run-b", P[0], "queued"),
         ("run-b", P[2], "lease_expired"),
@@ -994,18 +984,29 @@ def test_sqlite_path_equals_the_portable_one(seed_db: Database) -> None:
     assert by_id[RUN, P[5]]["last_failure_reason"] == ""
     zero = by_id["run-b", P[0]]["last_activity"]
     assert zero == (now - 3 * H48).replace(microsecond=0).isoformat() + "+00:00"
-    summary = summarize_stale(seed_db, query)
-    assert summary.by_kind == {StaleKind.QUEUED: 7, StaleKind.LEASE_EXPIRED: 3}
+    full = stale_report(seed_db, H48, now=now)
+    assert full.stale.by_kind == {StaleKind.QUEUED: 7, StaleKind.LEASE_EXPIRED: 3}
 
 
-def test_sqlite_path_without_expired_leases_reads_one_branch(seed_db: Database) -> None:
+def test_without_expired_leases_the_queued_phases_stream_alone(seed_db: Database) -> None:
     now = utc_now()
     for index, phase_id in enumerate(P[:4]):
         _set(seed_db, phase_id, updated_at=now - H48 - timedelta(hours=index + 1))
-    _lease(seed_db, P[5], expires_in_minutes=+5)  # a live lease: no lease_expired branch
-    query = stale_query(seed_db, H48, now=now)
-    document = _assert_same_on_both_paths(seed_db, query)
+    _lease(seed_db, P[5], expires_in_minutes=+5)  # a live lease: no lease_expired rows
+    document = _checked_report(seed_db, now)
     assert [e["phase_id"] for e in document["stale"]] == [P[3], P[2], P[1], P[0]]
+
+
+def test_a_long_list_is_read_in_batches(seed_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = utc_now()
+    _mixed_backlog(seed_db, now)
+    full = stale_report(seed_db, H48, now=now)
+    monkeypatch.setattr(stale_module, "BATCH_ROWS", 2)
+    texts = stale_report(seed_db, H48, now=now, keep=0, documents=True)
+    assert len(texts.stale.documents) == 5  # ten entries, two to a string
+    assert ",\n".join(texts.stale.documents) == ",\n".join(
+        entry.document for entry in full.stale.entries
+    )
 
 
 @pytest.mark.parametrize(
@@ -1020,56 +1021,44 @@ def test_sqlite_path_without_expired_leases_reads_one_branch(seed_db: Database) 
 def test_ages_are_exact_whole_minutes(seed_db: Database, offset: timedelta, minutes: int) -> None:
     now = datetime(2026, 3, 1, 12, 0, 0, 654_321)
     _set(seed_db, P[0], updated_at=now - offset)
-    query = stale_query(seed_db, H48, now=now)
-    document = _assert_same_on_both_paths(seed_db, query)
+    document = _checked_report(seed_db, now)
     assert [e["age_minutes"] for e in document["stale"]] == [minutes]
 
 
 @pytest.mark.parametrize(
-    ("stored", "usual"),
+    ("stored", "written"),
     [
-        ("2020-01-01T10:00:00", False),  # a "T" between date and time
-        ("2020-01-01 10:00:00.5", False),  # a short fraction
-        ("2020-01-01 12:00:00+02:00", False),  # an offset: read as 10:00 UTC
-        ("2020-01-01 10:00:00.123456+00:00", False),
-        ("2020-01-01 10:00:00.000000", True),  # the storage form, a zero fraction
-        ("2020-01-01 10:00:00", True),  # the storage form without one
+        ("2020-01-01T10:00:00", "2020-01-01T10:00:00.000+00:00"),  # a "T" between the two
+        ("2020-01-01 10:00:00.5", "2020-01-01T10:00:00.500+00:00"),  # a short fraction
+        ("2020-01-01 12:00:00+02:00", "2020-01-01T10:00:00.000+00:00"),  # an offset: UTC
+        ("2020-01-01 10:00:00.123456+00:00", "2020-01-01T10:00:00.123+00:00"),
+        ("2020-01-01 10:00:00.000000", "2020-01-01T10:00:00+00:00"),  # the storage form
+        ("2020-01-01 10:00:00", "2020-01-01T10:00:00+00:00"),  # the storage form, no fraction
+        ("2020-01-01 10:00:00.123456", "2020-01-01T10:00:00.123456+00:00"),
     ],
 )
-def test_timestamps_in_other_forms_read_as_sqlalchemy_reads_them(
-    seed_db: Database, stored: str, usual: bool, monkeypatch: pytest.MonkeyPatch
+def test_timestamps_in_other_forms_are_read_by_sqlite(
+    seed_db: Database, stored: str, written: str
 ) -> None:
     _set(seed_db, P[0], updated_at=utc_now() - 2 * H48)
-    _set(seed_db, P[1], updated_at=utc_now() - 2 * H48 - timedelta(minutes=1))
     _raw(seed_db, "UPDATE phases SET updated_at = ? WHERE phase_id = ?", stored, P[0])
     _lease(seed_db, P[2], expires_in_minutes=-5)
-    _lease(seed_db, P[3], expires_in_minutes=-5, run_id=RUN, worker="other:1")
     _raw(
         seed_db,
         "UPDATE autopack_phase_claims SET lease_expires_at = ? WHERE phase_id = ?",
         stored,
         P[2],
     )
-    encoded_alone: list[int] = []
-    read_alone = stale_sqlite._encoded_alone
-
-    def counted(*args: Any) -> str:
-        encoded_alone.append(1)
-        return read_alone(*args)
-
-    monkeypatch.setattr(stale_sqlite, "_encoded_alone", counted)
-    query = stale_query(seed_db, H48)
-    document = _assert_same_on_both_paths(seed_db, query)
-    # Only the two entries holding the unusual text are encoded in Python.
-    assert len(encoded_alone) == (0 if usual else 2)
-    first = document["stale"][0]
-    assert (first["phase_id"], first["last_activity"][:19]) == (P[0], "2020-01-01T10:00:00")
-    expired = {e["phase_id"]: e for e in document["stale"] if e["kind"] == "lease_expired"}
-    assert expired[P[2]]["lease_expires_at"][:19] == "2020-01-01T10:00:00"
-    assert expired[P[3]]["lease_expires_at"] > expired[P[2]]["lease_expires_at"]
+    report = stale_report(seed_db, H48, keep=0, documents=True)
+    (text,) = report.stale.documents
+    queued, expired = json.loads(f"[{text}]")
+    assert (queued["phase_id"], queued["last_activity"]) == (P[0], written)
+    assert expired["lease_expires_at"] == written
+    aged = report.query.now - datetime.fromisoformat(written).replace(tzinfo=None)
+    assert queued["age_minutes"] == aged // timedelta(minutes=1)
 
 
-def test_sqlite_path_on_a_db_whose_updated_at_may_be_null(workdir: Path) -> None:
+def test_a_db_whose_updated_at_may_be_null(workdir: Path) -> None:
     path = workdir / "nullable.db"
     _nullable_updated_at_db(path)
     connection = sqlite3.connect(path)
@@ -1084,128 +1073,23 @@ def test_sqlite_path_on_a_db_whose_updated_at_may_be_null(workdir: Path) -> None
     connection.close()
     target = build_target(f"sqlite:///{path}", source="test", cwd=workdir)
     with open_database(target, OpenMode.READ_ONLY) as db:
-        query = stale_query(db, H48)
+        query = stale_report(db, H48).query
         assert (query.updated_at_nullable, query.leases_checked) == (True, False)
-        document = _assert_same_on_both_paths(db, query)
+        document = _checked_report(db)
     assert [e["phase_id"] for e in document["stale"]] == ["updated-recently", "by-created"]
     assert [e["phase_id"] for e in document["unleased"]] == ["exec-by-created"]
 
 
-def test_sqlite_path_on_an_original_db(original_db: tuple[Path, dict[str, int]]) -> None:
+def test_an_original_db(original_db: tuple[Path, dict[str, int]]) -> None:
     path, _counts = original_db
-    _set_state = "UPDATE phases SET state = 'EXECUTING' WHERE phase_id = 'phase-6'"
     connection = sqlite3.connect(path)
-    connection.execute(_set_state)
+    connection.execute("UPDATE phases SET state = 'EXECUTING' WHERE phase_id = 'phase-6'")
     connection.commit()
     connection.close()
     with open_database(resolve_target("legacy", None), OpenMode.READ_ONLY) as db:
-        query = stale_query(db, H48)
-        assert query.leases_checked is False
-        document = _assert_same_on_both_paths(db, query)
+        assert stale_report(db, H48).query.leases_checked is False
+        document = _checked_report(db)
     assert [e["phase_id"] for e in document["stale"]] == ["phase-0", "phase-1"]
-
-
-def test_sqlite_path_before_sqlite_3_38(seed_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    now = utc_now()
-    _mixed_backlog(seed_db, now)
-    query = stale_query(seed_db, H48, now=now)
-    expected = _document(seed_db, query, portable=True)
-    monkeypatch.setattr(stale_sqlite, "_EPOCH_SECONDS", "CAST(strftime('%s', {}) AS INTEGER)")
-    assert _document(seed_db, query, portable=False) == expected
-
-
-def _pipes_and_temporary_files() -> int:
-    """This process's open pipes and deleted (temporary) files: what a split opens."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the listing's own descriptor, closed by now
-            continue
-        count += target.startswith("pipe:") or target.endswith("(deleted)")
-    return count
-
-
-def _spy_on_halves(monkeypatch: pytest.MonkeyPatch, *, fail_in_child: bool) -> list[str]:
-    """Record which halves this process reads itself; the child (another pid) may fail."""
-    parent = os.getpid()
-    seen: list[str] = []
-    texts = stale_sqlite._texts
-
-    def spied(*args: Any, **kwargs: Any) -> Any:
-        if os.getpid() != parent:
-            if fail_in_child:
-                raise RuntimeError("the child fails")
-        else:
-            seen.append(
-                "first" if kwargs.get("before") else "second" if kwargs.get("after") else "all"
-            )
-        return texts(*args, **kwargs)
-
-    monkeypatch.setattr(stale_sqlite, "_texts", spied)
-    monkeypatch.setattr(stale_sqlite, "SPLIT_FROM", 2)
-    return seen
-
-
-@pytest.mark.skipif(not stale_sqlite._CAN_FORK, reason="halves are read at once on Linux only")
-def test_a_long_list_is_read_in_two_halves_at_once(
-    seed_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = utc_now()
-    _mixed_backlog(seed_db, now)
-    query = stale_query(seed_db, H48, now=now)
-    expected = _document(seed_db, query, portable=True)
-    seen = _spy_on_halves(monkeypatch, fail_in_child=False)
-    monkeypatch.setattr(stale_sqlite, "_CHUNK_CHARACTERS", 7)  # texts cut between chunks
-    pipes_and_files = _pipes_and_temporary_files()
-    assert _document(seed_db, query, portable=False) == expected
-    # This process read the first half of each list; a child read each second half.
-    assert seen == ["first", "first"]
-    assert _pipes_and_temporary_files() == pipes_and_files
-
-
-@pytest.mark.skipif(not stale_sqlite._CAN_FORK, reason="halves are read at once on Linux only")
-def test_a_failed_child_leaves_its_half_to_the_parent(
-    seed_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = utc_now()
-    _mixed_backlog(seed_db, now)
-    query = stale_query(seed_db, H48, now=now)
-    expected = _document(seed_db, query, portable=True)
-    seen = _spy_on_halves(monkeypatch, fail_in_child=True)
-    assert _document(seed_db, query, portable=False) == expected
-    assert seen == ["first", "second", "first", "second"]
-
-
-@pytest.mark.skipif(not stale_sqlite._CAN_FORK, reason="halves are read at once on Linux only")
-def test_without_a_process_to_spare_the_list_is_read_in_one_go(
-    seed_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = utc_now()
-    _mixed_backlog(seed_db, now)
-    query = stale_query(seed_db, H48, now=now)
-    expected = _document(seed_db, query, portable=True)
-    seen = _spy_on_halves(monkeypatch, fail_in_child=False)
-    pipes_and_files = _pipes_and_temporary_files()
-
-    def refused() -> int:
-        raise BlockingIOError(11, "Resource temporarily unavailable")
-
-    monkeypatch.setattr(os, "fork", refused)
-    assert _document(seed_db, query, portable=False) == expected
-    assert seen == ["all", "all"]
-    assert _pipes_and_temporary_files() == pipes_and_files  # closed again
-
-
-def test_a_short_list_is_read_in_one_go(seed_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    now = utc_now()
-    _mixed_backlog(seed_db, now)
-    query = stale_query(seed_db, H48, now=now)
-    seen: list[str] = []
-    monkeypatch.setattr(stale_sqlite, "_SecondHalf", lambda *a, **k: seen.append("forked"))
-    stale = stale_json(seed_db, query)
-    assert sum(len(batch) for batch in stale.batches) == stale.tally.count == 10
-    assert seen == []  # 10 rows: under SPLIT_FROM
 
 
 def test_the_report_loads_no_sqlalchemy(seed_db: Database, workdir: Path) -> None:

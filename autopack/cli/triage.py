@@ -25,19 +25,13 @@ from autopack.render.triage import (
     show_stale_report,
     write_stale_json,
 )
-from autopack.triage.stale import (
+from autopack.triage import (
     DEFAULT_STALE_HOURS,
     MarkResult,
     StaleReport,
-    StaleTally,
-    encode_entries,
-    find_stale,
     mark_stale_failed,
-    stale_json,
-    stale_query,
+    stale_report,
     stale_threshold,
-    summarize_report,
-    utc_now,
 )
 
 app = typer.Typer(
@@ -127,49 +121,30 @@ def stale(
     if show < 0:
         raise ConfigError(f"--show must be 0 (all) or more, not {show}.", hint="e.g. --show 100")
     threshold = stale_threshold(stale_hours, max_age_minutes)
-    keep = show or None
     mode = OpenMode.READ_WRITE if mark_failed else OpenMode.READ_ONLY
     with open_named(db, database_url, mode) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         refuse_empty(database, panel, allow_empty=allow_empty_db)
-        if not mark_failed:
-            query = stale_query(database, threshold)
-            if as_json:
-                stale_entries = stale_json(database, query)
-                unleased_entries = stale_json(database, query, unleased=True)
-                write_stale_json(query, panel.target, stale_entries, unleased_entries)
-                stale_tally, unleased_tally = stale_entries.tally, unleased_entries.tally
-            else:
-                stale_tally, unleased_tally = summarize_report(database, query, keep=keep)
-                show_stale_report(query, stale_tally, unleased_tally)
-            found = bool(stale_tally.count or unleased_tally.count)
-            if found and not as_json:
-                show_next_step()
-        else:
-            report = find_stale(database, threshold)
-            if not as_json:
-                show_stale_report(
-                    report.query,
-                    StaleTally.of(report.stale, keep),
-                    StaleTally.of(report.unleased, keep),
-                )
+        # Marking needs every entry; a report reads a screenful, or (--json) every entry's text.
+        keep = None if mark_failed else 0 if as_json else show or None
+        report = stale_report(database, threshold, keep=keep, documents=as_json)
+        if not as_json:
+            show_stale_report(report, keep=show or None)
+        if mark_failed:
             result = _mark(
                 database, report, include_unleased=include_unleased, yes=yes, quiet=quiet or as_json
             )
             if as_json:
-                write_stale_json(
-                    report.query,
-                    panel.target,
-                    encode_entries(report.stale, result.reasons),
-                    encode_entries(report.unleased, result.reasons),
-                    result,
-                )
+                write_stale_json(report.with_marks(result), panel.target, result)
             elif report.found:
                 show_mark_result(
-                    result, unleased_left=0 if include_unleased else len(report.unleased)
+                    result, unleased_left=0 if include_unleased else report.unleased.count
                 )
-            found = report.found
-    if found:
+        elif as_json:
+            write_stale_json(report, panel.target)
+        elif report.found:
+            show_next_step()
+    if report.found:
         raise typer.Exit(EXIT_FOUND_PROBLEMS)
 
 
@@ -177,9 +152,9 @@ def _mark(
     database: Database, report: StaleReport, *, include_unleased: bool, yes: bool, quiet: bool
 ) -> MarkResult:
     """Ask (or take --yes), then mark; nothing to mark needs no question."""
-    total = report.count + (len(report.unleased) if include_unleased else 0)
+    total = report.count + (report.unleased.count if include_unleased else 0)
     if not total:
-        return MarkResult(marked_at=utc_now())
+        return MarkResult(marked_at=report.query.now)
     phases = "stale phase" if total == 1 else "stale phases"
     confirm_or_refuse(yes, f"Mark {total:,} {phases} FAILED in {database.target.display_url}?")
     with mark_progress(total, enabled=not quiet) as progress:

@@ -5,7 +5,7 @@ never created by opening it; only `OpenMode.CREATE` (used by `db init`) may do t
 
 SQLAlchemy is imported only when an engine is first needed: the read-only reports that run
 before every command (the target panel, `db identity`) read a SQLite file through plain
-`sqlite3` (autopack.db.plain), and SQLAlchemy's import alone costs a quarter of a second.
+`sqlite3` (autopack.db.transaction), and SQLAlchemy's import alone costs a quarter of a second.
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _driver_error_kind(exc: BaseException) -> str | None:
     """`operational`, `database` or None: the same for SQLAlchemy's wrappers and for plain
-    sqlite3 errors (from autopack.db.plain reads), without importing SQLAlchemy to ask."""
+    sqlite3 errors (from autopack.db.transaction reads), without importing SQLAlchemy to ask."""
     if isinstance(exc, sqlite3.OperationalError):
         return "operational"
     if isinstance(exc, sqlite3.DatabaseError):

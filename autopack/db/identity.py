@@ -1,8 +1,8 @@
 """Which database is this? The facts shown before any command acts, and `db identity`'s report.
 
-Everything is read in a handful of aggregate queries (never row by row), in plain SQL
-(autopack.db.plain: no SQLAlchemy on a SQLite file) and, on SQLite, in parallel, so the panel
-costs little even on a backlog of a million phases.
+Everything is read in a handful of aggregate queries (never row by row), in plain SQL, in ONE
+read transaction (autopack.db.transaction: no SQLAlchemy on a SQLite file), so the counts are of
+one instant: during a drain the phase states still add up to the phase count.
 """
 
 from __future__ import annotations
@@ -12,28 +12,21 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from autopack.db.engine import Database
-from autopack.db.meta import read_stamp_plain
+from autopack.db.meta import read_stamp_in
 from autopack.db.names import ALL_TABLES, PhaseState, RunState
-from autopack.db.plain import PlainReader, Rows, plain_reads
 from autopack.db.schema import SchemaState, read_schema, require_autopack_schema
+from autopack.db.transaction import Rows, Transaction, read_snapshot
 from autopack.estimator.categories import deliverable_count_bucket
 
 EVENTS_TABLE = "token_estimation_v2_events"
 # success and truncated are NOT NULL booleans (0/1 on SQLite; TRUE/FALSE are understood by
-# SQLite ≥ 3.23 and PostgreSQL alike). The clean samples are one range of the covering index
+# SQLite >= 3.23 and PostgreSQL alike). The clean samples are one range of the covering index
 # ix_autopack_telemetry_summary (success, truncated, category, complexity, deliverable_count,
-# revision 0005), read as two halves split on category so that SQLite scans them at once on
-# two cores; the split is right for any data, only its balance depends on the categories.
-# The other figures are short index ranges or SQLite's counted scans.
-_CLEAN_SPLIT = "m"
+# revision 0005); the other figures are short index ranges or SQLite's counted scans.
 _CLEAN_GROUPS_SQL = (
     f"SELECT category, complexity, deliverable_count, count(*) FROM {EVENTS_TABLE} "
-    "WHERE success = TRUE AND truncated = FALSE AND {half} "
+    "WHERE success = TRUE AND truncated = FALSE "
     "GROUP BY category, complexity, deliverable_count"
-)
-_CLEAN_HALVES = (
-    _CLEAN_GROUPS_SQL.format(half=f"category < '{_CLEAN_SPLIT}'"),
-    _CLEAN_GROUPS_SQL.format(half=f"category >= '{_CLEAN_SPLIT}'"),
 )
 _SUCCESS_TRUNCATED_SQL = (
     f"SELECT count(*) FROM {EVENTS_TABLE} WHERE success = TRUE AND truncated = TRUE"
@@ -116,18 +109,18 @@ def _file_facts(db: Database) -> tuple[int | None, str | None]:
     return stat.st_size, mtime
 
 
-def _postgres_size(reader: PlainReader) -> int | None:
-    rows = reader.all("SELECT pg_database_size(current_database())")
+def _postgres_size(snapshot: Transaction) -> int | None:
+    rows = snapshot.all("SELECT pg_database_size(current_database())")
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 def _target_info(
-    db: Database, reader: PlainReader, schema: SchemaState, tables: set[str]
+    db: Database, snapshot: Transaction, schema: SchemaState, tables: set[str]
 ) -> TargetInfo:
     size, mtime = _file_facts(db)
     if db.target.backend == "postgresql":
-        size = _postgres_size(reader)
-    stamp = read_stamp_plain(reader, tables)
+        size = _postgres_size(snapshot)
+    stamp = read_stamp_in(snapshot, tables)
     return TargetInfo(
         url=db.target.display_url,
         path=str(db.target.sqlite_path) if db.target.sqlite_path else None,
@@ -174,32 +167,30 @@ def _scalar(rows: Rows) -> int:
     return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
-def _schema_and_info(db: Database, reader: PlainReader) -> tuple[SchemaState, TargetInfo]:
-    schema = read_schema(reader)
+def _schema_and_info(db: Database, snapshot: Transaction) -> tuple[SchemaState, TargetInfo]:
+    schema = read_schema(snapshot)
     require_autopack_schema(db, schema)
-    info = _target_info(db, reader, schema, set(schema.existing_tables))
+    info = _target_info(db, snapshot, schema, set(schema.existing_tables))
     return schema, info
 
 
 def read_panel(db: Database) -> TargetPanel:
     """The target panel's facts: cheap, read-only, and the same for every command."""
-    with plain_reads(db) as reader:
-        schema, info = _schema_and_info(db, reader)
+    with read_snapshot(db) as snapshot:
+        schema, info = _schema_and_info(db, snapshot)
         names = [t for t in PANEL_COUNT_TABLES if t in schema.existing_tables]
-        results = reader.all_at_once([_count_sql(t) for t in names])
-    counts = {t: _scalar(rows) for t, rows in zip(names, results, strict=True)}
+        counts = {t: _scalar(snapshot.all(_count_sql(t))) for t in names}
     return TargetPanel(target=info, counts=counts, warnings=_warnings(info, schema))
 
 
 def inspect_database(db: Database) -> IdentityReport:
     """The full identity report of `autopack db identity`."""
-    with plain_reads(db) as reader:
-        schema, info = _schema_and_info(db, reader)
+    with read_snapshot(db) as snapshot:
+        schema, info = _schema_and_info(db, snapshot)
         present = set(schema.existing_tables)
-        # Largest first: on SQLite they run in parallel, and the clean-sample scan is longest.
         statements: dict[str, str] = {}
         if EVENTS_TABLE in present:
-            statements["clean:low"], statements["clean:high"] = _CLEAN_HALVES
+            statements["clean"] = _CLEAN_GROUPS_SQL
         for table_name in ("phases", "runs"):
             if table_name in present:
                 statements[f"states:{table_name}"] = _states_sql(table_name)
@@ -209,7 +200,8 @@ def inspect_database(db: Database) -> IdentityReport:
         for table_name in ALL_TABLES:
             if table_name in present and table_name not in ("phases", "runs"):
                 statements[f"count:{table_name}"] = _count_sql(table_name)
-        results = dict(zip(statements, reader.all_at_once(list(statements.values())), strict=True))
+        # One after another in the one transaction: every count is of the same instant.
+        results = {name: snapshot.all(sql) for name, sql in statements.items()}
     phase_states = _states(results.get("states:phases"), [s.value for s in PhaseState])
     run_states = _states(results.get("states:runs"), [s.value for s in RunState])
     counts: dict[str, int] = {}
@@ -255,7 +247,7 @@ def _telemetry(
     by_category: dict[str, int] = {}
     by_complexity: dict[str, int] = {}
     by_bucket: dict[str, int] = {}
-    for category, complexity, deliverables, n in results["clean:low"] + results["clean:high"]:
+    for category, complexity, deliverables, n in results["clean"]:
         bucket = _bucket(deliverables)
         by_category[category] = by_category.get(category, 0) + n
         by_complexity[complexity] = by_complexity.get(complexity, 0) + n

@@ -18,7 +18,7 @@ from autopack.errors import ConfigError
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from autopack.db.plain import PlainReader
+    from autopack.db.transaction import Transaction
 
 META_TABLE = "autopack_meta"
 _READ_SQL = f"SELECT role, db_id FROM {META_TABLE} WHERE id = 1"
@@ -54,11 +54,11 @@ def read_stamp(connection: sa.Connection) -> RoleStamp:
     return _stamp_of(connection.exec_driver_sql(_READ_SQL).first())
 
 
-def read_stamp_plain(reader: PlainReader, tables: set[str]) -> RoleStamp:
-    """read_stamp() through plain SQL, given the DB's tables (already read for the panel)."""
+def read_stamp_in(snapshot: Transaction, tables: set[str]) -> RoleStamp:
+    """read_stamp() in a read snapshot, given the DB's tables (already read for the panel)."""
     if META_TABLE not in tables:
         return RoleStamp(UNSTAMPED_ROLE, None, stamped=False)
-    rows = reader.all(_READ_SQL)
+    rows = snapshot.all(_READ_SQL)
     return _stamp_of(rows[0] if rows else None)
 
 

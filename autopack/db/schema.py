@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from autopack.db.engine import Database
 from autopack.db.names import ALL_TABLES, HEAD_REVISION, VERSION_TABLE
-from autopack.db.plain import PlainReader, table_names
+from autopack.db.transaction import Transaction, table_names
 from autopack.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -76,12 +76,12 @@ def inspect_schema(connection: sa.Connection, *, columns: bool = False) -> Schem
     return _schema_state(present, revision, missing_columns)
 
 
-def read_schema(reader: PlainReader) -> SchemaState:
+def read_schema(snapshot: Transaction) -> SchemaState:
     """inspect_schema() through plain SQL (no columns): what the target panel needs."""
-    present = table_names(reader)
+    present = table_names(snapshot)
     revision = None
     if VERSION_TABLE in present:
-        rows = reader.all(_REVISION_SQL)
+        rows = snapshot.all(_REVISION_SQL)
         revision = str(rows[0][0]) if rows else None
     return _schema_state(present, revision, {})
 

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from autopack.console import stderr_console
 from autopack.db.identity import TargetInfo
-from autopack.triage.stale import (
-    STREAM_ROWS,
-    EncodedEntries,
+from autopack.triage import (
     MarkResult,
     StaleKind,
+    StaleList,
     StalePhase,
-    StaleQuery,
-    StaleTally,
-    utc_text,
+    StaleReport,
 )
 
 NOTE_WIDTH = 70
@@ -32,19 +28,6 @@ NOTE_WIDTH = 70
 PROGRESS_FROM = 5_000
 """Marking shows a progress bar from this many phases on."""
 SKIPPED_SHOWN = 20
-_ENCODER = json.JSONEncoder(default=str)
-"""Made once: json.dumps with options builds a new encoder for every list element."""
-_ELEMENT_SEPARATOR = ",\n    "
-_NOT_ASCII = re.compile(r"[^\x00-\x7e]")
-"""What json's ensure_ascii escapes: an encoded element may hold such characters as they are
-(SQLite's json_quote writes them so); the document is ASCII, as json.dumps writes it."""
-
-
-@dataclass(frozen=True)
-class EncodedList:
-    """A list value of write_json_document whose elements come already encoded, in batches."""
-
-    batches: Iterable[list[str]]
 
 
 def format_age(minutes: int) -> str:
@@ -77,93 +60,67 @@ def _plural(n: int, word: str) -> str:
 # --json ---------------------------------------------------------------------------------------
 
 
-def write_json_document(items: Iterable[tuple[str, Any]], out: TextIO) -> None:
-    """One JSON object, written while it is produced (constant memory, however long a list).
-
-    A value may be an iterator (written as a list, one compact element per line), an
-    EncodedList (the same, its elements already encoded) or a callable (evaluated when its
-    turn comes: e.g. a count taken while a list streamed past). Any other value is written
-    as `json.dumps(indent=2)` would write it.
-    """
-    out.write("{")
-    for index, (key, raw) in enumerate(items):
-        out.write(("\n" if index == 0 else ",\n") + f"  {json.dumps(key)}: ")
-        value = raw() if callable(raw) else raw
-        if isinstance(value, EncodedList):
-            _write_list(value.batches, out)
-        elif isinstance(value, Iterator):
-            _write_list(_encoded(value), out)
-        else:
-            out.write(json.dumps(value, indent=2, default=str).replace("\n", "\n  "))
-    out.write("\n}\n")
-    out.flush()
+def utc_text(value: datetime) -> str:
+    """ISO 8601 with an explicit +00:00 (the DB's values are naive UTC)."""
+    return value.isoformat() + "+00:00"
 
 
-def _encoded(elements: Iterator[Any]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for element in elements:
-        batch.append(_ENCODER.encode(element))
-        if len(batch) >= STREAM_ROWS:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _write_list(batches: Iterable[list[str]], out: TextIO) -> None:
+def _write_list(documents: Iterable[str], out: TextIO) -> None:
+    """A JSON array of the entries' texts, as the DB wrote them (several to a string)."""
     out.write("[")
-    written = 0
-    for batch in batches:
-        if batch:
-            text = _ELEMENT_SEPARATOR.join(batch)
-            if not text.isascii() or "\x7f" in text:  # isascii is a flag: free
-                text = _NOT_ASCII.sub(_escaped, text)
+    written = False
+    for text in documents:
+        if text:
             # Two writes: prefix + text would copy the whole batch once more.
-            out.write("\n    " if written == 0 else _ELEMENT_SEPARATOR)
+            out.write(",\n" if written else "\n")
             out.write(text)
-            written += len(batch)
+            written = True
     out.write("\n  ]" if written else "]")
 
 
-def _escaped(match: re.Match[str]) -> str:
-    """A character as json's ensure_ascii writes it (a surrogate pair beyond the BMP)."""
-    code = ord(match.group())
-    if code > 0xFFFF:
-        code -= 0x10000
-        return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
-    return f"\\u{code:04x}"
-
-
 def write_stale_json(
-    query: StaleQuery,
+    report: StaleReport,
     target: TargetInfo,
-    stale: EncodedEntries,
-    unleased: EncodedEntries,
     result: MarkResult | None = None,
     out: TextIO | None = None,
 ) -> None:
-    """Write the `--json` document (docs/triage.md) as the entries stream in.
+    """Write the `--json` document (docs/json.md): the entries' texts as the DB wrote them,
+    one per line, inside a document whose other values are written by json here.
 
-    `stale` and `unleased` are counted while they are written (their tallies are complete
-    afterwards). `result` is None for a report; given, the document also tells what marking did.
+    `result` is None for a report; given, the document also tells what marking did.
     """
-    items: list[tuple[str, Any]] = [
-        ("target", target.model_dump(mode="json")),
-        ("mode", "report" if result is None else "mark_failed"),
-        ("now", utc_text(query.now)),
-        ("threshold_minutes", query.threshold_minutes),
-        ("cutoff", utc_text(query.cutoff)),
-        ("leases_checked", query.leases_checked),
-        ("stale", EncodedList(stale.batches)),
-        ("count", lambda: stale.tally.count),
-        ("runs", lambda: stale.tally.runs),
-        ("unleased", EncodedList(unleased.batches)),
-        ("unleased_count", lambda: unleased.tally.count),
-        ("marked_count", len(result.marked) if result is not None else 0),
-        ("skipped_count", len(result.skipped) if result is not None else 0),
-        ("released_claims", result.released_claims if result is not None else 0),
-    ]
-    write_json_document(items, out if out is not None else sys.stdout)
+    query = report.query
+    head: dict[str, Any] = {
+        "target": target.model_dump(mode="json"),
+        "mode": "report" if result is None else "mark_failed",
+        "now": utc_text(query.now),
+        "threshold_minutes": query.threshold_minutes,
+        "cutoff": utc_text(query.cutoff),
+        "leases_checked": query.leases_checked,
+    }
+    tail: dict[str, Any] = {
+        "unleased_count": report.unleased.count,
+        "marked_count": len(result.marked) if result is not None else 0,
+        "skipped_count": len(result.skipped) if result is not None else 0,
+        "released_claims": result.released_claims if result is not None else 0,
+    }
+    stream = out if out is not None else sys.stdout
+    stream.write("{\n")
+    for key, value in head.items():
+        stream.write(f"  {json.dumps(key)}: {_indented(value)},\n")
+    stream.write('  "stale": ')
+    _write_list(report.stale.documents, stream)
+    stream.write(f',\n  "count": {report.stale.count},\n  "runs": {report.stale.runs},\n')
+    stream.write('  "unleased": ')
+    _write_list(report.unleased.documents, stream)
+    for key, value in tail.items():
+        stream.write(f",\n  {json.dumps(key)}: {_indented(value)}")
+    stream.write("\n}\n")
+    stream.flush()
+
+
+def _indented(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
 
 
 # human report (stderr) ------------------------------------------------------------------------
@@ -204,9 +161,11 @@ def _phase_table(title: str, entries: Sequence[StalePhase]) -> Table:
     return table
 
 
-def show_stale_report(query: StaleQuery, stale: StaleTally, unleased: StaleTally) -> None:
-    """The stale phases by run, oldest first (the tallies' kept entries), then the unleased."""
+def show_stale_report(report: StaleReport, *, keep: int | None) -> None:
+    """The stale phases by run, oldest first (the first `keep` of each list; None: all), then
+    the unleased."""
     out = stderr_console()
+    query, stale, unleased = report.query, report.stale, report.unleased
     threshold = format_threshold(query.threshold)
     since = f"since {_short(query.cutoff)} UTC"
     if not stale.count and not unleased.count:
@@ -224,9 +183,7 @@ def show_stale_report(query: StaleQuery, stale: StaleTally, unleased: StaleTally
             f"{expired:,} EXECUTING with an expired lease (worker presumed dead)",
             soft_wrap=True,
         )
-        if stale.kept:
-            out.print(_phase_table("stale phases", stale.kept))
-        _more(stale.hidden)
+        _show_entries(out, "stale phases", stale, keep)
     if unleased.count:
         out.print(
             f"[yellow]{_plural(unleased.count, 'EXECUTING phase')} without a lease[/] in "
@@ -234,9 +191,7 @@ def show_stale_report(query: StaleQuery, stale: StaleTally, unleased: StaleTally
             "that keeps no lease (the original tool?); marked only with --include-unleased",
             soft_wrap=True,
         )
-        if unleased.kept:
-            out.print(_phase_table("EXECUTING without a lease", unleased.kept))
-        _more(unleased.hidden)
+        _show_entries(out, "EXECUTING without a lease", unleased, keep)
     if not query.leases_checked:
         out.print(
             "[yellow]note:[/] this DB has no autopack_phase_claims table (never upgraded), so "
@@ -245,9 +200,13 @@ def show_stale_report(query: StaleQuery, stale: StaleTally, unleased: StaleTally
         )
 
 
-def _more(hidden: int) -> None:
+def _show_entries(out: Console, title: str, listing: StaleList, keep: int | None) -> None:
+    shown = listing.entries[:keep]
+    if shown:
+        out.print(_phase_table(title, shown))
+    hidden = listing.count - len(shown)
     if hidden > 0:
-        stderr_console().print(
+        out.print(
             f"… and {_plural(hidden, 'more phase')} (--show 0 lists all; --json gives every one)",
             soft_wrap=True,
         )

@@ -12,19 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from autopack.db.engine import Database, translated_errors
+from autopack.db.engine import Database
 from autopack.db.guards import require_non_empty
 from autopack.db.models import Phase, Run, TokenEstimationV2Event, table_of
 from autopack.errors import SchemaError
 from autopack.estimator import normalize_category, normalize_complexity
-
-if TYPE_CHECKING:  # the options are the entry point's; planning only reads them
-    from autopack.telemetry.analyze import AnalyzeOptions
-
+from autopack.telemetry.analysis_options import AnalyzeOptions
 
 EVENTS = table_of(TokenEstimationV2Event)
 
@@ -41,52 +38,50 @@ class TableFacts:
     columns: frozenset[str]
 
 
-def read_table_facts(db: Database, allow_empty_db: bool) -> TableFacts:
-    """Guards first (empty DB, telemetry table), then cheap facts: counts, ids, stored values."""
-    with translated_errors(db), db.engine.connect() as connection:
-        inspector = sa.inspect(connection)
-        tables = set(inspector.get_table_names())
-        counts = {
-            name: int(
-                connection.execute(
-                    sa.select(sa.func.count()).select_from(table_of(model))
-                ).scalar_one()
-            )
-            for name, model in (("runs", Run), ("phases", Phase))
-            if name in tables
-        }
-        require_non_empty(
-            counts.get("runs", 0),
-            counts.get("phases", 0),
-            display_url=db.target.display_url,
-            allow_empty=allow_empty_db,
+def read_table_facts(db: Database, connection: sa.Connection, allow_empty_db: bool) -> TableFacts:
+    """Guards first (empty DB, telemetry table), then cheap facts: counts, ids, stored values.
+
+    `connection` is the scan's: the facts are of the snapshot the scan reads.
+    """
+    inspector = sa.inspect(connection)
+    tables = set(inspector.get_table_names())
+    counts = {
+        name: int(
+            connection.execute(sa.select(sa.func.count()).select_from(table_of(model))).scalar_one()
         )
-        if EVENTS.name not in tables:
-            raise SchemaError(
-                f"{db.target.display_url} has no telemetry table ({EVENTS.name}).",
-                hint="it was made without the telemetry tables (the original's Alembic path); "
-                "`autopack db upgrade` adds them",
-            )
-        columns = frozenset(c["name"] for c in inspector.get_columns(EVENTS.name))
-        needed = {
-            "event_id", "timestamp", "category", "complexity", "deliverable_count",
-            "predicted_output_tokens", "actual_output_tokens", "selected_budget", "success",
-            "truncated",
-        }  # fmt: skip
-        absent = sorted(needed - columns)
-        if absent:
-            raise SchemaError(
-                f"{EVENTS.name} on {db.target.display_url} lacks columns: {', '.join(absent)}.",
-                hint="this is not an Autopack telemetry table; check the target",
-            )
-        rows, first, last = connection.execute(
-            sa.select(
-                sa.func.count(), sa.func.min(EVENTS.c.event_id), sa.func.max(EVENTS.c.event_id)
-            )
-        ).one()
-        leading = {index["column_names"][0] for index in inspector.get_indexes(EVENTS.name)}
-        categories = _distinct(connection, "category", indexed="category" in leading)
-        complexities = _distinct(connection, "complexity", indexed="complexity" in leading)
+        for name, model in (("runs", Run), ("phases", Phase))
+        if name in tables
+    }
+    require_non_empty(
+        counts.get("runs", 0),
+        counts.get("phases", 0),
+        display_url=db.target.display_url,
+        allow_empty=allow_empty_db,
+    )
+    if EVENTS.name not in tables:
+        raise SchemaError(
+            f"{db.target.display_url} has no telemetry table ({EVENTS.name}).",
+            hint="it was made without the telemetry tables (the original's Alembic path); "
+            "`autopack db upgrade` adds them",
+        )
+    columns = frozenset(c["name"] for c in inspector.get_columns(EVENTS.name))
+    needed = {
+        "event_id", "timestamp", "category", "complexity", "deliverable_count",
+        "predicted_output_tokens", "actual_output_tokens", "selected_budget", "success",
+        "truncated",
+    }  # fmt: skip
+    absent = sorted(needed - columns)
+    if absent:
+        raise SchemaError(
+            f"{EVENTS.name} on {db.target.display_url} lacks columns: {', '.join(absent)}.",
+            hint="this is not an Autopack telemetry table; check the target",
+        )
+    rows, first, last = connection.execute(
+        sa.select(sa.func.count(), sa.func.min(EVENTS.c.event_id), sa.func.max(EVENTS.c.event_id))
+    ).one()
+    leading = {index["column_names"][0] for index in inspector.get_indexes(EVENTS.name)}
+    categories = _distinct(connection, "category", indexed="category" in leading)
+    complexities = _distinct(connection, "complexity", indexed="complexity" in leading)
     return TableFacts(
         rows=int(rows),
         first_id=first,
@@ -169,7 +164,7 @@ class Plan:
 def build_plan(db: Database, facts: TableFacts, options: AnalyzeOptions) -> tuple[Plan, list[str]]:
     """The plan for these options, and warnings: a category no row has, a column missing."""
     events = EVENTS
-    sqlite = db.engine.dialect.name == "sqlite"
+    sqlite = db.target.backend == "sqlite"
     warnings: list[str] = []
     conditions: list[sa.ColumnElement[bool]] = []
     if options.success_only:

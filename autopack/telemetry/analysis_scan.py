@@ -13,28 +13,27 @@ rows below each bracket and returns only the rows inside one (a few per cent, as
 in a JSON aggregate), which are then sorted in Python. A quantile that falls outside its
 bracket (very unlikely) is recomputed from the whole column, so the figures are always exact.
 Tables of up to `DIRECT_LIMIT` rows skip the sample and read every value. On a file database
-the event_id ranges are scanned by parallel connections, one per CPU (SQLite releases the GIL
-while it works).
+every query of the scan runs in ONE read transaction (autopack.db.transaction.engine_snapshot),
+so the figures are of one instant even while a drain writes telemetry.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
-from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
-from autopack.db.engine import Database, translated_errors
+from autopack.db.engine import Database
+from autopack.db.transaction import engine_snapshot
 from autopack.estimator import deliverable_count_bucket
+from autopack.telemetry.analysis_options import AnalyzeOptions
 from autopack.telemetry.analysis_plan import EVENTS, Plan, build_plan, read_table_facts
 from autopack.telemetry.analysis_quantiles import (
     Bracket,
@@ -44,16 +43,10 @@ from autopack.telemetry.analysis_quantiles import (
 )
 from autopack.telemetry.analysis_report import METRICS, MetricName
 
-if TYPE_CHECKING:  # the options are the entry point's; the scan only reads them
-    from autopack.telemetry.analyze import AnalyzeOptions
-
 DIRECT_LIMIT: Final = 100_000
 """Up to this many table rows, every value is read and no sample is taken."""
 SAMPLE_SIZE: Final = 40_000
 """Rows in the stride sample that places the quantile brackets on bigger tables."""
-PARALLEL_MIN_ROWS: Final = 100_000
-"""From this many table rows on, a file database is scanned by parallel connections."""
-MAX_WORKERS: Final = 4
 ID_CHUNK: Final = 500
 DELIVERABLE_CLIP: Final = 6
 """Deliverable counts are grouped as 0..6 (6 meaning 6 or more) before bucketing."""
@@ -84,7 +77,7 @@ def _float(column: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
     return column * sa.literal(1.0, sa.Float)
 
 
-def _base(plan: Plan, id_range: tuple[int, int] | None) -> sa.Subquery:
+def _base(plan: Plan) -> sa.Subquery:
     """Level 1: the filtered rows' raw values, the cell key without its last two flags, and
     the truncation flag (computed once here; level 2 uses it four times)."""
     events = EVENTS
@@ -112,8 +105,6 @@ def _base(plan: Plan, id_range: tuple[int, int] | None) -> sa.Subquery:
         events.c.selected_budget.label("sel"),
         ceiling.label("mx"),
     ).where(*plan.conditions)
-    if id_range is not None:
-        query = query.where(events.c.event_id.between(*id_range))
     return _coroutine(plan, query)
 
 
@@ -125,14 +116,14 @@ def _coroutine(plan: Plan, query: sa.Select[Any]) -> sa.Subquery:
     return query.subquery()
 
 
-def _source(plan: Plan, id_range: tuple[int, int] | None) -> sa.Subquery:
+def _source(plan: Plan) -> sa.Subquery:
     """Level 2: the packed cell key, raw values and the metrics of every filtered row.
 
     Metrics are NULL on truncated rows and where undefined. The arithmetic is done in IEEE
     doubles in the same order as `_row_metrics`, so a value recomputed in Python is
     bit-for-bit the value the database compared against a bracket.
     """
-    base = _base(plan, id_range)
+    base = _base(plan)
     actual, predicted, budget, ceiling = base.c.a, base.c.p, base.c.sel, base.c.mx
     actual_f, predicted_f = _float(actual), _float(predicted)
     clean = base.c.t == 0
@@ -289,14 +280,6 @@ def _pick(choose: Callable[[_T, _T], _T], first: _T | None, second: _T | None) -
     return choose(first, second)
 
 
-@dataclass
-class _Part:
-    """What one event_id range contributes."""
-
-    cells: dict[int, Cell]
-    overall: _Overall
-
-
 def _bracket_condition(source: sa.Subquery, bracket: Bracket) -> sa.ColumnElement[bool]:
     value = source.c[bracket.metric]
     parts: list[sa.ColumnElement[bool]] = []
@@ -343,16 +326,13 @@ def _unpack_counts(total: int, size: int) -> list[int]:
     return [(total >> (32 * j)) & 0xFFFFFFFF for j in range(size)]
 
 
-def _query_part(
-    connection: sa.Connection,
-    plan: Plan,
-    brackets: Sequence[Bracket],
-    id_range: tuple[int, int] | None,
-) -> _Part:
+def _grouped_scan(
+    connection: sa.Connection, plan: Plan, brackets: Sequence[Bracket]
+) -> tuple[dict[int, Cell], _Overall]:
     """One GROUP BY over the packed cell key: per-cell counts and sums for strata and coverage,
     and per-cell pieces of the overall figures (merged here), including, per bracket, the rows
     below it and the values inside it (sent as exact integers, recomputed in Python)."""
-    source = _source(plan, id_range)
+    source = _source(plan)
     c = source.c
     # waste_predicted is defined exactly where smape is, so count(smape) counts both.
     columns: list[sa.ColumnElement[Any]] = [
@@ -396,16 +376,16 @@ def _query_part(
             waste_n=int(n),
             waste_sum=float(w_sum or 0.0),
         )
-        part = _Overall(smape_min=s_min, smape_max=s_max, below=[0] * len(brackets))
+        in_cell = _Overall(smape_min=s_min, smape_max=s_max, below=[0] * len(brackets))
         for name in _EXTRA_WASTES:
-            part.n[name] = int(next(fields))
-            part.sums[name] = float(next(fields) or 0.0)
+            in_cell.n[name] = int(next(fields))
+            in_cell.sums[name] = float(next(fields) or 0.0)
         for indexes in bounded.values():
             counts = _unpack_counts(int(next(fields) or 0), len(indexes))
             for index, count in zip(indexes, counts, strict=True):
-                part.below[index] = count
-        part.inside = [array("d") for _ in brackets]
-        overall.add(part)
+                in_cell.below[index] = count
+        in_cell.inside = [array("d") for _ in brackets]
+        overall.add(in_cell)
         for metric, indexes in grouped.items():
             values = _pair_values(metric, _parse_json_rows(next(fields)))
             for index in indexes:
@@ -417,10 +397,10 @@ def _query_part(
         times = sa.select(sa.func.min(EVENTS.c.timestamp), sa.func.max(EVENTS.c.timestamp)).where(
             *plan.conditions
         )
-        if id_range is not None:
-            times = times.where(EVENTS.c.event_id.between(*id_range))
         overall.first, overall.last = connection.execute(times).one()
-    return _Part(cells, overall)
+    else:
+        overall.first, overall.last = _time_range(connection, plan)
+    return cells, overall
 
 
 def _time_range(connection: sa.Connection, plan: Plan) -> tuple[datetime | None, datetime | None]:
@@ -464,7 +444,7 @@ def _sample(
 
 def _all_values(connection: sa.Connection, plan: Plan, metric: MetricName) -> list[float]:
     """Every value of one metric, sorted (the exact fallback when a bracket missed)."""
-    source = _source(plan, None)
+    source = _source(plan)
     query = sa.select(source.c.p, source.c.a, source.c.sel, source.c.mx).where(
         source.c[metric].is_not(None)
     )
@@ -476,40 +456,6 @@ def _all_values(connection: sa.Connection, plan: Plan, metric: MetricName) -> li
         if value is not None:
             collected.append(value)
     return sorted(collected)
-
-
-# --------------------------------------------------------------------------------------------
-# Running the passes
-
-
-def _id_ranges(first: int | None, last: int | None, parts: int) -> list[tuple[int, int] | None]:
-    if first is None or last is None or parts <= 1:
-        return [None]
-    size = (last - first + 1 + parts - 1) // parts
-    return [(start, min(last, start + size - 1)) for start in range(first, last + 1, size)]
-
-
-def _parallel(
-    db: Database, tasks: Sequence[Callable[[sa.Connection], _T]], workers: int
-) -> list[_T]:
-    def run(task: Callable[[sa.Connection], _T]) -> _T:
-        with translated_errors(db), db.engine.connect() as connection:
-            return task(connection)
-
-    if workers <= 1:
-        return [run(task) for task in tasks]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="autopack-analyze") as pool:
-        return list(pool.map(run, tasks))
-
-
-def _workers(db: Database, rows: int) -> int:
-    if db.target.in_memory or rows < PARALLEL_MIN_ROWS:
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))  # the CPUs this process may run on
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cores))
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,50 +484,34 @@ class EventScan:
 
 
 def scan_events(db: Database, options: AnalyzeOptions) -> EventScan:
-    """Guard the target, then read every figure of the filtered telemetry rows.
+    """Guard the target, then read every figure of the filtered telemetry rows, all from one
+    read transaction.
 
     Raises GuardError for an empty DB (0 runs, 0 phases) unless `options.allow_empty_db`, and
     SchemaError when the DB has no telemetry table or lacks one of its columns.
     """
-    facts = read_table_facts(db, options.allow_empty_db)
-    plan, warnings = build_plan(db, facts, options)
-    workers = _workers(db, facts.rows)
-    ranges = _id_ranges(facts.first_id, facts.last_id, workers)
-    sampled: dict[MetricName, list[float]] | None = None
-    if facts.rows > DIRECT_LIMIT and facts.first_id is not None and facts.last_id is not None:
-        ids = _sample_ids(facts.first_id, facts.last_id)
-        share = -(-len(ids) // workers)
-        pieces = [ids[start : start + share] for start in range(0, len(ids), share)]
-        sampled = {name: [] for name in METRICS}
-        for piece in _parallel(db, [partial(_sample, plan=plan, ids=p) for p in pieces], workers):
-            for name, values in piece.items():
-                sampled[name].extend(values)
-        for values in sampled.values():
-            values.sort()
-    brackets = place_brackets(sampled)
-    tasks = [
-        partial(_query_part, plan=plan, brackets=brackets, id_range=id_range) for id_range in ranges
-    ]
-    cells: dict[int, Cell] = {}
-    overall = _Overall(below=[0] * len(brackets), inside=[array("d") for _ in brackets])
-    for part in _parallel(db, tasks, workers):
-        for key, cell in part.cells.items():
-            cells.setdefault(key, Cell()).add(cell)
-        overall.add(part.overall)
-    decoded = [(_decode(plan, key), cell) for key, cell in cells.items()]
-    counts: dict[MetricName, int] = {
-        "smape": sum(cell.smape_n for _, cell in decoded),
-        "waste_predicted": sum(cell.waste_n for _, cell in decoded),
-        **{name: overall.n.get(name, 0) for name in _EXTRA_WASTES},
-    }
-    sums: dict[MetricName, float] = {
-        "smape": math.fsum(c.smape_sum for _, c in decoded),
-        "waste_predicted": math.fsum(c.waste_sum for _, c in decoded),
-        **{name: overall.sums.get(name, 0.0) for name in _EXTRA_WASTES},
-    }
-    if plan.time_only:
-        overall.first, overall.last = _parallel(db, [partial(_time_range, plan=plan)], 1)[0]
-    quantiles = _quantiles(db, plan, brackets, counts, overall.below, overall.inside)
+    with engine_snapshot(db) as connection:
+        facts = read_table_facts(db, connection, options.allow_empty_db)
+        plan, warnings = build_plan(db, facts, options)
+        sampled: dict[MetricName, list[float]] | None = None
+        if facts.rows > DIRECT_LIMIT and facts.first_id is not None and facts.last_id is not None:
+            sampled = _sample(connection, plan, _sample_ids(facts.first_id, facts.last_id))
+            for values in sampled.values():
+                values.sort()
+        brackets = place_brackets(sampled)
+        cells, overall = _grouped_scan(connection, plan, brackets)
+        decoded = [(_decode(plan, key), cell) for key, cell in cells.items()]
+        counts: dict[MetricName, int] = {
+            "smape": sum(cell.smape_n for _, cell in decoded),
+            "waste_predicted": sum(cell.waste_n for _, cell in decoded),
+            **{name: overall.n.get(name, 0) for name in _EXTRA_WASTES},
+        }
+        sums: dict[MetricName, float] = {
+            "smape": math.fsum(c.smape_sum for _, c in decoded),
+            "waste_predicted": math.fsum(c.waste_sum for _, c in decoded),
+            **{name: overall.sums.get(name, 0.0) for name in _EXTRA_WASTES},
+        }
+        quantiles = _quantiles(connection, plan, brackets, counts, overall.below, overall.inside)
     return EventScan(
         table_rows=facts.rows,
         cells=decoded,
@@ -597,7 +527,7 @@ def scan_events(db: Database, options: AnalyzeOptions) -> EventScan:
 
 
 def _quantiles(
-    db: Database,
+    connection: sa.Connection,
     plan: Plan,
     brackets: Sequence[Bracket],
     counts: dict[MetricName, int],
@@ -615,7 +545,7 @@ def _quantiles(
         else:
             missed.setdefault(bracket.metric, []).append(bracket.quantile)
     for metric, wanted in missed.items():
-        everything = _parallel(db, [partial(_all_values, plan=plan, metric=metric)], 1)[0]
+        everything = _all_values(connection, plan, metric)
         for quantile in wanted:
             found[(metric, quantile)] = quantile_of_sorted(everything, quantile)
     return found

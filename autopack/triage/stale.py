@@ -1,6 +1,6 @@
 """Stale phases: QUEUED ones nobody touched for too long, EXECUTING ones whose worker is gone.
 
-Three kinds, each selected in SQL, so that only stale rows ever reach Python:
+Three kinds, one SQL statement each, so that only stale rows ever reach Python:
 
 - `queued`: state QUEUED, last touched (`updated_at`, or `created_at` where that is empty)
   before the cutoff `now - threshold`. A phase with neither timestamp is never stale.
@@ -10,33 +10,44 @@ Three kinds, each selected in SQL, so that only stale rows ever reach Python:
 - `unleased`: state EXECUTING without any lease (left by the original tool, which keeps no
   leases) and last touched before the cutoff. Listed apart; marked only when asked for.
 
-Reading streams the rows in report order (runs in order, oldest first within a run, then
-phase_id), so a backlog of a million phases costs one index scan and constant memory. A SQLite
-file is read through sqlite3 itself (autopack.triage.stale_sqlite: no SQLAlchemy, and for
-`--json` SQLite writes each entry's text); PostgreSQL and in-memory SQLite through SQLAlchemy
-Core (autopack.triage.stale_portable), with the same rows in the same order. `find_stale`
-collects them, for marking.
+`stale_report` reads the stale list together with the unleased list in ONE read transaction
+(autopack.db.transaction), so the two agree with each other and with one instant. Rows come in
+report order (runs in order, oldest first within a run, then phase_id): each statement reads
+its index in that order, and the two kinds of the stale list are merged as they stream. Every
+entry's `--json` object is written by the DB itself (`json_object` on SQLite,
+`json_build_object` on PostgreSQL: autopack.triage.stale_dialect); Python only passes the
+texts on, so a backlog of a million phases costs one index scan and bounded memory.
 
-Marking is one transaction that re-checks every condition for every row it changes (state,
-staleness, lease, and the failure reason it read), so a phase that a worker took, renewed or
-finished after the report is left alone and reported as skipped.
+`mark_stale_failed` is one write transaction that re-checks every condition for every row it
+changes (state, staleness, lease, and the failure reason it read), so a phase that a worker
+took, renewed or finished after the report is left alone and reported as skipped.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import closing
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 from typing import Any, NamedTuple
 
-from autopack.db.engine import Database, translated_errors
-from autopack.db.plain import PlainReader, plain_reads, table_names
+from autopack.db.clock import utc_now
+from autopack.db.engine import Database
+from autopack.db.names import PhaseState
+from autopack.db.transaction import (
+    BATCH_ROWS,
+    Rows,
+    Transaction,
+    read_snapshot,
+    table_names,
+    write_transaction,
+)
 from autopack.errors import ConfigError, GuardError
+from autopack.triage.stale_dialect import StaleDialect, dialect_of
 
 DEFAULT_STALE_HOURS = 48.0
 """The runbook's threshold: a QUEUED phase untouched for two days is not waiting in a drain."""
@@ -44,14 +55,13 @@ DEFAULT_STALE_HOURS = 48.0
 MAX_THRESHOLD = timedelta(days=3650)
 STALE_TAG = "[STALE]"
 PREVIOUS_SEPARATOR = "; previous: "
-STREAM_ROWS = 2_000
-"""Rows fetched at a time while streaming (server-side cursor on PostgreSQL)."""
 MARK_CHUNK = 500
 """Rows per executemany while marking: bounded parameter lists on every backend."""
-
-_MINUTE = timedelta(minutes=1)
-_ENCODER = json.JSONEncoder(default=str)
-"""Made once: json.dumps with options builds a new encoder for every entry."""
+DOCUMENT_SEPARATOR = ",\n"
+"""Between the entries' JSON texts joined into one string (StaleList.documents)."""
+CLAIMS = "autopack_phase_claims"
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class StaleKind(StrEnum):
@@ -72,11 +82,13 @@ class StalePhase(NamedTuple):
     last_activity: datetime
     """updated_at (or created_at); for lease_expired, the worker's last heartbeat."""
     age_minutes: int
-    """Whole minutes from last_activity to the query's `now` (rounded down)."""
+    """Whole minutes from last_activity to the query's `now` (rounded down), by the DB."""
     last_failure_reason: str | None
-    worker: str | None = None
-    session_id: str | None = None
-    lease_expires_at: datetime | None = None
+    worker: str | None
+    session_id: str | None
+    lease_expires_at: datetime | None
+    document: str
+    """The entry's `--json` object (docs/json.md), as the DB wrote it."""
 
 
 @dataclass(frozen=True)
@@ -100,61 +112,53 @@ class StaleQuery:
 
 
 @dataclass
-class StaleTally:
-    """Counts taken while entries stream past, keeping the first `keep` (None: all) of them."""
+class StaleList:
+    """One list of the report (the stale phases, or the unleased ones): counts and entries."""
 
-    keep: int | None = None
     count: int = 0
     runs: int = 0
     by_kind: dict[StaleKind, int] = field(default_factory=dict)
-    kept: list[StalePhase] = field(default_factory=list)
-    _last_run: str | None = field(default=None, repr=False)
+    entries: list[StalePhase] = field(default_factory=list)
+    """The first entries in report order: as many as asked for (all when marking)."""
+    documents: list[str] = field(default_factory=list)
+    """Every entry's JSON text in report order, as the DB wrote it, several to a string
+    (joined by DOCUMENT_SEPARATOR: one string per batch read, not one per entry); empty
+    unless asked for."""
 
-    def add(self, entry: StalePhase) -> None:
-        self.count += 1
-        self.by_kind[entry.kind] = self.by_kind.get(entry.kind, 0) + 1
-        if entry.run_id != self._last_run:  # entries come ordered by run
-            self.runs += 1
-            self._last_run = entry.run_id
-        if self.keep is None or len(self.kept) < self.keep:
-            self.kept.append(entry)
-
-    def passing(self, entries: Iterable[StalePhase]) -> Iterator[StalePhase]:
-        """Yield `entries` unchanged, counting them on the way."""
-        for entry in entries:
-            self.add(entry)
-            yield entry
-
-    @classmethod
-    def of(cls, entries: Iterable[StalePhase], keep: int | None = None) -> StaleTally:
-        tally = cls(keep=keep)
-        for entry in entries:
-            tally.add(entry)
-        return tally
+    @property
+    def complete(self) -> bool:
+        """Every entry was read (what marking needs)."""
+        return len(self.entries) == self.count
 
     @property
     def hidden(self) -> int:
-        return self.count - len(self.kept)
+        return self.count - len(self.entries)
 
 
 @dataclass(frozen=True)
 class StaleReport:
-    """Every stale phase at `query.now`, collected: the input to `mark_stale_failed`."""
+    """Every stale and unleased phase at `query.now`, read from one snapshot."""
 
     query: StaleQuery
-    stale: list[StalePhase]
+    stale: StaleList
     """queued and lease_expired phases: runs in order, oldest first within a run."""
-    unleased: list[StalePhase]
+    unleased: StaleList
     """EXECUTING phases with no lease, untouched for longer than the threshold."""
 
     @property
     def count(self) -> int:
-        return len(self.stale)
+        return self.stale.count
 
     @property
     def found(self) -> bool:
         """Anything that needs an operator (the command then exits 1)."""
-        return bool(self.stale or self.unleased)
+        return bool(self.stale.count or self.unleased.count)
+
+    def with_marks(self, result: MarkResult) -> StaleReport:
+        """This report with `marked` and `new_reason` set in the entries `result` marked."""
+        return replace(
+            self, stale=_marked(self.stale, result), unleased=_marked(self.unleased, result)
+        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,23 @@ class MarkResult:
     released_claims: int = 0
     reasons: dict[int, str] = field(default_factory=dict)
     """phases.id → the failure reason written, for every marked phase."""
+
+
+def _marked(listing: StaleList, result: MarkResult) -> StaleList:
+    """The list's entries with what marking wrote (needs every entry: see StaleList.complete)."""
+    if not listing.complete:
+        raise ValueError("marks apply to a report read in full (keep=None)")
+    documents = []
+    for entry in listing.entries:
+        reason = result.reasons.get(entry.pk)
+        if reason is None:
+            documents.append(entry.document)
+            continue
+        # The DB wrote the entry; marking adds the two facts only it knows afterwards.
+        document = json.loads(entry.document)
+        document["marked"], document["new_reason"] = True, reason
+        documents.append(json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+    return replace(listing, documents=documents)
 
 
 def stale_threshold(
@@ -213,211 +234,327 @@ def _too_large(given: str) -> ConfigError:
     )
 
 
-def utc_now() -> datetime:
-    """Naive UTC now, as autopack.db.models.utc_now (whose module loads SQLModel to import)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def naive_utc(value: datetime) -> datetime:
     """Naive UTC, as the DB stores it; an aware value (a timestamptz column) is converted."""
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
-def age_minutes(last: datetime, now: datetime) -> int:
-    """Whole minutes from `last` to `now`, rounded down; 0 for a `last` after `now`."""
-    return (now - last) // _MINUTE if last <= now else 0
+# Reading --------------------------------------------------------------------------------------
 
 
-def stale_query(db: Database, threshold: timedelta, *, now: datetime | None = None) -> StaleQuery:
-    """Fix `now` and look at what the DB offers (a lease table; a nullable updated_at)."""
+@dataclass(frozen=True)
+class _KindStatement:
+    """One kind's rows as SQL: FROM … WHERE … (`p` the phase, `c` its claim) and its columns."""
+
+    kind: StaleKind
+    source: str
+    last: str
+    worker: str = "NULL"
+    session: str = "NULL"
+    expires: str = "NULL"
+
+    def document(self, dialect: StaleDialect) -> str:
+        """The entry's `--json` object (docs/triage.md), built by the DB's JSON function."""
+        expires = "NULL" if self.expires == "NULL" else dialect.utc_text(self.expires)
+        return dialect.as_text.format(
+            f"{dialect.json_object}('run_id', p.run_id, 'phase_id', p.phase_id, "
+            f"'state', p.state, 'kind', '{self.kind.value}', "
+            f"'age_minutes', {dialect.age_minutes(self.last)}, "
+            f"'last_activity', {dialect.utc_text(self.last)}, "
+            "'last_failure_reason', p.last_failure_reason, "
+            f"'worker', {self.worker}, 'session_id', {self.session}, "
+            f"'lease_expires_at', {expires}, "
+            f"'marked', {dialect.json_false}, 'new_reason', NULL)"
+        )
+
+    def listing(self, dialect: StaleDialect, *, full: bool, limit: bool = False) -> str:
+        """Its rows in report order: run_id, last activity, phase_id, then (`full`) the
+        StalePhase columns, then the entry's JSON text."""
+        columns = ["p.run_id", f"{self.last} AS last_activity", "p.phase_id"]
+        if full:
+            columns += [
+                "p.id",
+                "p.state",
+                "p.last_failure_reason",
+                self.worker,
+                self.session,
+                self.expires,
+                dialect.age_minutes(self.last),
+            ]
+        columns.append(self.document(dialect))
+        order = f"p.run_id{dialect.collate}, {self.last}, p.phase_id{dialect.collate}"
+        sql = f"SELECT {', '.join(columns)} {self.source} ORDER BY {order}"
+        return sql + (" LIMIT :limit" if limit else "")
+
+
+def _touched_before(query: StaleQuery, phase: str = "p") -> str:
+    """Last touched before :cutoff, written so an index led by (state, run_id, updated_at)
+    serves it."""
+    before = f"{phase}.updated_at < :cutoff"
+    if not query.updated_at_nullable:
+        return before
+    return f"({before} OR ({phase}.updated_at IS NULL AND {phase}.created_at < :cutoff))"
+
+
+def _no_claim(phase: str) -> str:
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {CLAIMS} c WHERE c.run_id = {phase}.run_id "
+        f"AND c.phase_id = {phase}.phase_id)"
+    )
+
+
+def _statements(query: StaleQuery, *, unleased: bool) -> list[_KindStatement]:
+    """The statements of one list: unleased; or queued (then lease_expired, where leases are)."""
+    last = "coalesce(p.updated_at, p.created_at)" if query.updated_at_nullable else "p.updated_at"
+    touched = _touched_before(query)
+    executing = PhaseState.EXECUTING.value
+    if unleased:
+        unclaimed = f" AND {_no_claim('p')}" if query.leases_checked else ""
+        source = f"FROM phases p WHERE p.state = '{executing}' AND {touched}{unclaimed}"
+        return [_KindStatement(StaleKind.UNLEASED, source, last)]
+    queued = PhaseState.QUEUED.value
+    statements = [
+        _KindStatement(
+            StaleKind.QUEUED, f"FROM phases p WHERE p.state = '{queued}' AND {touched}", last
+        )
+    ]
+    if query.leases_checked:
+        source = (
+            f"FROM phases p JOIN {CLAIMS} c ON c.run_id = p.run_id AND c.phase_id = p.phase_id "
+            f"WHERE p.state = '{executing}' AND c.lease_expires_at < :now"
+        )
+        statements.append(
+            _KindStatement(
+                StaleKind.LEASE_EXPIRED,
+                source,
+                "c.heartbeat_at",
+                "c.worker",
+                "c.session_id",
+                "c.lease_expires_at",
+            )
+        )
+    return statements
+
+
+def _params(query: StaleQuery, **extra: Any) -> dict[str, Any]:
+    return {
+        "cutoff": query.cutoff,
+        "now": query.now,
+        "now_us": (query.now - _EPOCH) // _MICROSECOND,  # SQLite's age arithmetic
+        **extra,
+    }
+
+
+def _stored_datetime(value: Any) -> datetime | None:
+    """A timestamp as read (text on SQLite, a datetime on PostgreSQL) as naive UTC."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(parsed, datetime)
+    return naive_utc(parsed)
+
+
+def _entry(kind: StaleKind, row: Sequence[Any], names: dict[str, str]) -> StalePhase:
+    run_id, last, phase_id, pk, state, reason, worker, session, expires, age, document = row
+    last_activity = _stored_datetime(last)
+    assert last_activity is not None  # a row is stale only by a timestamp
+    return StalePhase(
+        int(pk),
+        names.setdefault(run_id, run_id),  # one string per run, not one per phase
+        phase_id,
+        state,
+        kind,
+        last_activity,
+        int(age or 0),
+        reason,
+        worker,
+        session,
+        _stored_datetime(expires),
+        document,
+    )
+
+
+def _sort_key(row: Sequence[Any]) -> tuple[Any, ...]:
+    """Report order, as the statements' ORDER BY (run_id, last activity, phase_id)."""
+    return row[0], row[1], row[2]
+
+
+def _in_report_order(
+    snapshot: Transaction,
+    statements: list[_KindStatement],
+    sql_of: Callable[[_KindStatement], str],
+    params: dict[str, Any],
+) -> Iterator[tuple[StaleKind, Sequence[Any]]]:
+    """The statements' rows merged in report order, each with its kind.
+
+    The other kinds (expired leases: a few dead workers' phases) are read first, in full; the
+    first (queued, or unleased) streams, straight through when the others have no rows.
+    """
+    first, *rest = statements
+    others = [(s.kind, snapshot.all(sql_of(s), params)) for s in rest]
+    streamed = (
+        (first.kind, row)
+        for rows in snapshot.batches(sql_of(first), params, BATCH_ROWS)
+        for row in rows
+    )
+    present = [[(kind, row) for row in rows] for kind, rows in others if rows]
+    if not present:
+        return streamed
+    return heapq.merge(streamed, *present, key=lambda kind_row: _sort_key(kind_row[1]))
+
+
+def _read_list(
+    snapshot: Transaction,
+    query: StaleQuery,
+    *,
+    unleased: bool,
+    keep: int | None,
+    documents: bool,
+) -> StaleList:
+    dialect = dialect_of(snapshot.backend)
+    params = _params(query)
+    statements = _statements(query, unleased=unleased)
+    if keep is None:
+        return _read_entries(snapshot, dialect, statements, params)
+    if documents:
+        listing = _read_documents(snapshot, dialect, statements, params)
+    else:
+        listing = _counted(snapshot, statements, params)
+    if keep and listing.count:
+        rows = _in_report_order(
+            snapshot,
+            statements,
+            lambda statement: statement.listing(dialect, full=True, limit=True),
+            {**params, "limit": keep},
+        )
+        names: dict[str, str] = {}
+        listing.entries = [_entry(kind, row, names) for kind, row in islice(rows, keep)]
+    return listing
+
+
+def _read_entries(
+    snapshot: Transaction,
+    dialect: StaleDialect,
+    statements: list[_KindStatement],
+    params: dict[str, Any],
+) -> StaleList:
+    """Every entry of the list, as StalePhase rows (and their texts, one per string)."""
+    rows = _in_report_order(
+        snapshot, statements, lambda statement: statement.listing(dialect, full=True), params
+    )
+    names: dict[str, str] = {}
+    entries = [_entry(kind, row, names) for kind, row in rows]
+    by_kind: dict[StaleKind, int] = {}
+    for entry in entries:
+        by_kind[entry.kind] = by_kind.get(entry.kind, 0) + 1
+    return StaleList(
+        count=len(entries),
+        runs=len(names),
+        by_kind=by_kind,
+        entries=entries,
+        documents=[entry.document for entry in entries],
+    )
+
+
+def _read_documents(
+    snapshot: Transaction,
+    dialect: StaleDialect,
+    statements: list[_KindStatement],
+    params: dict[str, Any],
+) -> StaleList:
+    """Every entry's JSON text, touched as little as Python can (whole batches at a time):
+    on a large backlog the rows are the whole cost of the command."""
+    listing = StaleList()
+    runs: set[str] = set()
+    # The other kinds (expired leases: a few dead workers' phases) are read first, in full;
+    # most often they have no rows, and the queued phases then stream straight through.
+    others: list[Rows] = [
+        snapshot.all(s.listing(dialect, full=False), params) for s in statements[1:]
+    ]
+    first = snapshot.batches(statements[0].listing(dialect, full=False), params, BATCH_ROWS)
+    for statement, rows in zip(statements[1:], others, strict=True):
+        if rows:
+            listing.by_kind[statement.kind] = len(rows)
+    batches: Iterable[Rows] = first
+    if any(others):
+        merged = heapq.merge((row for rows in first for row in rows), *others, key=_sort_key)
+        batches = iter(lambda: list(islice(merged, BATCH_ROWS)), [])
+    for rows in batches:
+        columns = list(zip(*rows, strict=True))  # in C: no Python loop per row
+        runs.update(columns[0])
+        listing.count += len(rows)
+        listing.documents.append(DOCUMENT_SEPARATOR.join(columns[-1]))
+    first_count = listing.count - sum(len(rows) for rows in others)
+    if first_count:
+        listing.by_kind = {statements[0].kind: first_count, **listing.by_kind}
+    listing.runs = len(runs)
+    return listing
+
+
+def _counted(
+    snapshot: Transaction, statements: list[_KindStatement], params: dict[str, Any]
+) -> StaleList:
+    """The list's counts from aggregates: cheaper than reading every row when only a
+    screenful is shown."""
+    listing = StaleList()
+    for statement in statements:
+        ((count,),) = snapshot.all(f"SELECT count(*) {statement.source}", params)
+        if count:
+            listing.count += count
+            listing.by_kind[statement.kind] = int(count)
+    if listing.count:
+        union = " UNION ALL ".join(f"SELECT p.run_id {s.source}" for s in statements)
+        ((runs,),) = snapshot.all(
+            f"SELECT count(DISTINCT run_id) FROM ({union}) AS stale_runs", params
+        )
+        listing.runs = int(runs)
+    return listing
+
+
+def stale_report(
+    db: Database,
+    threshold: timedelta,
+    *,
+    now: datetime | None = None,
+    keep: int | None = None,
+    documents: bool = False,
+) -> StaleReport:
+    """The stale phases and the unleased ones, read together in one read transaction.
+
+    `keep`: how many entries of each list to read as StalePhase rows (None: every one, which
+    `mark_stale_failed` needs; 0: none). `documents`: also every entry's JSON text (with
+    keep=None they come with the entries). Read-only.
+    """
     if threshold <= timedelta(0):
         raise ConfigError(
             "the stale threshold must be positive.", hint="e.g. --stale-hours 48 (the default)"
         )
-    with plain_reads(db) as reader:
-        leases = "autopack_phase_claims" in table_names(reader)
-        nullable = _updated_at_nullable(reader)
-    return StaleQuery(
-        now=utc_now() if now is None else naive_utc(now),
-        threshold=threshold,
-        leases_checked=leases,
-        updated_at_nullable=nullable,
-    )
+    with read_snapshot(db) as snapshot:
+        query = StaleQuery(
+            now=utc_now() if now is None else naive_utc(now),
+            threshold=threshold,
+            leases_checked=CLAIMS in table_names(snapshot),
+            updated_at_nullable=_updated_at_nullable(snapshot),
+        )
+        stale = _read_list(snapshot, query, unleased=False, keep=keep, documents=documents)
+        unleased = _read_list(snapshot, query, unleased=True, keep=keep, documents=documents)
+    return StaleReport(query, stale, unleased)
 
 
-def _updated_at_nullable(reader: PlainReader) -> bool:
-    if reader.backend == "postgresql":
-        rows = reader.all(
+def _updated_at_nullable(snapshot: Transaction) -> bool:
+    if snapshot.backend == "postgresql":
+        rows = snapshot.all(
             "SELECT is_nullable FROM information_schema.columns WHERE table_schema = "
             "current_schema() AND table_name = 'phases' AND column_name = 'updated_at'"
         )
         return bool(rows) and rows[0][0] == "YES"
     # cid, name, type, notnull, default, pk
     return any(
-        row[1] == "updated_at" and not row[3] for row in reader.all("PRAGMA table_info(phases)")
+        row[1] == "updated_at" and not row[3] for row in snapshot.all("PRAGMA table_info(phases)")
     )
 
 
-def _sqlite_file(db: Database) -> sqlite3.Connection | None:
-    """A plain connection to a SQLite file (read through stale_sqlite); None: use SQLAlchemy."""
-    with translated_errors(db):
-        return db.sqlite_connect()
-
-
-def iter_stale(
-    db: Database, query: StaleQuery, *, unleased: bool = False, limit: int | None = None
-) -> Iterator[StalePhase]:
-    """Stream the stale phases (or, with `unleased`, the unleased ones) in report order.
-
-    Read-only; the connection stays open until the iterator is exhausted or closed.
-    """
-    connection = _sqlite_file(db)
-    if connection is None:
-        from autopack.triage import stale_portable  # SQLAlchemy: loaded only when needed
-
-        yield from stale_portable.iter_stale(db, query, unleased=unleased, limit=limit)
-        return
-    from autopack.triage import stale_sqlite
-
-    with closing(connection), translated_errors(db):
-        yield from stale_sqlite.iter_stale(connection, query, unleased=unleased, limit=limit)
-
-
-def summarize_stale(
-    db: Database, query: StaleQuery, *, unleased: bool = False, keep: int | None = None
-) -> StaleTally:
-    """Counts from aggregate queries, and the first `keep` entries (None: all of them).
-
-    Cheaper than streaming every row through Python when only a screenful is shown.
-    """
-    connection = _sqlite_file(db)
-    if connection is None:
-        from autopack.triage import stale_portable
-
-        return stale_portable.summarize_stale(db, query, unleased=unleased, keep=keep)
-    from autopack.triage import stale_sqlite
-
-    with closing(connection), translated_errors(db):
-        return stale_sqlite.summarize(connection, query, unleased=unleased, keep=keep)
-
-
-def summarize_report(
-    db: Database, query: StaleQuery, *, keep: int | None = None
-) -> tuple[StaleTally, StaleTally]:
-    """`summarize_stale` of the stale and of the unleased phases, from one read of the DB."""
-    connection = _sqlite_file(db)
-    if connection is None:
-        from autopack.triage import stale_portable
-
-        return (
-            stale_portable.summarize_stale(db, query, keep=keep),
-            stale_portable.summarize_stale(db, query, unleased=True, keep=keep),
-        )
-    from autopack.triage import stale_sqlite
-
-    with closing(connection), translated_errors(db), stale_sqlite.snapshot(connection):
-        return (
-            stale_sqlite.summarize(connection, query, keep=keep),
-            stale_sqlite.summarize(connection, query, unleased=True, keep=keep),
-        )
-
-
-@dataclass
-class EncodedEntries:
-    """Report entries as JSON texts (`entry_document`, one line each), in batches.
-
-    `tally` counts them as they are read (its `kept` stays empty): read it once `batches` is
-    exhausted.
-    """
-
-    batches: Iterator[list[str]]
-    tally: StaleTally
-
-
-def stale_json(db: Database, query: StaleQuery, *, unleased: bool = False) -> EncodedEntries:
-    """The report's entries encoded, streamed in report order (constant memory).
-
-    On a SQLite file SQLite itself writes each entry's text (Python only passes the texts
-    on); elsewhere each StalePhase is encoded here.
-    """
-    tally = StaleTally(keep=0)
-    return EncodedEntries(_json_batches(db, query, tally, unleased=unleased), tally)
-
-
-def _json_batches(
-    db: Database, query: StaleQuery, tally: StaleTally, *, unleased: bool
-) -> Iterator[list[str]]:
-    connection = _sqlite_file(db)
-    if connection is None:
-        yield from encode_entries(iter_stale(db, query, unleased=unleased), tally=tally).batches
-        return
-    from autopack.triage import stale_sqlite
-
-    with closing(connection), translated_errors(db):
-        yield from stale_sqlite.json_batches(
-            connection, query, tally, unleased=unleased, connect=db.sqlite_connect
-        )
-
-
-def encode_entries(
-    entries: Iterable[StalePhase],
-    reasons: Mapping[int, str] | None = None,
-    *,
-    tally: StaleTally | None = None,
-) -> EncodedEntries:
-    """`entries` encoded in batches as `stale_json` gives them; `reasons` as in entry_document."""
-    counted = tally if tally is not None else StaleTally(keep=0)
-
-    def batches() -> Iterator[list[str]]:
-        batch: list[str] = []
-        for entry in counted.passing(entries):
-            batch.append(encode_entry(entry, reasons))
-            if len(batch) >= STREAM_ROWS:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    return EncodedEntries(batches(), counted)
-
-
-def entry_document(entry: StalePhase, reasons: Mapping[int, str] | None = None) -> dict[str, Any]:
-    """One entry of the `--json` lists (docs/triage.md). `reasons`: phases.id → the reason
-    marking wrote. autopack.triage.stale_sqlite writes the same text in SQL."""
-    return {
-        "run_id": entry.run_id,
-        "phase_id": entry.phase_id,
-        "state": entry.state,
-        "kind": entry.kind.value,
-        "age_minutes": entry.age_minutes,
-        "last_activity": utc_text(entry.last_activity),
-        "last_failure_reason": entry.last_failure_reason,
-        "worker": entry.worker,
-        "session_id": entry.session_id,
-        "lease_expires_at": utc_text(entry.lease_expires_at),
-        "marked": reasons is not None and entry.pk in reasons,
-        "new_reason": None if reasons is None else reasons.get(entry.pk),
-    }
-
-
-def utc_text(value: datetime | None) -> str | None:
-    """ISO 8601 with an explicit +00:00 (the DB's values are naive UTC)."""
-    return None if value is None else value.isoformat() + "+00:00"
-
-
-def encode_entry(entry: StalePhase, reasons: Mapping[int, str] | None = None) -> str:
-    """`entry_document` as compact JSON text, as in the `--json` lists."""
-    return _ENCODER.encode(entry_document(entry, reasons))
-
-
-def find_stale(db: Database, threshold: timedelta, *, now: datetime | None = None) -> StaleReport:
-    """Every stale and unleased phase, collected in lists (what `--mark-failed` acts on)."""
-    query = stale_query(db, threshold, now=now)
-    return StaleReport(
-        query=query,
-        stale=list(iter_stale(db, query)),
-        unleased=list(iter_stale(db, query, unleased=True)),
-    )
+# Marking --------------------------------------------------------------------------------------
 
 
 def mark_stale_failed(
@@ -429,20 +566,115 @@ def mark_stale_failed(
 ) -> MarkResult:
     """Mark the report's stale phases FAILED, in one transaction, re-checking each one.
 
-    Expired leases of the phases marked are released (deleted) in the same transaction.
-    EXECUTING phases without a lease are marked only with `include_unleased`. `progress`
-    is called with the number of phases handled so far, after every chunk of MARK_CHUNK.
+    `report` must have been read in full (stale_report with keep=None). Expired leases of the
+    phases marked are released (deleted) in the same transaction. EXECUTING phases without a
+    lease are marked only with `include_unleased`. `progress` is called with the number of
+    phases handled so far, after every chunk of MARK_CHUNK.
     """
     if not db.writable:
         raise GuardError(
             f"{db.target.display_url} was opened read-only; marking phases writes to it.",
             hint="open it with OpenMode.READ_WRITE",
         )
-    from autopack.triage import stale_portable
-
-    return stale_portable.mark_stale_failed(
-        db, report, include_unleased=include_unleased, progress=progress, chunk_size=MARK_CHUNK
+    if not (report.stale.complete and report.unleased.complete):
+        raise ValueError("marking needs a report read in full (stale_report with keep=None)")
+    query = report.query
+    targets = report.stale.entries + (report.unleased.entries if include_unleased else [])
+    marked_at = utc_now()
+    marked: list[StalePhase] = []
+    skipped: list[StalePhase] = []
+    reasons: dict[int, str] = {}
+    released = 0
+    done = 0
+    chunk_size = MARK_CHUNK  # read at call time: tests make it small
+    with write_transaction(db) as transaction:
+        dialect = dialect_of(transaction.backend)
+        for kind in StaleKind:
+            entries = [e for e in targets if e.kind is kind]
+            statement = _mark_statement(kind, query, dialect)
+            for start in range(0, len(entries), chunk_size):
+                chunk = entries[start : start + chunk_size]
+                if kind is StaleKind.LEASE_EXPIRED:
+                    released += _release_expired(transaction, chunk, marked_at)
+                params = [
+                    {
+                        "pk": e.pk,
+                        "state": e.state,
+                        "old": e.last_failure_reason,
+                        "reason": stale_reason(e, query.threshold),
+                        "marked_at": marked_at,
+                        "cutoff": query.cutoff,
+                    }
+                    for e in chunk
+                ]
+                changed = transaction.execute_many(statement, params)
+                done_pks = (
+                    {e.pk for e in chunk}
+                    if changed == len(chunk)
+                    else _marked_pks(transaction, chunk, marked_at)
+                )
+                for entry, param in zip(chunk, params, strict=True):
+                    if entry.pk in done_pks:
+                        marked.append(entry)
+                        reasons[entry.pk] = str(param["reason"])
+                    else:
+                        skipped.append(entry)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done)
+    return MarkResult(
+        marked_at=marked_at,
+        marked=marked,
+        skipped=skipped,
+        released_claims=released,
+        reasons=reasons,
     )
+
+
+def _mark_statement(kind: StaleKind, query: StaleQuery, dialect: StaleDialect) -> str:
+    """FAILED with the new reason, where the row is still as the report read it."""
+    conditions = [
+        "id = :pk",
+        "state = :state",
+        # The reason we append to must be the one we read: a newer one is never overwritten.
+        f"last_failure_reason {dialect.null_safe_equal} CAST(:old AS VARCHAR)",
+    ]
+    if kind is not StaleKind.LEASE_EXPIRED:
+        conditions.append(_touched_before(query, "phases"))
+    if kind is not StaleKind.QUEUED and query.leases_checked:
+        # lease_expired: its expired lease was just released; a renewed one is still there.
+        conditions.append(_no_claim("phases"))
+    return (
+        f"UPDATE phases SET state = '{PhaseState.FAILED.value}', "
+        "last_failure_reason = :reason, updated_at = :marked_at "
+        f"WHERE {' AND '.join(conditions)}"
+    )
+
+
+def _release_expired(
+    transaction: Transaction, chunk: Sequence[StalePhase], marked_at: datetime
+) -> int:
+    """Delete the still-expired leases of these phases; a renewed lease is kept."""
+    statement = (
+        f"DELETE FROM {CLAIMS} WHERE run_id = :run AND phase_id = :phase "
+        "AND lease_expires_at < :marked_at"
+    )
+    params = [{"run": e.run_id, "phase": e.phase_id, "marked_at": marked_at} for e in chunk]
+    return transaction.execute_many(statement, params)
+
+
+def _marked_pks(
+    transaction: Transaction, chunk: Sequence[StalePhase], marked_at: datetime
+) -> set[int]:
+    """Which rows of a chunk this transaction changed (asked only when some were skipped)."""
+    names = [f":pk{index}" for index in range(len(chunk))]
+    rows = transaction.all(
+        f"SELECT id FROM phases WHERE id IN ({', '.join(names)}) "
+        f"AND state = '{PhaseState.FAILED.value}' AND updated_at = :marked_at "
+        f"AND substr(last_failure_reason, 1, {len(STALE_TAG)}) = '{STALE_TAG}'",
+        {"marked_at": marked_at, **{name[1:]: e.pk for name, e in zip(names, chunk, strict=True)}},
+    )
+    return {int(pk) for (pk,) in rows}
 
 
 def _stamp(value: datetime) -> str:
