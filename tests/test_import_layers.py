@@ -40,21 +40,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 # Circles and upward imports in files other branches of issue 9 are rewriting (branch
-# `snapshot`: triage stale and analyze; branch `export`: the deliverable bucket moves to a
+# `export`: the deliverable bucket moves to a
 # low module db/identity.py can import). The lead removes these entries after those merges;
 # an entry that no longer matches anything fails the test, so none outlives its reason.
-ALLOWED_UNTIL_MERGE_CIRCLES: tuple[frozenset[str], ...] = (
-    frozenset(
-        {
-            "autopack.telemetry.analysis_plan",
-            "autopack.telemetry.analysis_scan",
-            "autopack.telemetry.analyze",
-        }
-    ),
-    frozenset(
-        {"autopack.triage.stale", "autopack.triage.stale_portable", "autopack.triage.stale_sqlite"}
-    ),
-)
+ALLOWED_UNTIL_MERGE_CIRCLES: tuple[frozenset[str], ...] = ()
 ALLOWED_UNTIL_MERGE_UPWARD: frozenset[tuple[str, str]] = frozenset(
     {("autopack.db.identity", "autopack.estimator.categories")}
 )
