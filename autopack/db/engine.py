@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from autopack.db.compat import read_compatibility, require_writable_schema
 from autopack.errors import TargetError
 from autopack.settings import DatabaseTarget
 
@@ -93,7 +94,9 @@ def open_database(target: DatabaseTarget, mode: OpenMode) -> Database:
     """Check the target can be opened as asked, then build its engine.
 
     Raises TargetError (exit 2, one line and a hint) for a missing file, a directory, a file
-    that is not SQLite, a read-only file for a writing command, or an unreachable server.
+    that is not SQLite, a read-only file for a writing command, or an unreachable server; and
+    SchemaError (exit 2) when a writing command meets a schema a newer autopack made that this
+    one cannot follow (autopack.db.compat: every writer opens through here).
     """
     if target.backend == "sqlite":
         return _open_sqlite(target, mode)
@@ -132,7 +135,16 @@ def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
         _install_sqlite_pragmas(engine)
         return engine
 
-    return Database(target, build, mode, created_file=created)
+    db = Database(target, build, mode, created_file=created)
+    if mode is OpenMode.READ_WRITE:
+        with translated_errors(db):
+            check = _sqlite_creator(path, read_only=True)()
+            try:
+                compatibility = read_compatibility(lambda sql: check.execute(sql).fetchall(), "sqlite")
+            finally:
+                check.close()
+        require_writable_schema(compatibility, display_url=target.display_url)
+    return db
 
 
 def _in_memory_engine() -> Engine:
@@ -276,7 +288,19 @@ def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
             f"cannot reach PostgreSQL at {target.display_url}: {_first_line(exc)}.",
             hint="check the server is running and the URL's host, port, user and database",
         ) from exc
-    return Database(target, lambda: engine, mode, _engine=engine)
+    db = Database(target, lambda: engine, mode, _engine=engine)
+    if mode is not OpenMode.READ_ONLY:
+        try:
+            with translated_errors(db), engine.connect() as connection:
+                compatibility = read_compatibility(
+                    lambda sql: [tuple(row) for row in connection.exec_driver_sql(sql).all()],
+                    "postgresql",
+                )
+            require_writable_schema(compatibility, display_url=target.display_url)
+        except BaseException:
+            engine.dispose()
+            raise
+    return db
 
 
 def _first_line(exc: BaseException) -> str:

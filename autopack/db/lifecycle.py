@@ -22,6 +22,7 @@ from autopack.db.meta import (
     validate_role,
     write_stamp,
 )
+from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.names import HEAD_REVISION
 from autopack.db.schema import (
     SchemaState,
@@ -133,7 +134,9 @@ class UpgradePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.state.matches_code
+        # A newer schema that opened for writing is one this autopack may use as it is
+        # (autopack.db.compat); it is never migrated "back" to this head.
+        return self.state.matches_code or self.state.newer
 
 
 def plan_upgrade(db: Database) -> UpgradePlan:
@@ -208,9 +211,43 @@ def stamp_database(db: Database, role: str) -> StampResult:
     return StampResult(previous, current)
 
 
-def check_database(db: Database) -> SchemaState:
-    """How the schema compares with the code (read-only)."""
+@dataclass(frozen=True)
+class CheckResult:
+    integrity: IntegrityReport
+    state: SchemaState | None
+    """None when the file is too damaged to compare its schema."""
+
+    @property
+    def ok(self) -> bool:
+        return self.integrity.ok and self.state is not None and self.state.matches_code
+
+    def document(self) -> dict[str, object]:
+        """`db check --json` without its `target` (docs/json.md)."""
+        integrity, state = self.integrity, self.state
+        return {
+            "integrity": {
+                "checked": integrity.checked,
+                "mode": integrity.mode,
+                "ok": integrity.ok,
+                "problems": list(integrity.problems),
+            },
+            "matches": bool(state and state.matches_code),
+            "revision": state.revision if state else None,
+            "head": HEAD_REVISION,
+            "missing_tables": list(state.missing_tables) if state else [],
+            "missing_columns": {t: list(c) for t, c in state.missing_columns.items()}
+            if state
+            else {},
+        }
+
+
+def check_database(db: Database, *, full: bool = False) -> CheckResult:
+    """Is the file whole (SQLite's quick_check, or integrity_check with `full`), and how does
+    its schema compare with the code? Read-only."""
+    integrity = check_integrity(db, full=full)
+    if not integrity.ok:
+        return CheckResult(integrity, None)
     with translated_errors(db), db.engine.connect() as connection:
         state = inspect_schema(connection, columns=True)
     require_autopack_schema(db, state)
-    return state
+    return CheckResult(integrity, state)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from autopack.db.compat import tables_sql
 from autopack.db.engine import Database, translated_errors
 
 if TYPE_CHECKING:
@@ -77,8 +78,4 @@ def plain_reads(db: Database) -> Iterator[PlainReader]:
 
 def table_names(reader: PlainReader) -> set[str]:
     """The tables of the DB's default schema."""
-    if reader.backend == "postgresql":
-        sql = "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
-    else:
-        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
-    return {str(name) for (name,) in reader.all(sql)}
+    return {str(name) for (name,) in reader.all(tables_sql(reader.backend))}
