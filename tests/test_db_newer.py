@@ -74,7 +74,15 @@ def _writers(workdir: Path, url: str) -> dict[str, list[str]]:
     return {
         "seed": ["seed", "run", "telemetry-balanced", *where],
         "import": ["telemetry", "import", str(empty), *where],
-        "mark-failed": ["triage", "stale", "--mark-failed", "--yes", "--max-age-minutes", "1", *where],
+        "mark-failed": [
+            "triage",
+            "stale",
+            "--mark-failed",
+            "--yes",
+            "--max-age-minutes",
+            "1",
+            *where,
+        ],
         "stamp": ["db", "stamp", "--role", "general", *where],
         "upgrade": ["db", "upgrade", "--yes", *where],
         "drain": ["drain", "batch", "--workspace", "ws", "--batch-size", "2", *where],

@@ -219,7 +219,8 @@ def check(
         target = panel.target.model_dump(mode="json") if panel else None
         console.print_json({"target": target, **result.document()})
     elif not integrity.ok:
-        console.info(f"damaged: PRAGMA {integrity.mode} found {len(integrity.problems)} problem(s):")
+        found = len(integrity.problems)
+        console.info(f"damaged: PRAGMA {integrity.mode} found {found} problem(s):")
         for problem in integrity.problems:
             console.log_line(f"  {problem}")
         console.info("restore it from a backup (db upgrade leaves one beside the file)")

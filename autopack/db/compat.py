@@ -121,4 +121,3 @@ def require_writable_schema(compatibility: SchemaCompatibility, *, display_url: 
         f"up to {HEAD_REVISION} and will not write to it.",
         hint=NEWER_HINT,
     )
-

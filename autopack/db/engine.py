@@ -140,7 +140,9 @@ def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
         with translated_errors(db):
             check = _sqlite_creator(path, read_only=True)()
             try:
-                compatibility = read_compatibility(lambda sql: check.execute(sql).fetchall(), "sqlite")
+                compatibility = read_compatibility(
+                    lambda sql: check.execute(sql).fetchall(), "sqlite"
+                )
             finally:
                 check.close()
         require_writable_schema(compatibility, display_url=target.display_url)
@@ -354,7 +356,8 @@ def _translated(db: Database, exc: Exception, kind: str) -> TargetError:
     if "not a database" in message or "malformed" in message:
         return TargetError(
             f"{db.target.display_url} is damaged: {message}.",
-            hint="restore it from a backup (db upgrade leaves one beside the file)",
+            hint="`autopack db check` lists the damage; restore the file from a backup "
+            "(db upgrade leaves one beside it)",
         )
     return TargetError(
         f"database error on {db.target.display_url}: {message}.",

@@ -15,6 +15,7 @@ from alembic.config import Config
 
 from autopack.db.backup import backup_sqlite
 from autopack.db.engine import Database, OpenMode, open_database, translated_errors
+from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.meta import (
     RoleStamp,
     read_stamp,
@@ -22,7 +23,6 @@ from autopack.db.meta import (
     validate_role,
     write_stamp,
 )
-from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.names import HEAD_REVISION
 from autopack.db.schema import (
     SchemaState,
