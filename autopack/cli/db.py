@@ -161,8 +161,15 @@ def upgrade(
                 plan.tables_to_create, plan.columns_to_add, plan.state.revision, plan.state.head
             )
         confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
-        result = upgrade_database(database)
+        result = upgrade_database(database, on_wait=console.silent if quiet else console.log_line)
         after = read_panel(database)
+    if not result.changed:  # another upgrade finished while this one waited for it
+        if as_json:
+            target = after.target.model_dump(mode="json")
+            console.print_json({"target": target, "changed": False, "revision": result.revision})
+        else:
+            console.info(f"already at schema {result.revision}: nothing to do")
+        return
     if as_json:
         console.print_json(
             {

@@ -6,6 +6,7 @@ an open Database and returns a typed result; the CLI renders it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from autopack.db.backup import backup_sqlite
+from autopack.db.backup import backup_sqlite, remove_incomplete_backups
 from autopack.db.engine import Database, OpenMode, open_database, translated_errors
 from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.meta import (
@@ -30,6 +31,7 @@ from autopack.db.schema import (
     inspect_schema,
     require_autopack_schema,
 )
+from autopack.db.upgrade_lock import upgrade_lock
 from autopack.errors import ConfigError, SchemaError, TargetError
 from autopack.settings import BUILTIN_TARGET_ROLES, DatabaseTarget
 
@@ -148,10 +150,13 @@ def plan_upgrade(db: Database) -> UpgradePlan:
 
 @dataclass(frozen=True)
 class UpgradeResult:
-    revision: str
+    revision: str | None
     backup_path: Path | None
     rows_before: dict[str, int]
     rows_after: dict[str, int]
+    changed: bool = True
+    """False when, once the upgrade lock was held, there was nothing left to do (another
+    upgrade had just finished)."""
 
 
 def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
@@ -164,15 +169,30 @@ def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
     }
 
 
-def upgrade_database(db: Database, *, backup: bool = True) -> UpgradeResult:
-    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost."""
+def upgrade_database(
+    db: Database, *, backup: bool = True, on_wait: Callable[[str], None] | None = None
+) -> UpgradeResult:
+    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost.
+
+    One upgrade of a database at a time (autopack.db.upgrade_lock): a second one waits, then
+    plans again and finds nothing to do (`changed` False) instead of failing half-way.
+    """
     if not db.writable:
         raise TargetError("db upgrade needs the database opened for writing.", hint="internal")
+    with upgrade_lock(db, on_wait=on_wait):
+        plan = plan_upgrade(db)
+        if plan.nothing_to_do:
+            return UpgradeResult(plan.state.revision, None, {}, {}, changed=False)
+        return _upgrade_locked(db, backup=backup)
+
+
+def _upgrade_locked(db: Database, *, backup: bool) -> UpgradeResult:
     with translated_errors(db):
         with db.engine.connect() as connection:
             before = _all_row_counts(connection)
         backup_path = None
         if backup and db.target.sqlite_path is not None:
+            remove_incomplete_backups(db.target.sqlite_path)
             backup_path = backup_sqlite(db.target.sqlite_path)
         with db.engine.begin() as connection:
             revision = run_migrations(connection)
