@@ -98,3 +98,13 @@ def test_a_writer_meeting_damage_stops_and_names_db_check(cli: CliRunner, seeded
     assert "malformed" in result.stderr
     assert "hint: `autopack db check` lists the damage" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_on_postgres_says_there_is_no_file_check(cli: CliRunner, postgres_url: str) -> None:
+    assert cli("db", "init", "--database-url", postgres_url).exit_code == 0
+    result = cli("db", "check", "--database-url", postgres_url, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["integrity"] == {"checked": False, "mode": None, "ok": True, "problems": []}
+    human = cli("db", "check", "--database-url", postgres_url)
+    assert "PostgreSQL checks its own pages" in human.stderr

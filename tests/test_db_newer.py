@@ -148,6 +148,10 @@ def test_a_newer_schema_declared_compatible_leaves_this_autopack_working(
     stamped = cli("db", "stamp", "--role", "general", "--database-url", url)
     assert stamped.exit_code == 0, stamped.stderr
 
+    check = cli("db", "check", "--database-url", url)
+    assert check.exit_code == 0, check.stderr  # usable as it is
+    assert f"declared compatible with {COMPATIBLE_WITH}" in check.stderr
+
     upgrade = cli("db", "upgrade", "--yes", "--json", "--database-url", url)
     assert upgrade.exit_code == 0, upgrade.stderr
     assert json.loads(upgrade.stdout) == {

@@ -239,7 +239,14 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return self.integrity.ok and self.state is not None and self.state.matches_code
+        """Whole, and a schema this autopack can use as it is: its own head, or a newer one
+        declared compatible with it that has every table and column the models name."""
+        state = self.state
+        if not self.integrity.ok or state is None:
+            return False
+        compatible_newer = state.newer and state.compatibility.writable
+        complete = not state.missing_tables and not state.missing_columns
+        return state.matches_code or (compatible_newer and complete)
 
     def document(self) -> dict[str, object]:
         """`db check --json` without its `target` (docs/json.md)."""
