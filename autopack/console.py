@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.prompt import Confirm
 from rich.table import Table
 
+from autopack.db.compat import is_newer
 from autopack.errors import AutopackError
 
 if TYPE_CHECKING:  # rendering needs the report types only for annotations
@@ -94,7 +95,9 @@ def _target_lines(target: TargetInfo) -> list[tuple[str, str]]:
         where = target.path or "—"
     role = target.role if target.role_stamped else f"{target.role} (unstamped — treated as legacy)"
     revision = target.schema_revision or "none"
-    if target.schema_revision != target.head_revision:
+    if is_newer(target.schema_revision):
+        revision += f" (newer than this autopack's {target.head_revision})"
+    elif target.schema_revision != target.head_revision:
         revision += f" (autopack needs {target.head_revision})"
     return [
         ("URL", target.url),

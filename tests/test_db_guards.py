@@ -84,8 +84,14 @@ def test_corrupt_sqlite_is_refused_untouched(cli: CliRunner, workdir: Path, comm
     path.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
     before = _digest(path)
     result = cli(*command, "--database-url", "sqlite:///broken.db")
-    _assert_refused(result, str(path))
-    assert "damaged" in result.stderr or "database error" in result.stderr
+    if command == ["db", "check"]:
+        # Finding damage is db check's job: it lists it and exits 1 (issue 11, defect 14).
+        assert result.exit_code == 1, result.stderr
+        assert "damaged: PRAGMA quick_check found" in result.stderr
+        assert "Traceback" not in result.stderr
+    else:
+        _assert_refused(result, str(path))
+        assert "damaged" in result.stderr or "database error" in result.stderr
     assert _digest(path) == before
     assert _files(workdir) == {"broken.db"}
 

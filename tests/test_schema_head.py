@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.lifecycle import alembic_config
-from autopack.db.names import ALL_TABLES, HEAD_REVISION
+from autopack.db.names import ALL_TABLES, COMPATIBLE_WITH, HEAD_REVISION, KNOWN_REVISIONS
 from autopack.settings import build_target
 from tests.conftest import CliRunner
 
@@ -24,6 +24,19 @@ OLD_STALE_INDEX = "ix_phases_state_updated"
 
 def test_head_revision_constant_is_alembics_head() -> None:
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_known_revisions_are_alembics_chain_and_compatible_with_follows_from_it() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    chain = list(reversed(list(scripts.walk_revisions())))  # oldest first
+    assert tuple(script.revision for script in chain) == KNOWN_REVISIONS
+    # Every revision declares whether older autopacks keep working on its result.
+    assert all(isinstance(script.module.additive, bool) for script in chain)
+    # compatible_with: the revision before the newest run of additive revisions.
+    oldest_compatible = len(chain) - 1
+    while oldest_compatible > 0 and chain[oldest_compatible].module.additive:
+        oldest_compatible -= 1
+    assert chain[oldest_compatible].revision == COMPATIBLE_WITH
 
 
 def test_every_model_table_is_named() -> None:
@@ -87,7 +100,7 @@ def _check_0006_up_and_down(cli: CliRunner, url: str, workdir: Path, *args: str)
 
     upgraded = cli("db", "upgrade", *args, "--yes", "--json")
     assert upgraded.exit_code == 0, upgraded.stderr
-    assert json.loads(upgraded.stdout)["revision"] == "0006"
+    assert json.loads(upgraded.stdout)["revision"] == HEAD_REVISION
     indexes = _phase_indexes(url, workdir)
     assert indexes[STALE_INDEX] == ["state", "run_id", "updated_at", "phase_id"]
     assert OLD_STALE_INDEX not in indexes

@@ -18,8 +18,9 @@ from autopack.cli.options import (
 )
 from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode
-from autopack.db.identity import inspect_database, read_panel
-from autopack.errors import EXIT_FOUND_PROBLEMS
+from autopack.db.identity import TargetPanel, inspect_database, read_panel
+from autopack.db.integrity import IntegrityReport
+from autopack.errors import EXIT_FOUND_PROBLEMS, TargetError
 from autopack.settings import resolve_target
 
 app = typer.Typer(
@@ -160,8 +161,15 @@ def upgrade(
                 plan.tables_to_create, plan.columns_to_add, plan.state.revision, plan.state.head
             )
         confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
-        result = upgrade_database(database)
+        result = upgrade_database(database, on_wait=console.silent if quiet else console.log_line)
         after = read_panel(database)
+    if not result.changed:  # another upgrade finished while this one waited for it
+        if as_json:
+            target = after.target.model_dump(mode="json")
+            console.print_json({"target": target, "changed": False, "revision": result.revision})
+        else:
+            console.info(f"already at schema {result.revision}: nothing to do")
+        return
     if as_json:
         console.print_json(
             {
@@ -184,39 +192,60 @@ def upgrade(
 
 @app.command()
 def check(
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Run SQLite's integrity_check (indexes against tables too) instead of its "
+            "quick_check; both read the whole file.",
+        ),
+    ] = False,
     db: DbOption = None,
     database_url: UrlOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Does the schema match this autopack? Read-only; exit 1 if not.
+    """Is the file whole, and does its schema match this autopack? Read-only; exit 1 if not.
 
-    e.g. autopack db check --db seed
+    e.g. autopack db check --db seed --full
     """
     from autopack.db.lifecycle import check_database
 
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
-        panel = announce(database, quiet=quiet, as_json=as_json)
-        state = check_database(database)
+        panel: TargetPanel | None = None
+        try:
+            panel = announce(database, quiet=quiet, as_json=as_json)
+        except TargetError as exc:
+            unreadable = exc  # a damaged file may fail the panel's reads: the check says why
+        result = check_database(database, full=full)
+    if panel is None and result.integrity.ok:
+        raise unreadable
+    integrity, state = result.integrity, result.state
     if as_json:
-        console.print_json(
-            {
-                "target": panel.target.model_dump(mode="json"),
-                "matches": state.matches_code,
-                "revision": state.revision,
-                "head": state.head,
-                "missing_tables": list(state.missing_tables),
-                "missing_columns": {t: list(c) for t, c in state.missing_columns.items()},
-            }
-        )
-    elif state.matches_code:
-        console.info(f"schema matches this autopack (revision {state.head})")
-    else:
+        target = panel.target.model_dump(mode="json") if panel else None
+        console.print_json({"target": target, **result.document()})
+    elif not integrity.ok:
+        found = len(integrity.problems)
+        console.info(f"damaged: PRAGMA {integrity.mode} found {found} problem(s):")
+        for problem in integrity.problems:
+            console.log_line(f"  {problem}")
+        console.info("restore it from a backup (db upgrade leaves one beside the file)")
+    elif state is not None and state.matches_code:
+        console.info(f"schema matches this autopack (revision {state.head}); {_whole(integrity)}")
+    elif state is not None and state.newer:
+        console.warn(state.compatibility.warning() or "")
+    elif state is not None:
         _show_plan(state.missing_tables, state.missing_columns, state.revision, state.head)
         console.info("schema does not match: run `autopack db upgrade` on it")
-    if not state.matches_code:
+    if not result.ok:
         raise typer.Exit(EXIT_FOUND_PROBLEMS)
+
+
+def _whole(integrity: IntegrityReport) -> str:
+    if not integrity.checked:
+        return "PostgreSQL checks its own pages (no file check to run)"
+    return f"PRAGMA {integrity.mode} found no damage"
 
 
 def _show_plan(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from autopack import console
+from autopack.db.compat import SchemaCompatibility
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.guards import require_non_empty
 from autopack.db.identity import TargetPanel, read_panel
@@ -20,6 +21,12 @@ def announce(
     panel = read_panel(db)
     if not quiet and not as_json:
         console.show_panel(panel, title=title)
+    elif as_json and not quiet:
+        # --json hides the panel, but a DB from a newer autopack is worth a line on stderr.
+        target = panel.target
+        newer = SchemaCompatibility(target.schema_revision, target.compatible_with).warning()
+        if newer is not None:
+            console.warn(newer)
     return panel
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from autopack.db.compat import read_compatibility, require_writable_schema
+from autopack.db.text_cells import InvalidTextLog
 from autopack.errors import TargetError
 from autopack.settings import DatabaseTarget
 
@@ -51,6 +53,8 @@ class Database:
     mode: OpenMode
     created_file: bool = False
     _engine: Engine | None = field(default=None, repr=False)
+    invalid_text: InvalidTextLog = field(default_factory=lambda: InvalidTextLog(None), repr=False)
+    """Text cells that were not UTF-8, met by any of this Database's SQLite connections."""
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -73,7 +77,7 @@ class Database:
         connection: sqlite3.Connection = _sqlite_creator(
             path, read_only=self.mode is OpenMode.READ_ONLY
         )()
-        _apply_sqlite_pragmas(connection)
+        _apply_sqlite_pragmas(connection, self.invalid_text)
         return connection
 
     def close(self) -> None:
@@ -93,7 +97,9 @@ def open_database(target: DatabaseTarget, mode: OpenMode) -> Database:
     """Check the target can be opened as asked, then build its engine.
 
     Raises TargetError (exit 2, one line and a hint) for a missing file, a directory, a file
-    that is not SQLite, a read-only file for a writing command, or an unreachable server.
+    that is not SQLite, a read-only file for a writing command, or an unreachable server; and
+    SchemaError (exit 2) when a writing command meets a schema a newer autopack made that this
+    one cannot follow (autopack.db.compat: every writer opens through here).
     """
     if target.backend == "sqlite":
         return _open_sqlite(target, mode)
@@ -108,7 +114,10 @@ def open_database(target: DatabaseTarget, mode: OpenMode) -> Database:
 def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
     if target.in_memory:
         # One connection for the life of the Database: an in-memory DB lives in it.
-        return Database(target, _in_memory_engine, mode)
+        memory_log = InvalidTextLog(None)
+        return Database(
+            target, lambda: _in_memory_engine(memory_log), mode, invalid_text=memory_log
+        )
     path = target.sqlite_path
     assert path is not None  # a file target always has a path (settings.build_target)
     created = False
@@ -129,17 +138,29 @@ def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
             pool_size=8,
             max_overflow=8,
         )
-        _install_sqlite_pragmas(engine)
+        _install_sqlite_pragmas(engine, text_log)
         return engine
 
-    return Database(target, build, mode, created_file=created)
+    text_log = InvalidTextLog(path)
+    db = Database(target, build, mode, created_file=created, invalid_text=text_log)
+    if mode is OpenMode.READ_WRITE:
+        with translated_errors(db):
+            check = _sqlite_creator(path, read_only=True)()
+            try:
+                compatibility = read_compatibility(
+                    lambda sql: check.execute(sql).fetchall(), "sqlite"
+                )
+            finally:
+                check.close()
+        require_writable_schema(compatibility, display_url=target.display_url)
+    return db
 
 
-def _in_memory_engine() -> Engine:
+def _in_memory_engine(text_log: InvalidTextLog) -> Engine:
     import sqlalchemy as sa
 
     engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
-    _install_sqlite_pragmas(engine)
+    _install_sqlite_pragmas(engine, text_log)
     return engine
 
 
@@ -155,15 +176,19 @@ def _sqlite_creator(path: Path, *, read_only: bool) -> Any:
     return connect
 
 
-def _install_sqlite_pragmas(engine: Engine) -> None:
+def _install_sqlite_pragmas(engine: Engine, text_log: InvalidTextLog) -> None:
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        _apply_sqlite_pragmas(dbapi_connection)
+        _apply_sqlite_pragmas(dbapi_connection, text_log)
 
 
-def _apply_sqlite_pragmas(connection: sqlite3.Connection) -> None:
+def _apply_sqlite_pragmas(connection: sqlite3.Connection, text_log: InvalidTextLog) -> None:
+    """The settings of every SQLite connection autopack makes (plain and engine alike)."""
+    # One text cell that is not UTF-8 must not fail a whole report: it is read with U+FFFD
+    # and located (autopack.db.text_cells).
+    connection.text_factory = text_log.decoder()
     cursor = connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -276,7 +301,19 @@ def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
             f"cannot reach PostgreSQL at {target.display_url}: {_first_line(exc)}.",
             hint="check the server is running and the URL's host, port, user and database",
         ) from exc
-    return Database(target, lambda: engine, mode, _engine=engine)
+    db = Database(target, lambda: engine, mode, _engine=engine)
+    if mode is not OpenMode.READ_ONLY:
+        try:
+            with translated_errors(db), engine.connect() as connection:
+                compatibility = read_compatibility(
+                    lambda sql: [tuple(row) for row in connection.exec_driver_sql(sql).all()],
+                    "postgresql",
+                )
+            require_writable_schema(compatibility, display_url=target.display_url)
+        except BaseException:
+            engine.dispose()
+            raise
+    return db
 
 
 def _first_line(exc: BaseException) -> str:
@@ -330,7 +367,8 @@ def _translated(db: Database, exc: Exception, kind: str) -> TargetError:
     if "not a database" in message or "malformed" in message:
         return TargetError(
             f"{db.target.display_url} is damaged: {message}.",
-            hint="restore it from a backup (db upgrade leaves one beside the file)",
+            hint="`autopack db check` lists the damage; restore the file from a backup "
+            "(db upgrade leaves one beside it)",
         )
     return TargetError(
         f"database error on {db.target.display_url}: {message}.",

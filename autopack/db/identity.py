@@ -53,6 +53,8 @@ class TargetInfo(BaseModel):
     schema_revision: str | None
     head_revision: str
     read_only: bool
+    compatible_with: str | None = None
+    """Only for a schema newer than this autopack: the oldest revision it declares it serves."""
 
 
 class TelemetryStats(BaseModel):
@@ -135,6 +137,7 @@ def _target_info(
         db_id=stamp.db_id,
         schema_revision=schema.revision,
         head_revision=schema.head,
+        compatible_with=schema.compatible_with,
         read_only=not db.writable,
     )
 
@@ -147,7 +150,10 @@ def _warnings(info: TargetInfo, schema: SchemaState) -> list[str]:
         )
     if schema.missing_tables:
         warnings.append(f"missing tables: {', '.join(schema.missing_tables)}")
-    if schema.revision != schema.head:
+    newer = schema.compatibility.warning()
+    if newer is not None:
+        warnings.append(newer)
+    elif schema.revision != schema.head:
         have = schema.revision or "none"
         warnings.append(
             f"schema revision {have}, this autopack needs {schema.head} (autopack db upgrade)"

@@ -6,6 +6,7 @@ an open Database and returns a typed result; the CLI renders it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from autopack.db.backup import backup_sqlite
+from autopack.db.backup import backup_sqlite, remove_incomplete_backups
 from autopack.db.engine import Database, OpenMode, open_database, translated_errors
+from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.meta import (
     RoleStamp,
     read_stamp,
@@ -29,6 +31,7 @@ from autopack.db.schema import (
     inspect_schema,
     require_autopack_schema,
 )
+from autopack.db.upgrade_lock import upgrade_lock
 from autopack.errors import ConfigError, SchemaError, TargetError
 from autopack.settings import BUILTIN_TARGET_ROLES, DatabaseTarget
 
@@ -133,7 +136,9 @@ class UpgradePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.state.matches_code
+        # A newer schema that opened for writing is one this autopack may use as it is
+        # (autopack.db.compat); it is never migrated "back" to this head.
+        return self.state.matches_code or self.state.newer
 
 
 def plan_upgrade(db: Database) -> UpgradePlan:
@@ -145,10 +150,13 @@ def plan_upgrade(db: Database) -> UpgradePlan:
 
 @dataclass(frozen=True)
 class UpgradeResult:
-    revision: str
+    revision: str | None
     backup_path: Path | None
     rows_before: dict[str, int]
     rows_after: dict[str, int]
+    changed: bool = True
+    """False when, once the upgrade lock was held, there was nothing left to do (another
+    upgrade had just finished)."""
 
 
 def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
@@ -161,15 +169,30 @@ def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
     }
 
 
-def upgrade_database(db: Database, *, backup: bool = True) -> UpgradeResult:
-    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost."""
+def upgrade_database(
+    db: Database, *, backup: bool = True, on_wait: Callable[[str], None] | None = None
+) -> UpgradeResult:
+    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost.
+
+    One upgrade of a database at a time (autopack.db.upgrade_lock): a second one waits, then
+    plans again and finds nothing to do (`changed` False) instead of failing half-way.
+    """
     if not db.writable:
         raise TargetError("db upgrade needs the database opened for writing.", hint="internal")
+    with upgrade_lock(db, on_wait=on_wait):
+        plan = plan_upgrade(db)
+        if plan.nothing_to_do:
+            return UpgradeResult(plan.state.revision, None, {}, {}, changed=False)
+        return _upgrade_locked(db, backup=backup)
+
+
+def _upgrade_locked(db: Database, *, backup: bool) -> UpgradeResult:
     with translated_errors(db):
         with db.engine.connect() as connection:
             before = _all_row_counts(connection)
         backup_path = None
         if backup and db.target.sqlite_path is not None:
+            remove_incomplete_backups(db.target.sqlite_path)
             backup_path = backup_sqlite(db.target.sqlite_path)
         with db.engine.begin() as connection:
             revision = run_migrations(connection)
@@ -208,9 +231,50 @@ def stamp_database(db: Database, role: str) -> StampResult:
     return StampResult(previous, current)
 
 
-def check_database(db: Database) -> SchemaState:
-    """How the schema compares with the code (read-only)."""
+@dataclass(frozen=True)
+class CheckResult:
+    integrity: IntegrityReport
+    state: SchemaState | None
+    """None when the file is too damaged to compare its schema."""
+
+    @property
+    def ok(self) -> bool:
+        """Whole, and a schema this autopack can use as it is: its own head, or a newer one
+        declared compatible with it that has every table and column the models name."""
+        state = self.state
+        if not self.integrity.ok or state is None:
+            return False
+        compatible_newer = state.newer and state.compatibility.writable
+        complete = not state.missing_tables and not state.missing_columns
+        return state.matches_code or (compatible_newer and complete)
+
+    def document(self) -> dict[str, object]:
+        """`db check --json` without its `target` (docs/json.md)."""
+        integrity, state = self.integrity, self.state
+        return {
+            "integrity": {
+                "checked": integrity.checked,
+                "mode": integrity.mode,
+                "ok": integrity.ok,
+                "problems": list(integrity.problems),
+            },
+            "matches": bool(state and state.matches_code),
+            "revision": state.revision if state else None,
+            "head": HEAD_REVISION,
+            "missing_tables": list(state.missing_tables) if state else [],
+            "missing_columns": {t: list(c) for t, c in state.missing_columns.items()}
+            if state
+            else {},
+        }
+
+
+def check_database(db: Database, *, full: bool = False) -> CheckResult:
+    """Is the file whole (SQLite's quick_check, or integrity_check with `full`), and how does
+    its schema compare with the code? Read-only."""
+    integrity = check_integrity(db, full=full)
+    if not integrity.ok:
+        return CheckResult(integrity, None)
     with translated_errors(db), db.engine.connect() as connection:
         state = inspect_schema(connection, columns=True)
     require_autopack_schema(db, state)
-    return state
+    return CheckResult(integrity, state)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autopack import __version__
+from autopack.db.names import COMPATIBLE_WITH, HEAD_REVISION
 from autopack.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ def write_stamp(connection: sa.Connection, role: str, schema_revision: str | Non
                 tool_version=__version__,
                 schema_revision=schema_revision,
             )
+            if schema_revision == HEAD_REVISION:
+                meta.compatible_with = COMPATIBLE_WITH
         else:
             meta.role = role
             meta.stamped_at = utc_now()
@@ -99,14 +102,19 @@ def write_stamp(connection: sa.Connection, role: str, schema_revision: str | Non
 
 
 def record_schema_revision(connection: sa.Connection, revision: str) -> None:
+    """After `db upgrade` to this autopack's head: the revision, and what it stays compatible
+    with (autopack.db.compat), so older autopacks know whether they may still write."""
     import sqlalchemy as sa
 
     if sa.inspect(connection).has_table(META_TABLE):
         meta = sa.table(
-            META_TABLE, sa.column("id"), sa.column("schema_revision"), sa.column("tool_version")
+            META_TABLE,
+            sa.column("id"),
+            sa.column("schema_revision"),
+            sa.column("tool_version"),
+            sa.column("compatible_with"),
         )
-        connection.execute(
-            sa.update(meta)
-            .where(meta.c.id == 1)
-            .values(schema_revision=revision, tool_version=__version__)
-        )
+        values: dict[str, str] = {"schema_revision": revision, "tool_version": __version__}
+        if revision == HEAD_REVISION:
+            values["compatible_with"] = COMPATIBLE_WITH
+        connection.execute(sa.update(meta).where(meta.c.id == 1).values(**values))

@@ -271,6 +271,8 @@ class AutopackMeta(SQLModel, table=True):
     stamped_at: datetime = _now_column()
     schema_revision: str | None = None
     tool_version: str
+    compatible_with: str | None = None
+    """The oldest revision whose code still works on this schema (autopack.db.compat)."""
 
 
 class DrainSession(SQLModel, table=True):

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-# The newest migration revision. tests/test_schema_head.py checks it against Alembic's head,
-# so this constant and autopack/db/migrations/versions/ cannot drift apart.
-HEAD_REVISION = "0006"
+# Every migration revision this autopack knows, oldest first, and the newest of them.
+# tests/test_schema_head.py checks them against Alembic's chain, so these constants and
+# autopack/db/migrations/versions/ cannot drift apart.
+KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0010")
+HEAD_REVISION = KNOWN_REVISIONS[-1]
+# The oldest revision whose code still works on a schema at HEAD_REVISION: the revision before
+# the newest run of revisions that declare `additive = True` (autopack.db.compat explains the
+# use; the test derives it from the migrations' declarations).
+COMPATIBLE_WITH = "0006"
 VERSION_TABLE = "autopack_alembic_version"
 
 

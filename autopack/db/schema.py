@@ -7,24 +7,22 @@ only callers that change a schema.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from autopack.db.compat import SchemaCompatibility, is_newer, read_compatible_with, read_revision
 from autopack.db.engine import Database
-from autopack.db.names import ALL_TABLES, HEAD_REVISION, VERSION_TABLE
+from autopack.db.names import ALL_TABLES, HEAD_REVISION
 from autopack.db.transaction import Transaction, table_names
 from autopack.errors import SchemaError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-_REVISION_SQL = f"SELECT version_num FROM {VERSION_TABLE}"
-"""Alembic's version table has one row (autopack runs no branches)."""
 
-
-def current_revision(connection: sa.Connection) -> str | None:
-    """The revision recorded in autopack's own version table (Alembic's one-row table)."""
-    return connection.exec_driver_sql(_REVISION_SQL).scalar()
+def _query(connection: sa.Connection) -> Callable[[str], list[tuple[Any, ...]]]:
+    return lambda sql: [tuple(row) for row in connection.exec_driver_sql(sql).all()]
 
 
 def expected_columns(table_name: str) -> list[str]:
@@ -44,6 +42,17 @@ class SchemaState:
     existing_tables: tuple[str, ...]
     missing_tables: tuple[str, ...]
     missing_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    compatible_with: str | None = None
+    """Read only for a newer revision: what it declares itself compatible with."""
+
+    @property
+    def compatibility(self) -> SchemaCompatibility:
+        return SchemaCompatibility(self.revision, self.compatible_with)
+
+    @property
+    def newer(self) -> bool:
+        """Made by a newer autopack: never downgraded, never "upgraded" by this one."""
+        return is_newer(self.revision)
 
     @property
     def at_head(self) -> bool:
@@ -72,26 +81,37 @@ def inspect_schema(connection: sa.Connection, *, columns: bool = False) -> Schem
             absent = tuple(n for n in expected_columns(table_name) if n not in have)
             if absent:
                 missing_columns[table_name] = absent
-    revision = current_revision(connection) if VERSION_TABLE in present else None
-    return _schema_state(present, revision, missing_columns)
+    query = _query(connection)
+    revision = read_revision(query, present)
+    compatible_with = (
+        read_compatible_with(query, connection.dialect.name, present)
+        if is_newer(revision)
+        else None
+    )
+    return _schema_state(present, revision, missing_columns, compatible_with)
 
 
 def read_schema(snapshot: Transaction) -> SchemaState:
     """inspect_schema() through plain SQL (no columns): what the target panel needs."""
     present = table_names(snapshot)
-    revision = None
-    if VERSION_TABLE in present:
-        rows = snapshot.all(_REVISION_SQL)
-        revision = str(rows[0][0]) if rows else None
-    return _schema_state(present, revision, {})
+    revision = read_revision(snapshot.all, present)
+    compatible_with = (
+        read_compatible_with(snapshot.all, snapshot.backend, present)
+        if is_newer(revision)
+        else None
+    )
+    return _schema_state(present, revision, {}, compatible_with)
 
 
 def _schema_state(
-    present: set[str], revision: str | None, missing_columns: dict[str, tuple[str, ...]]
+    present: set[str],
+    revision: str | None,
+    missing_columns: dict[str, tuple[str, ...]],
+    compatible_with: str | None,
 ) -> SchemaState:
     known = tuple(t for t in ALL_TABLES if t in present)
     missing = tuple(t for t in ALL_TABLES if t not in present)
-    return SchemaState(revision, HEAD_REVISION, known, missing, missing_columns)
+    return SchemaState(revision, HEAD_REVISION, known, missing, missing_columns, compatible_with)
 
 
 def enable_wal(db: Database) -> None:

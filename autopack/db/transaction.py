@@ -21,6 +21,7 @@ from contextlib import closing, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from autopack.db.compat import tables_sql
 from autopack.db.engine import Database, translated_errors
 
 if TYPE_CHECKING:
@@ -153,11 +154,7 @@ def _transaction(db: Database, *, write: bool) -> Iterator[Transaction]:
 
 def table_names(transaction: Transaction) -> set[str]:
     """The tables of the DB's default schema."""
-    if transaction.backend == "postgresql":
-        sql = "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
-    else:
-        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
-    return {str(name) for (name,) in transaction.all(sql)}
+    return {str(name) for (name,) in transaction.all(tables_sql(transaction.backend))}
 
 
 @contextmanager

@@ -16,6 +16,8 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Do older autopacks keep working on the result? (autopack.db.compat)
+additive: bool = False  # the baseline every later revision builds on
 
 # The baseline adopts a DB made by the original Autopack as it is: a table that already
 # exists is kept with every row, and only the columns it lacks (older original DBs predate

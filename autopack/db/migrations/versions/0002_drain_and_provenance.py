@@ -16,6 +16,8 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Do older autopacks keep working on the result? (autopack.db.compat)
+additive: bool = True  # new tables only
 
 
 def upgrade() -> None:

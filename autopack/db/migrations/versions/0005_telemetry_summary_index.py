@@ -16,6 +16,8 @@ revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Do older autopacks keep working on the result? (autopack.db.compat)
+additive: bool = True  # a new index only
 
 INDEX = "ix_autopack_telemetry_summary"
 TABLE = "token_estimation_v2_events"

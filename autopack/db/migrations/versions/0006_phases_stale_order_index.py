@@ -21,6 +21,8 @@ revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Do older autopacks keep working on the result? (autopack.db.compat)
+additive: bool = False  # it drops 0003's index: harmless, but more than adding
 
 TABLE = "phases"
 INDEX = "ix_phases_state_run_updated"
