@@ -18,7 +18,7 @@ from autopack.cli.options import (
 )
 from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode
-from autopack.db.identity import inspect_database, read_panel
+from autopack.db.identity import inspect_database
 from autopack.errors import EXIT_FOUND_PROBLEMS
 from autopack.settings import resolve_target
 
@@ -50,23 +50,11 @@ def init(
     from autopack.db.lifecycle import init_database  # Alembic: loaded only to change a schema
 
     result = init_database(resolve_target(db, database_url), role)
-    panel = None
-    if not result.target.in_memory:
-        with open_named(db, database_url, OpenMode.READ_ONLY) as database:
-            panel = read_panel(database)
     if as_json:
-        console.print_json(
-            {
-                "target": panel.target.model_dump(mode="json") if panel else None,
-                "role": result.role,
-                "db_id": result.db_id,
-                "revision": result.revision,
-                "created_file": result.created_file,
-            }
-        )
+        console.print_json(result)
         return
-    if panel is not None and not quiet:
-        console.show_panel(panel, title="database created")
+    if result.panel is not None and not quiet:
+        console.show_panel(result.panel, title="database created")
     console.info(f"initialised with schema {result.revision}, role [bold]{result.role}[/]")
 
 
@@ -110,16 +98,8 @@ def stamp(
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
         announce(database, quiet=quiet, as_json=as_json)
         result = stamp_database(database, role)
-        panel = read_panel(database)
     if as_json:
-        console.print_json(
-            {
-                "target": panel.target.model_dump(mode="json"),
-                "previous_role": result.previous.role if result.previous.stamped else None,
-                "role": result.current.role,
-                "db_id": result.current.db_id,
-            }
-        )
+        console.print_json(result)
         return
     before = result.previous.role if result.previous.stamped else "unstamped"
     console.info(f"role: {before} → [bold]{result.current.role}[/] (db id {result.current.db_id})")
@@ -138,48 +118,26 @@ def upgrade(
 
     e.g. autopack db upgrade --db legacy
     """
-    from autopack.db.lifecycle import plan_upgrade, upgrade_database
+    from autopack.db.lifecycle import UpgradePlan, upgrade_database
+
+    def confirm(plan: UpgradePlan) -> None:
+        if not as_json:
+            state = plan.state
+            _show_plan(plan.tables_to_create, plan.columns_to_add, state.revision, state.head)
+        confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
 
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
-        panel = announce(database, quiet=quiet, as_json=as_json)
-        plan = plan_upgrade(database)
-        if plan.nothing_to_do:
-            if as_json:
-                console.print_json(
-                    {
-                        "target": panel.target.model_dump(mode="json"),
-                        "changed": False,
-                        "revision": plan.state.revision,
-                    }
-                )
-            else:
-                console.info(f"already at schema {plan.state.revision}: nothing to do")
-            return
-        if not as_json:
-            _show_plan(
-                plan.tables_to_create, plan.columns_to_add, plan.state.revision, plan.state.head
-            )
-        confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
-        result = upgrade_database(database)
-        after = read_panel(database)
+        announce(database, quiet=quiet, as_json=as_json)
+        result = upgrade_database(database, confirm=confirm)
     if as_json:
-        console.print_json(
-            {
-                "target": after.target.model_dump(mode="json"),
-                "changed": True,
-                "revision": result.revision,
-                "backup_path": str(result.backup_path) if result.backup_path else None,
-                "created_tables": list(plan.tables_to_create),
-                "added_columns": {t: list(c) for t, c in plan.columns_to_add.items()},
-                "rows_before": result.rows_before,
-                "rows_after": result.rows_after,
-            }
-        )
-        return
-    if result.backup_path:
-        console.info(f"backup: {result.backup_path}")
-    kept = sum(result.rows_before.values())
-    console.info(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
+        console.print_json(result)
+    elif not result.changed:
+        console.info(f"already at schema {result.revision}: nothing to do")
+    else:
+        if result.backup_path:
+            console.info(f"backup: {result.backup_path}")
+        kept = sum((result.rows_before or {}).values())
+        console.info(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
 
 
 @app.command()
@@ -197,25 +155,17 @@ def check(
     from autopack.db.lifecycle import check_database
 
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
-        panel = announce(database, quiet=quiet, as_json=as_json)
-        state = check_database(database)
+        announce(database, quiet=quiet, as_json=as_json)
+        result = check_database(database)
+    state = result.state
     if as_json:
-        console.print_json(
-            {
-                "target": panel.target.model_dump(mode="json"),
-                "matches": state.matches_code,
-                "revision": state.revision,
-                "head": state.head,
-                "missing_tables": list(state.missing_tables),
-                "missing_columns": {t: list(c) for t, c in state.missing_columns.items()},
-            }
-        )
-    elif state.matches_code:
+        console.print_json(result)
+    elif result.matches_code:
         console.info(f"schema matches this autopack (revision {state.head})")
     else:
         _show_plan(state.missing_tables, state.missing_columns, state.revision, state.head)
         console.info("schema does not match: run `autopack db upgrade` on it")
-    if not state.matches_code:
+    if not result.matches_code:
         raise typer.Exit(EXIT_FOUND_PROBLEMS)
 
 

@@ -1,13 +1,16 @@
 """The explicit acts on a database's schema and stamp: init, plan/upgrade, stamp, check.
 
 These are the only functions that create or change a schema. Each takes a resolved target or
-an open Database and returns a typed result; the CLI renders it.
+an open Database and returns a typed result holding the database's target facts after the act;
+`to_json()` is the command's `--json` document (docs/json.md), and the CLI renders it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -15,6 +18,7 @@ from alembic.config import Config
 
 from autopack.db.backup import backup_sqlite
 from autopack.db.engine import Database, OpenMode, open_database, translated_errors
+from autopack.db.identity import TargetInfo, TargetPanel, read_panel
 from autopack.db.meta import (
     RoleStamp,
     read_stamp,
@@ -65,11 +69,21 @@ def role_for_init(target: DatabaseTarget, role: str | None) -> str:
 
 @dataclass(frozen=True)
 class InitResult:
-    target: DatabaseTarget
+    panel: TargetPanel | None
+    """The new database's facts; None for an in-memory one, gone when its connection closes."""
     role: str
     db_id: str | None
     revision: str
     created_file: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.panel.target.model_dump(mode="json") if self.panel else None,
+            "role": self.role,
+            "db_id": self.db_id,
+            "revision": self.revision,
+            "created_file": self.created_file,
+        }
 
 
 def init_database(target: DatabaseTarget, role: str | None) -> InitResult:
@@ -95,7 +109,11 @@ def init_database(target: DatabaseTarget, role: str | None) -> InitResult:
             _remove_sqlite_files(target.sqlite_path)
         raise
     db.close()
-    return InitResult(target, chosen_role, stamp.db_id, revision, db.created_file)
+    panel = None
+    if not target.in_memory:
+        with open_database(target, OpenMode.READ_ONLY) as created:
+            panel = read_panel(created)
+    return InitResult(panel, chosen_role, stamp.db_id, revision, db.created_file)
 
 
 def _refuse_non_empty(db: Database) -> None:
@@ -145,10 +163,33 @@ def plan_upgrade(db: Database) -> UpgradePlan:
 
 @dataclass(frozen=True)
 class UpgradeResult:
+    target: TargetInfo
+    plan: UpgradePlan
+    """What the upgrade found to do (nothing: `changed` is False and no backup was made)."""
     revision: str
-    backup_path: Path | None
-    rows_before: dict[str, int]
-    rows_after: dict[str, int]
+    backup_path: Path | None = None
+    rows_before: dict[str, int] | None = None
+    rows_after: dict[str, int] | None = None
+
+    @property
+    def changed(self) -> bool:
+        return not self.plan.nothing_to_do
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "target": self.target.model_dump(mode="json"),
+            "changed": self.changed,
+            "revision": self.revision,
+        }
+        if self.changed:
+            document |= {
+                "backup_path": str(self.backup_path) if self.backup_path else None,
+                "created_tables": list(self.plan.tables_to_create),
+                "added_columns": {t: list(c) for t, c in self.plan.columns_to_add.items()},
+                "rows_before": self.rows_before,
+                "rows_after": self.rows_after,
+            }
+        return document
 
 
 def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
@@ -161,10 +202,24 @@ def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
     }
 
 
-def upgrade_database(db: Database, *, backup: bool = True) -> UpgradeResult:
-    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost."""
+def upgrade_database(
+    db: Database,
+    *,
+    backup: bool = True,
+    confirm: Callable[[UpgradePlan], None] = lambda _plan: None,
+) -> UpgradeResult:
+    """Plan; if there is work, back the file up (SQLite), migrate to head, switch WAL on, and
+    prove no row was lost.
+
+    `confirm` sees the plan before anything changes and raises to refuse it (the CLI shows it
+    and asks); it is not called when there is nothing to do.
+    """
     if not db.writable:
         raise TargetError("db upgrade needs the database opened for writing.", hint="internal")
+    plan = plan_upgrade(db)
+    if plan.nothing_to_do:
+        return UpgradeResult(read_panel(db).target, plan, plan.state.head)
+    confirm(plan)
     with translated_errors(db):
         with db.engine.connect() as connection:
             before = _all_row_counts(connection)
@@ -186,13 +241,22 @@ def upgrade_database(db: Database, *, backup: bool = True) -> UpgradeResult:
             if backup_path
             else "restore from a backup",
         )
-    return UpgradeResult(revision, backup_path, before, after)
+    return UpgradeResult(read_panel(db).target, plan, revision, backup_path, before, after)
 
 
 @dataclass(frozen=True)
 class StampResult:
+    target: TargetInfo
     previous: RoleStamp
     current: RoleStamp
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target.model_dump(mode="json"),
+            "previous_role": self.previous.role if self.previous.stamped else None,
+            "role": self.current.role,
+            "db_id": self.current.db_id,
+        }
 
 
 def stamp_database(db: Database, role: str) -> StampResult:
@@ -205,12 +269,33 @@ def stamp_database(db: Database, role: str) -> StampResult:
         require_autopack_schema(db, state)
         with db.engine.begin() as connection:
             current = write_stamp(connection, chosen, state.revision)
-    return StampResult(previous, current)
+    return StampResult(read_panel(db).target, previous, current)
 
 
-def check_database(db: Database) -> SchemaState:
+@dataclass(frozen=True)
+class CheckResult:
+    target: TargetInfo
+    state: SchemaState
+
+    @property
+    def matches_code(self) -> bool:
+        return self.state.matches_code
+
+    def to_json(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "target": self.target.model_dump(mode="json"),
+            "matches": state.matches_code,
+            "revision": state.revision,
+            "head": state.head,
+            "missing_tables": list(state.missing_tables),
+            "missing_columns": {t: list(c) for t, c in state.missing_columns.items()},
+        }
+
+
+def check_database(db: Database) -> CheckResult:
     """How the schema compares with the code (read-only)."""
     with translated_errors(db), db.engine.connect() as connection:
         state = inspect_schema(connection, columns=True)
     require_autopack_schema(db, state)
-    return state
+    return CheckResult(read_panel(db).target, state)
