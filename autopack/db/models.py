@@ -9,11 +9,13 @@ autopack's own tables are additive and prefixed `autopack_`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
+
+from autopack.db.clock import utc_now as utc_now
 
 # Re-exported: the tables' names and states live in autopack.db.names (cheap to import).
 from autopack.db.names import ALL_TABLES as ALL_TABLES
@@ -23,12 +25,6 @@ from autopack.db.names import ORIGINAL_TABLES as ORIGINAL_TABLES
 from autopack.db.names import PhaseState as PhaseState
 from autopack.db.names import RunState as RunState
 from autopack.db.names import TierState as TierState
-
-
-def utc_now() -> datetime:
-    """Naive UTC, as the original stored timestamps (readers treat naive values as UTC)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
 
 # Naive UTC on every backend, as the original's columns are (TIMESTAMP WITHOUT TIME ZONE on
 # PostgreSQL); SQLModel's default aware type would disagree with an original DB's columns.
