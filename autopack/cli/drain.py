@@ -15,7 +15,6 @@ from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption,
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode, translated_errors
 from autopack.db.identity import TargetPanel
-from autopack.db.meta import read_stamp
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
 from autopack.drain import (
@@ -25,7 +24,8 @@ from autopack.drain import (
     Filters,
     Limits,
     PhaseOptions,
-    default_state_choice,
+    check_state_choice,
+    choose_states,
     drain_phase,
     list_sessions,
     resume_batch,
@@ -322,10 +322,7 @@ def batch(
     Exit 0 when no phase failed, 1 when any failed or timed out, 2 refused, 130 interrupted.
     e.g. autopack drain batch --db legacy --batch-size 10 --max-total-minutes 60
     """
-    if state is not None and state not in STATE_CHOICES:
-        raise GuardError(
-            f"--state {state!r} is not one of failed, queued, all.", hint="e.g. --state failed"
-        )
+    check_state_choice(state)
     if session is not None and not resume:
         raise GuardError("--session names a session to resume.", hint="add --resume")
     if resume and dry_run:
@@ -357,19 +354,21 @@ def batch(
                     log=_logger(quiet, as_json),
                 )
         else:
-            with engine.connect() as connection:
-                stamp = read_stamp(connection)
-            choice = state or default_state_choice(stamp.role, stamp.stamped)
+            choice = choose_states(engine, state)
             if not quiet and not as_json:
                 console.info(
-                    f"draining {choice} phases"
-                    + ("" if state else f" (default for a {stamp.role} database)")
+                    f"draining {choice.name} phases"
+                    + (
+                        f" (default for a {choice.default_for_role} database)"
+                        if choice.default_for_role
+                        else ""
+                    )
                     + f"; {workers} worker(s), one phase per run at a time"
                     + ("; DRY RUN: no LLM calls, nothing written" if dry_run else "")
                 )
             options = BatchOptions(
                 filters=Filters(
-                    states=STATE_CHOICES[choice],
+                    states=choice.states,
                     run_ids=tuple(run_id or ()),
                     skip_run_prefixes=tuple(skip_run_prefix or ()),
                 ),

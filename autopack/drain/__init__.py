@@ -21,7 +21,15 @@ from autopack.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from autopack.drain.attempt import PhaseOptions, PhaseOutcome
-    from autopack.drain.batch import STATE_CHOICES, default_state_choice, resume_batch, run_batch
+    from autopack.drain.batch import (
+        STATE_CHOICES,
+        StateChoice,
+        check_state_choice,
+        choose_states,
+        default_state_choice,
+        resume_batch,
+        run_batch,
+    )
     from autopack.drain.claims import ClaimRefused, PhaseNotFound
     from autopack.drain.controller import BatchOptions
     from autopack.drain.phase import attempt_phase, drain_phase
@@ -38,6 +46,9 @@ __getattr__ = lazy_exports(
             "PhaseOutcome",
         ),
         "autopack.drain.batch": (
+            "StateChoice",
+            "check_state_choice",
+            "choose_states",
             "default_state_choice",
             "resume_batch",
             "run_batch",
@@ -78,7 +89,10 @@ __all__ = [
     "PhaseOutcome",
     "SessionList",
     "SessionSummary",
+    "StateChoice",
     "attempt_phase",
+    "check_state_choice",
+    "choose_states",
     "default_state_choice",
     "drain_phase",
     "list_sessions",
