@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -30,9 +30,28 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def print_json(document: Mapping[str, Any] | BaseModel) -> None:
-    """One JSON document on stdout (the `--json` contract, documented in docs/json.md)."""
-    data = document.model_dump(mode="json") if isinstance(document, BaseModel) else document
+@runtime_checkable
+class JsonReport(Protocol):
+    """A core result that renders itself as its command's JSON document (docs/json.md)."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def print_json(
+    document: Mapping[str, Any] | BaseModel | JsonReport, *, target: TargetInfo | None = None
+) -> None:
+    """One JSON document on stdout (the `--json` contract, documented in docs/json.md).
+
+    `target` is the panel shown before the command acted: it leads the document.
+    """
+    if isinstance(document, JsonReport):
+        data: Mapping[str, Any] = document.to_json()
+    elif isinstance(document, BaseModel):
+        data = document.model_dump(mode="json")
+    else:
+        data = document
+    if target is not None:
+        data = {"target": target.model_dump(mode="json"), **data}
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
 

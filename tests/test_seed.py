@@ -241,7 +241,7 @@ def test_balanced_covers_all_eighteen_cells_with_at_least_24_phases() -> None:
     assert coverage.covered_target_cells == 18
     assert coverage.missing_cells == []
     assert coverage.complete
-    assert all(cell.target for cell in coverage.cells)  # nothing outside the 18 cells
+    assert all(cell.required for cell in coverage.cells)  # nothing outside the 18 cells
     assert set(coverage.by_category) == {"implementation", "tests", "docs"}
     assert min(coverage.by_complexity.values()) >= 8
 
@@ -546,7 +546,7 @@ def test_coverage_normalises_categories_and_keeps_other_cells_apart() -> None:
     assert coverage.by_deliverables == {"1": 1, "2-5": 1, "6+": 1}
     assert coverage.covered_target_cells == 2
     assert len(coverage.missing_cells) == 16
-    extra = [cell for cell in coverage.cells if not cell.target]
+    extra = [cell for cell in coverage.cells if not cell.required]
     assert [(c.label, c.phase_ids) for c in extra] == [("refactoring/medium/6+", ["c"])]
 
 
@@ -732,8 +732,15 @@ def test_run_json_document(cli: CliRunner, workdir: Path) -> None:
     assert coverage["missing_cells"] == []
     assert coverage["by_category"]["docs"] == {"phases": 9, "low": 3, "medium": 3, "high": 3}
     cell = coverage["cells"][0]
-    assert set(cell) == {"category", "complexity", "deliverables", "phases", "phase_ids", "target"}
-    assert (cell["category"], cell["complexity"], cell["deliverables"]) == (
+    assert set(cell) == {
+        "category",
+        "complexity",
+        "deliverable_bucket",
+        "required",
+        "phases",
+        "phase_ids",
+    }
+    assert (cell["category"], cell["complexity"], cell["deliverable_bucket"]) == (
         "implementation",
         "low",
         "1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
@@ -18,7 +19,7 @@ from autopack.cli.options import (
 )
 from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode
-from autopack.db.identity import TargetPanel, inspect_database, read_panel
+from autopack.db.identity import inspect_database
 from autopack.db.integrity import IntegrityReport
 from autopack.errors import EXIT_FOUND_PROBLEMS, TargetError
 from autopack.settings import resolve_target
@@ -51,23 +52,11 @@ def init(
     from autopack.db.lifecycle import init_database  # Alembic: loaded only to change a schema
 
     result = init_database(resolve_target(db, database_url), role)
-    panel = None
-    if not result.target.in_memory:
-        with open_named(db, database_url, OpenMode.READ_ONLY) as database:
-            panel = read_panel(database)
     if as_json:
-        console.print_json(
-            {
-                "target": panel.target.model_dump(mode="json") if panel else None,
-                "role": result.role,
-                "db_id": result.db_id,
-                "revision": result.revision,
-                "created_file": result.created_file,
-            }
-        )
+        console.print_json(result)
         return
-    if panel is not None and not quiet:
-        console.show_panel(panel, title="database created")
+    if result.panel is not None and not quiet:
+        console.show_panel(result.panel, title="database created")
     console.info(f"initialised with schema {result.revision}, role [bold]{result.role}[/]")
 
 
@@ -111,16 +100,8 @@ def stamp(
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
         announce(database, quiet=quiet, as_json=as_json)
         result = stamp_database(database, role)
-        panel = read_panel(database)
     if as_json:
-        console.print_json(
-            {
-                "target": panel.target.model_dump(mode="json"),
-                "previous_role": result.previous.role if result.previous.stamped else None,
-                "role": result.current.role,
-                "db_id": result.current.db_id,
-            }
-        )
+        console.print_json(result)
         return
     before = result.previous.role if result.previous.stamped else "unstamped"
     console.info(f"role: {before} → [bold]{result.current.role}[/] (db id {result.current.db_id})")
@@ -139,55 +120,27 @@ def upgrade(
 
     e.g. autopack db upgrade --db legacy
     """
-    from autopack.db.lifecycle import plan_upgrade, upgrade_database
+    from autopack.db.lifecycle import UpgradePlan, upgrade_database
+
+    def confirm(plan: UpgradePlan) -> None:
+        if not as_json:
+            state = plan.state
+            _show_plan(plan.tables_to_create, plan.columns_to_add, state.revision, state.head)
+        confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
 
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
-        panel = announce(database, quiet=quiet, as_json=as_json)
-        plan = plan_upgrade(database)
-        if plan.nothing_to_do:
-            if as_json:
-                console.print_json(
-                    {
-                        "target": panel.target.model_dump(mode="json"),
-                        "changed": False,
-                        "revision": plan.state.revision,
-                    }
-                )
-            else:
-                console.info(f"already at schema {plan.state.revision}: nothing to do")
-            return
-        if not as_json:
-            _show_plan(
-                plan.tables_to_create, plan.columns_to_add, plan.state.revision, plan.state.head
-            )
-        confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
-        result = upgrade_database(database, on_wait=console.silent if quiet else console.log_line)
-        after = read_panel(database)
-    if not result.changed:  # another upgrade finished while this one waited for it
-        if as_json:
-            target = after.target.model_dump(mode="json")
-            console.print_json({"target": target, "changed": False, "revision": result.revision})
-        else:
-            console.info(f"already at schema {result.revision}: nothing to do")
-        return
+        announce(database, quiet=quiet, as_json=as_json)
+        on_wait = console.silent if quiet else console.log_line
+        result = upgrade_database(database, confirm=confirm, on_wait=on_wait)
     if as_json:
-        console.print_json(
-            {
-                "target": after.target.model_dump(mode="json"),
-                "changed": True,
-                "revision": result.revision,
-                "backup_path": str(result.backup_path) if result.backup_path else None,
-                "created_tables": list(plan.tables_to_create),
-                "added_columns": {t: list(c) for t, c in plan.columns_to_add.items()},
-                "rows_before": result.rows_before,
-                "rows_after": result.rows_after,
-            }
-        )
-        return
-    if result.backup_path:
-        console.info(f"backup: {result.backup_path}")
-    kept = sum(result.rows_before.values())
-    console.info(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
+        console.print_json(result)
+    elif not result.changed:
+        console.info(f"already at schema {result.revision}: nothing to do")
+    else:
+        if result.backup_path:
+            console.info(f"backup: {result.backup_path}")
+        kept = sum((result.rows_before or {}).values())
+        console.info(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
 
 
 @app.command()
@@ -213,18 +166,13 @@ def check(
     from autopack.db.lifecycle import check_database
 
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
-        panel: TargetPanel | None = None
-        try:
-            panel = announce(database, quiet=quiet, as_json=as_json)
-        except TargetError as exc:
-            unreadable = exc  # a damaged file may fail the panel's reads: the check says why
+        # A damaged file may fail the panel's reads: the check below says why.
+        with contextlib.suppress(TargetError):
+            announce(database, quiet=quiet, as_json=as_json)
         result = check_database(database, full=full)
-    if panel is None and result.integrity.ok:
-        raise unreadable
     integrity, state = result.integrity, result.state
     if as_json:
-        target = panel.target.model_dump(mode="json") if panel else None
-        console.print_json({"target": target, **result.document()})
+        console.print_json(result)
     elif not integrity.ok:
         found = len(integrity.problems)
         console.info(f"damaged: PRAGMA {integrity.mode} found {found} problem(s):")

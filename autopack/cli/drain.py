@@ -15,34 +15,27 @@ from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption,
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode, translated_errors
 from autopack.db.identity import TargetPanel
-from autopack.db.meta import read_stamp
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
-from autopack.drain.attempt import PhaseOptions
-from autopack.drain.batch import (
+from autopack.drain import (
     STATE_CHOICES,
-    default_state_choice,
+    BatchOptions,
+    DrainReport,
+    Filters,
+    Limits,
+    PhaseOptions,
+    check_state_choice,
+    choose_states,
+    drain_phase,
+    list_sessions,
     resume_batch,
     run_batch,
+    session_report,
 )
-from autopack.drain.controller import BatchOptions
-from autopack.drain.phase import attempt_phase
-from autopack.drain.report import DrainReport, summarise
-from autopack.drain.selection import Filters
-from autopack.drain.sessions import (
-    find_session,
-    finish_session,
-    list_sessions,
-    session_entries,
-    start_session,
-    worker_name,
-)
-from autopack.drain.triage import Limits
-from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_REFUSED, GuardError
+from autopack.errors import GuardError
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
-from autopack.llm.clients import make_client
-from autopack.llm.settings import LlmSettings, load_llm_settings
+from autopack.llm import LlmSettings, load_llm_settings, make_client
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
 from autopack.telemetry.recorder import telemetry_tables_present
 
@@ -144,9 +137,7 @@ def _prepare(
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
     if as_json:
-        console.print_json(
-            {"target": panel.target.model_dump(mode="json"), **report.model_dump(mode="json")}
-        )
+        console.print_json(report, target=panel.target)
     else:
         show_drain_report(report, quiet=quiet)
 
@@ -186,7 +177,6 @@ def phase(
         quiet=quiet,
         as_json=as_json,
     ) as prepared:
-        engine = prepared.database.engine
         assert prepared.settings is not None
         options = PhaseOptions(
             workspace=prepared.workspace,
@@ -198,44 +188,14 @@ def phase(
             pytest_timeout_s=pytest_timeout,
             temperature=prepared.settings.temperature,
         )
-        session_id = start_session(
-            engine,
-            kind="phase",
-            options={
-                "run_id": run_id,
-                "phase_id": phase_id,
-                "workspace": str(prepared.workspace),
-                "requeue": requeue,
-                "coefficients": prepared.coefficients.name,
-            },
-            telemetry_enabled=prepared.telemetry,
-        )
         with make_client(prepared.settings) as client:
-            try:
-                outcome = attempt_phase(
-                    engine,
-                    client,
-                    run_id,
-                    phase_id,
-                    options,
-                    session_id=session_id,
-                    worker=worker_name(),
-                )
-            except BaseException:
-                finish_session(engine, session_id, status="failed")
-                raise
-        finish_session(engine, session_id, status="completed")
-        report = summarise(
-            session_id, [outcome.entry()], kind="phase", telemetry_enabled=prepared.telemetry
-        )
-        if outcome.outcome == "refused" and not as_json:
-            show_refusal(outcome.failure_reason or "refused", outcome.hint)
+            report = drain_phase(prepared.database.engine, client, run_id, phase_id, options)
+        if report.refused and not as_json:
+            show_refusal(report.results[0]["failure_reason"] or "refused", report.hint)
         else:
             _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
-    if outcome.outcome == "refused":
-        raise typer.Exit(EXIT_REFUSED)
-    if outcome.outcome != "complete":
-        raise typer.Exit(EXIT_FOUND_PROBLEMS)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -287,8 +247,8 @@ def queued(
         )
         report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
-    if report.any_failed:
-        raise typer.Exit(EXIT_FOUND_PROBLEMS)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @app.command()
@@ -362,10 +322,7 @@ def batch(
     Exit 0 when no phase failed, 1 when any failed or timed out, 2 refused, 130 interrupted.
     e.g. autopack drain batch --db legacy --batch-size 10 --max-total-minutes 60
     """
-    if state is not None and state not in STATE_CHOICES:
-        raise GuardError(
-            f"--state {state!r} is not one of failed, queued, all.", hint="e.g. --state failed"
-        )
+    check_state_choice(state)
     if session is not None and not resume:
         raise GuardError("--session names a session to resume.", hint="add --resume")
     if resume and dry_run:
@@ -397,19 +354,21 @@ def batch(
                     log=_logger(quiet, as_json),
                 )
         else:
-            with engine.connect() as connection:
-                stamp = read_stamp(connection)
-            choice = state or default_state_choice(stamp.role, stamp.stamped)
+            choice = choose_states(engine, state)
             if not quiet and not as_json:
                 console.info(
-                    f"draining {choice} phases"
-                    + ("" if state else f" (default for a {stamp.role} database)")
+                    f"draining {choice.name} phases"
+                    + (
+                        f" (default for a {choice.default_for_role} database)"
+                        if choice.default_for_role
+                        else ""
+                    )
                     + f"; {workers} worker(s), one phase per run at a time"
                     + ("; DRY RUN: no LLM calls, nothing written" if dry_run else "")
                 )
             options = BatchOptions(
                 filters=Filters(
-                    states=STATE_CHOICES[choice],
+                    states=choice.states,
                     run_ids=tuple(run_id or ()),
                     skip_run_prefixes=tuple(skip_run_prefix or ()),
                 ),
@@ -429,8 +388,8 @@ def batch(
             )
             report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
-    if report.any_failed:
-        raise typer.Exit(EXIT_FOUND_PROBLEMS)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 def _phase_options(
@@ -487,30 +446,14 @@ def sessions(
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
             require_tables(database, DRAIN_TABLES)
-            engine = database.engine
             if session_id is None:
-                rows = list_sessions(engine)
-                if as_json:
-                    console.print_json(
-                        {"target": panel.target.model_dump(mode="json"), "sessions": rows}
-                    )
-                else:
-                    show_sessions(rows)
-                return
-            row = find_session(engine, session_id, kinds=())
-            if row is None:
-                raise GuardError(
-                    f"there is no drain session {session_id!r} in this database.",
-                    hint="list them with `autopack drain sessions`",
-                )
-            state = row.state or {}
-            report = summarise(
-                row.id,
-                session_entries(engine, row.id),
-                kind=row.kind,
-                telemetry_enabled=row.telemetry_enabled,
-                stopped_runs=state.get("stopped_runs") or {},
-                skipped_phases=state.get("skipped_phases") or {},
-                stop_reason=row.stop_reason,
-            )
+                listing = list_sessions(database.engine)
+            else:
+                report = session_report(database.engine, session_id)
+    if session_id is None:
+        if as_json:
+            console.print_json(listing, target=panel.target)
+        else:
+            show_sessions(listing)
+        return
     _emit(report, panel, as_json=as_json, quiet=quiet)

@@ -1,7 +1,6 @@
-"""The one clock of autopack's DB code: naive UTC, as the original stored timestamps.
+"""The time autopack stores: naive UTC, as the original's columns hold it.
 
-Its own module so that the reports which never load SQLAlchemy (triage, identity) use the same
-function as the models (autopack.db.models re-exports it).
+Its own small module so that every layer can stamp a row without loading SQLModel.
 """
 
 from __future__ import annotations

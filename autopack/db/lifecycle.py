@@ -1,7 +1,8 @@
 """The explicit acts on a database's schema and stamp: init, plan/upgrade, stamp, check.
 
 These are the only functions that create or change a schema. Each takes a resolved target or
-an open Database and returns a typed result; the CLI renders it.
+an open Database and returns a typed result holding the database's target facts after the act;
+`to_json()` is the command's `--json` document (docs/json.md), and the CLI renders it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -16,6 +18,7 @@ from alembic.config import Config
 
 from autopack.db.backup import backup_sqlite, remove_incomplete_backups
 from autopack.db.engine import Database, OpenMode, open_database, translated_errors
+from autopack.db.identity import TargetInfo, TargetPanel, read_panel
 from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.meta import (
     RoleStamp,
@@ -68,11 +71,21 @@ def role_for_init(target: DatabaseTarget, role: str | None) -> str:
 
 @dataclass(frozen=True)
 class InitResult:
-    target: DatabaseTarget
+    panel: TargetPanel | None
+    """The new database's facts; None for an in-memory one, gone when its connection closes."""
     role: str
     db_id: str | None
     revision: str
     created_file: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.panel.target.model_dump(mode="json") if self.panel else None,
+            "role": self.role,
+            "db_id": self.db_id,
+            "revision": self.revision,
+            "created_file": self.created_file,
+        }
 
 
 def init_database(target: DatabaseTarget, role: str | None) -> InitResult:
@@ -98,7 +111,11 @@ def init_database(target: DatabaseTarget, role: str | None) -> InitResult:
             _remove_sqlite_files(target.sqlite_path)
         raise
     db.close()
-    return InitResult(target, chosen_role, stamp.db_id, revision, db.created_file)
+    panel = None
+    if not target.in_memory:
+        with open_database(target, OpenMode.READ_ONLY) as created:
+            panel = read_panel(created)
+    return InitResult(panel, chosen_role, stamp.db_id, revision, db.created_file)
 
 
 def _refuse_non_empty(db: Database) -> None:
@@ -136,9 +153,7 @@ class UpgradePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        # A newer schema that opened for writing is one this autopack may use as it is
-        # (autopack.db.compat); it is never migrated "back" to this head.
-        return self.state.matches_code or self.state.newer
+        return self.state.matches_code
 
 
 def plan_upgrade(db: Database) -> UpgradePlan:
@@ -150,13 +165,33 @@ def plan_upgrade(db: Database) -> UpgradePlan:
 
 @dataclass(frozen=True)
 class UpgradeResult:
-    revision: str | None
-    backup_path: Path | None
-    rows_before: dict[str, int]
-    rows_after: dict[str, int]
-    changed: bool = True
-    """False when, once the upgrade lock was held, there was nothing left to do (another
-    upgrade had just finished)."""
+    target: TargetInfo
+    plan: UpgradePlan
+    """What the upgrade found to do (nothing: `changed` is False and no backup was made)."""
+    revision: str
+    backup_path: Path | None = None
+    rows_before: dict[str, int] | None = None
+    rows_after: dict[str, int] | None = None
+
+    @property
+    def changed(self) -> bool:
+        return not self.plan.nothing_to_do
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "target": self.target.model_dump(mode="json"),
+            "changed": self.changed,
+            "revision": self.revision,
+        }
+        if self.changed:
+            document |= {
+                "backup_path": str(self.backup_path) if self.backup_path else None,
+                "created_tables": list(self.plan.tables_to_create),
+                "added_columns": {t: list(c) for t, c in self.plan.columns_to_add.items()},
+                "rows_before": self.rows_before,
+                "rows_after": self.rows_after,
+            }
+        return document
 
 
 def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
@@ -170,23 +205,31 @@ def _all_row_counts(connection: sa.Connection) -> dict[str, int]:
 
 
 def upgrade_database(
-    db: Database, *, backup: bool = True, on_wait: Callable[[str], None] | None = None
+    db: Database,
+    *,
+    backup: bool = True,
+    confirm: Callable[[UpgradePlan], None] = lambda _plan: None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> UpgradeResult:
-    """Back the file up (SQLite), migrate to head, switch WAL on, and prove no row was lost.
+    """Plan; if there is work, back the file up (SQLite), migrate to head, switch WAL on, and
+    prove no row was lost.
 
     One upgrade of a database at a time (autopack.db.upgrade_lock): a second one waits, then
     plans again and finds nothing to do (`changed` False) instead of failing half-way.
+    `confirm` sees the plan before anything changes and raises to refuse it (the CLI shows it
+    and asks); it is not called when there is nothing to do.
     """
     if not db.writable:
         raise TargetError("db upgrade needs the database opened for writing.", hint="internal")
     with upgrade_lock(db, on_wait=on_wait):
         plan = plan_upgrade(db)
         if plan.nothing_to_do:
-            return UpgradeResult(plan.state.revision, None, {}, {}, changed=False)
-        return _upgrade_locked(db, backup=backup)
+            return UpgradeResult(read_panel(db).target, plan, plan.state.revision or HEAD_REVISION)
+        confirm(plan)
+        return _upgrade_locked(db, plan, backup=backup)
 
 
-def _upgrade_locked(db: Database, *, backup: bool) -> UpgradeResult:
+def _upgrade_locked(db: Database, plan: UpgradePlan, *, backup: bool) -> UpgradeResult:
     with translated_errors(db):
         with db.engine.connect() as connection:
             before = _all_row_counts(connection)
@@ -209,13 +252,22 @@ def _upgrade_locked(db: Database, *, backup: bool) -> UpgradeResult:
             if backup_path
             else "restore from a backup",
         )
-    return UpgradeResult(revision, backup_path, before, after)
+    return UpgradeResult(read_panel(db).target, plan, revision, backup_path, before, after)
 
 
 @dataclass(frozen=True)
 class StampResult:
+    target: TargetInfo
     previous: RoleStamp
     current: RoleStamp
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target.model_dump(mode="json"),
+            "previous_role": self.previous.role if self.previous.stamped else None,
+            "role": self.current.role,
+            "db_id": self.current.db_id,
+        }
 
 
 def stamp_database(db: Database, role: str) -> StampResult:
@@ -228,11 +280,13 @@ def stamp_database(db: Database, role: str) -> StampResult:
         require_autopack_schema(db, state)
         with db.engine.begin() as connection:
             current = write_stamp(connection, chosen, state.revision)
-    return StampResult(previous, current)
+    return StampResult(read_panel(db).target, previous, current)
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    target: TargetInfo | None
+    """None when the file is too damaged for the panel's reads."""
     integrity: IntegrityReport
     state: SchemaState | None
     """None when the file is too damaged to compare its schema."""
@@ -248,10 +302,10 @@ class CheckResult:
         complete = not state.missing_tables and not state.missing_columns
         return state.matches_code or (compatible_newer and complete)
 
-    def document(self) -> dict[str, object]:
-        """`db check --json` without its `target` (docs/json.md)."""
+    def to_json(self) -> dict[str, Any]:
         integrity, state = self.integrity, self.state
         return {
+            "target": self.target.model_dump(mode="json") if self.target else None,
             "integrity": {
                 "checked": integrity.checked,
                 "mode": integrity.mode,
@@ -272,9 +326,15 @@ def check_database(db: Database, *, full: bool = False) -> CheckResult:
     """Is the file whole (SQLite's quick_check, or integrity_check with `full`), and how does
     its schema compare with the code? Read-only."""
     integrity = check_integrity(db, full=full)
+    try:
+        target: TargetInfo | None = read_panel(db).target
+    except TargetError:
+        if integrity.ok:
+            raise  # whole, yet unreadable: the error says why
+        target = None  # a damaged file may fail the panel's reads: the check says why
     if not integrity.ok:
-        return CheckResult(integrity, None)
+        return CheckResult(target, integrity, None)
     with translated_errors(db), db.engine.connect() as connection:
         state = inspect_schema(connection, columns=True)
     require_autopack_schema(db, state)
-    return CheckResult(integrity, state)
+    return CheckResult(target, integrity, state)

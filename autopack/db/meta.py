@@ -74,7 +74,8 @@ def write_stamp(connection: sa.Connection, role: str, schema_revision: str | Non
     """Stamp (or re-stamp) the DB; the db_id is kept if one exists, created otherwise."""
     from sqlmodel import Session, select  # writing goes through the model
 
-    from autopack.db.models import AutopackMeta, table_of, utc_now
+    from autopack.db.clock import utc_now
+    from autopack.db.models import AutopackMeta, table_of
 
     role = validate_role(role)
     table_of(AutopackMeta).create(connection, checkfirst=True)

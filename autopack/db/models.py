@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-# Re-exported: the clock, and the tables' names and states, live in cheap-to-import modules.
 from autopack.db.clock import utc_now as utc_now
+
+# Re-exported: the tables' names and states live in autopack.db.names (cheap to import).
 from autopack.db.names import ALL_TABLES as ALL_TABLES
 from autopack.db.names import AUTOPACK_TABLES as AUTOPACK_TABLES
 from autopack.db.names import DRAIN_TABLES as DRAIN_TABLES

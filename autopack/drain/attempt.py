@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from autopack.db.models import utc_now
+from autopack.db.clock import utc_now
 from autopack.drain.report import telemetry_per_minute
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.telemetry.zero_yield import DrainFacts

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from autopack.db.meta import read_stamp
 from autopack.db.models import PhaseState
 from autopack.drain.attempt import PhaseOptions
 from autopack.drain.claims import reclaim_session
@@ -37,6 +38,36 @@ STATE_CHOICES: dict[str, tuple[str, ...]] = {
 def default_state_choice(role: str, stamped: bool) -> str:
     """The legacy backlog is its FAILED phases; anything else drains what is QUEUED."""
     return "failed" if role == "legacy" or not stamped else "queued"
+
+
+@dataclass(frozen=True)
+class StateChoice:
+    """Which phase states a batch drains (`--state`), and why."""
+
+    name: str
+    """failed | queued | all"""
+    states: tuple[str, ...]
+    default_for_role: str | None = None
+    """The database role that decided it when `--state` was not given."""
+
+
+def check_state_choice(state: str | None) -> None:
+    """Refuse a `--state` that is not failed, queued or all (None: the default, decided later)."""
+    if state is not None and state not in STATE_CHOICES:
+        raise GuardError(
+            f"--state {state!r} is not one of failed, queued, all.", hint="e.g. --state failed"
+        )
+
+
+def choose_states(engine: Engine, state: str | None) -> StateChoice:
+    """`--state` checked, or the default for this database's role (legacy: failed)."""
+    check_state_choice(state)
+    if state is not None:
+        return StateChoice(state, STATE_CHOICES[state])
+    with engine.connect() as connection:
+        stamp = read_stamp(connection)
+    name = default_state_choice(stamp.role, stamp.stamped)
+    return StateChoice(name, STATE_CHOICES[name], default_for_role=stamp.role)
 
 
 def options_to_json(options: BatchOptions, coefficients_file: Path | None) -> dict[str, Any]:

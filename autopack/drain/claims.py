@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of, utc_now
+from autopack.db.clock import utc_now
+from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of
 from autopack.errors import GuardError
 
 PHASES = table_of(Phase)

@@ -20,7 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autopack.db.models import PhaseState, TokenEstimationV2Event, table_of, utc_now
+from autopack.db.clock import utc_now
+from autopack.db.models import PhaseState, TokenEstimationV2Event, table_of
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.claims import (
     Claim,

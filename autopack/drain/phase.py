@@ -1,9 +1,11 @@
-"""One phase attempt, end to end (DESIGN §4): claim, run the steps, release, record.
+"""Draining one phase (DESIGN §4): claim, run the steps, release, record.
 
-`attempt_phase` never leaves a phase claimed: whatever happens after the claim, the phase ends
-COMPLETE or FAILED with a reason, the claim is released, and one drain result records the
-attempt with the structured facts the zero-yield explanation needs. The steps between claim and
-release (estimate, prompt, call, record telemetry, write, verify) are `drain/steps.py`.
+`drain_phase` is `autopack drain phase`: a session of one attempt. `attempt_phase` is one
+attempt (the batch controller runs many in one session); it never leaves a phase claimed:
+whatever happens after the claim, the phase ends COMPLETE or FAILED with a reason, the claim is
+released, and one drain result records the attempt with the structured facts the zero-yield
+explanation needs. The steps between claim and release (estimate, prompt, call, record
+telemetry, write, verify) are `drain/steps.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autopack.db.models import Phase, PhaseState, table_of, utc_now
+from autopack.db.clock import utc_now
+from autopack.db.models import Phase, PhaseState, table_of
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.claims import (
     Claim,
@@ -27,7 +30,8 @@ from autopack.drain.claims import (
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
-from autopack.drain.sessions import record_result
+from autopack.drain.report import DrainReport, summarise
+from autopack.drain.sessions import finish_session, record_result, start_session, worker_name
 from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps
 from autopack.errors import AutopackError, GuardError
 from autopack.executor.prompts import PhaseSpec, PhaseSpecError
@@ -37,6 +41,44 @@ from autopack.llm.base import LlmClient
 from autopack.telemetry.zero_yield import zero_yield_reason
 
 PHASES = table_of(Phase)
+
+
+def drain_phase(
+    engine: Engine, client: LlmClient, run_id: str, phase_id: str, options: PhaseOptions
+) -> DrainReport:
+    """Drain one phase end to end in a session of its own; the report of that session.
+
+    The phase ends COMPLETE, FAILED with a reason, or refused (`report.refused`, with
+    `report.hint`); `report.exit_code` is the command's. Raises PhaseNotFound for a phase
+    that does not exist. A crash or Ctrl-C marks the session failed and is raised again.
+    """
+    session_id = start_session(
+        engine,
+        kind="phase",
+        options={
+            "run_id": run_id,
+            "phase_id": phase_id,
+            "workspace": str(options.workspace),
+            "requeue": options.requeue,
+            "coefficients": options.coefficients.name,
+        },
+        telemetry_enabled=options.telemetry_enabled,
+    )
+    try:
+        outcome = attempt_phase(
+            engine, client, run_id, phase_id, options, session_id=session_id, worker=worker_name()
+        )
+    except BaseException:
+        finish_session(engine, session_id, status="failed")
+        raise
+    finish_session(engine, session_id, status="completed")
+    return summarise(
+        session_id,
+        [outcome.entry()],
+        kind="phase",
+        telemetry_enabled=options.telemetry_enabled,
+        hint=outcome.hint,
+    )
 
 
 def load_phase_spec(engine: Engine, run_id: str, phase_id: str) -> tuple[PhaseSpec, sa.Row[Any]]:

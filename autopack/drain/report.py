@@ -1,12 +1,16 @@
-"""The result of a drain command: its session, one entry per phase attempt, and totals."""
+"""The results of the drain commands: a session's report (one entry per phase attempt, and
+totals), and the list of sessions."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_OK, EXIT_REFUSED
 
 
 def telemetry_per_minute(events: int, seconds: float | None) -> float | None:
@@ -53,10 +57,28 @@ class DrainReport(BaseModel):
     stopped_runs: dict[str, str] = Field(default_factory=dict)
     skipped_phases: dict[str, str] = Field(default_factory=dict)
     stop_reason: str | None = None
+    hint: str | None = Field(default=None, exclude=True)
+    """For a refused `drain phase`: what the operator can do (shown, not part of the JSON)."""
 
     @property
     def any_failed(self) -> bool:
         return self.totals.failed > 0 or self.totals.timeouts > 0
+
+    @property
+    def refused(self) -> bool:
+        """A `drain phase` whose phase was refused (a batch counts refusals as results)."""
+        return self.kind == "phase" and self.totals.refused > 0
+
+    @property
+    def exit_code(self) -> int:
+        """docs/exit-codes.md: 2 a refused phase, 1 any phase failed or timed out, else 0."""
+        if self.refused:
+            return EXIT_REFUSED
+        return EXIT_FOUND_PROBLEMS if self.any_failed else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        """The document of docs/json.md (without `target`, which the command adds)."""
+        return self.model_dump(mode="json")
 
 
 _COUNTERS = {
@@ -77,6 +99,7 @@ def summarise(
     stopped_runs: dict[str, str] | None = None,
     skipped_phases: dict[str, str] | None = None,
     stop_reason: str | None = None,
+    hint: str | None = None,
 ) -> DrainReport:
     """Totals and per-run figures over result entries (DrainResult rows as dicts, in order)."""
     totals = DrainTotals(processed=len(entries))
@@ -117,4 +140,30 @@ def summarise(
         stopped_runs=stopped_runs or {},
         skipped_phases=skipped_phases or {},
         stop_reason=stop_reason,
+        hint=hint,
     )
+
+
+class SessionSummary(BaseModel):
+    """One line of `drain sessions`."""
+
+    id: str
+    kind: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    worker: str | None
+    stop_reason: str | None
+    results: int
+    succeeded: int
+    telemetry_events: int
+
+
+class SessionList(BaseModel):
+    """`drain sessions`: the newest sessions first."""
+
+    sessions: list[SessionSummary]
+
+    def to_json(self) -> dict[str, Any]:
+        """The document of docs/json.md (without `target`, which the command adds)."""
+        return self.model_dump(mode="json")

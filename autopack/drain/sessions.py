@@ -11,8 +11,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autopack.db.models import DrainResult, DrainSession, table_of, utc_now
-from autopack.drain.report import telemetry_per_minute
+from autopack.db.clock import utc_now
+from autopack.db.models import DrainResult, DrainSession, table_of
+from autopack.drain.report import (
+    DrainReport,
+    SessionList,
+    SessionSummary,
+    summarise,
+    telemetry_per_minute,
+)
+from autopack.errors import GuardError
 
 SESSIONS = table_of(DrainSession)
 RESULTS = table_of(DrainResult)
@@ -149,11 +157,15 @@ def find_session(engine: Engine, session_id: str | None, *, kinds: tuple[str, ..
 
 def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     """The session's results, in order, as report entries."""
-    columns = [c for c in RESULTS.c if c.name != "session_id"]
     with engine.connect() as connection:
-        rows = connection.execute(
-            sa.select(*columns).where(RESULTS.c.session_id == session_id).order_by(RESULTS.c.seq)
-        ).all()
+        return _session_entries(connection, session_id)
+
+
+def _session_entries(connection: sa.Connection, session_id: str) -> list[dict[str, Any]]:
+    columns = [c for c in RESULTS.c if c.name != "session_id"]
+    rows = connection.execute(
+        sa.select(*columns).where(RESULTS.c.session_id == session_id).order_by(RESULTS.c.seq)
+    ).all()
     entries = []
     for row in rows:
         entry = dict(row._mapping)
@@ -165,7 +177,30 @@ def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     return entries
 
 
-def list_sessions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+def session_report(engine: Engine, session_id: str) -> DrainReport:
+    """`drain sessions ID`: a session's report as it was saved (any kind, any status)."""
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(SESSIONS).where(SESSIONS.c.id == session_id)).first()
+        if row is None:
+            raise GuardError(
+                f"there is no drain session {session_id!r} in this database.",
+                hint="list them with `autopack drain sessions`",
+            )
+        entries = _session_entries(connection, row.id)
+    state = row.state or {}
+    return summarise(
+        row.id,
+        entries,
+        kind=row.kind,
+        telemetry_enabled=row.telemetry_enabled,
+        stopped_runs=state.get("stopped_runs") or {},
+        skipped_phases=state.get("skipped_phases") or {},
+        stop_reason=row.stop_reason,
+    )
+
+
+def list_sessions(engine: Engine, limit: int = 50) -> SessionList:
+    """`drain sessions`: the newest `limit` sessions, with their result counts."""
     counts = (
         sa.select(
             RESULTS.c.session_id,
@@ -194,4 +229,5 @@ def list_sessions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
         .limit(limit)
     )
     with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
+        rows = connection.execute(query).all()
+    return SessionList(sessions=[SessionSummary.model_validate(row._mapping) for row in rows])

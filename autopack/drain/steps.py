@@ -14,11 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from autopack.db.models import TokenBudgetEscalationEvent, table_of, utc_now
+from autopack.db.clock import utc_now
+from autopack.db.models import TokenBudgetEscalationEvent, table_of
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.estimator import TokenEstimate, estimate, phase_category, select_budget
 from autopack.estimator.provider import escalation_budget, provider_max_tokens
-from autopack.executor.output import ParsedReply, parse_reply
+from autopack.executor.output import ChangeSet, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.verify import verify_deliverables
@@ -128,7 +129,7 @@ class PhaseSteps:
 
     def call_builder(
         self, predicted: TokenEstimate, budget: int, max_tokens: int, prompt: BuiltPrompt
-    ) -> ParsedReply:
+    ) -> ChangeSet:
         """Call the model, escalating once on truncation; return the parsed reply or fail."""
         outcome, facts = self.outcome, self.outcome.facts
         max_attempts = self.row.max_builder_attempts or DEFAULT_MAX_BUILDER_ATTEMPTS

@@ -13,8 +13,9 @@ built-in sets are `default`, `original-head` and `original-2025-12-25`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from autopack.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from autopack.estimator.categories import (
@@ -47,46 +48,54 @@ if TYPE_CHECKING:
         provider_max_tokens,
         should_escalate,
     )
+    from autopack.estimator.report import EstimateReport, choose_coefficients
 
-# Submodules load on first use (PEP 562), so `autopack.estimator.categories` — the one place
-# categories and buckets are normalised — stays cheap for the commands' fast path.
-_LAZY: dict[str, str] = {
-    "COMPLEXITY_LEVELS": "autopack.estimator.categories",
-    "CoefficientSet": "autopack.estimator.coefficients",
-    "CoefficientSetError": "autopack.estimator.coefficients",
-    "DEFAULT_SET_NAME": "autopack.estimator.coefficients",
-    "DELIVERABLE_BUCKETS": "autopack.estimator.categories",
-    "Escalation": "autopack.estimator.provider",
-    "MaxTokensDecision": "autopack.estimator.provider",
-    "TokenEstimate": "autopack.estimator.model",
-    "builtin_set_names": "autopack.estimator.coefficients",
-    "coefficient_set_hash": "autopack.estimator.coefficients",
-    "coefficient_set_to_json": "autopack.estimator.coefficients",
-    "deliverable_count_bucket": "autopack.estimator.categories",
-    "derive_set": "autopack.estimator.coefficients",
-    "escalation_budget": "autopack.estimator.provider",
-    "estimate": "autopack.estimator.model",
-    "is_doc_category": "autopack.estimator.categories",
-    "load_builtin_set": "autopack.estimator.coefficients",
-    "load_set_from_file": "autopack.estimator.coefficients",
-    "load_set_from_json": "autopack.estimator.coefficients",
-    "normalize_category": "autopack.estimator.categories",
-    "normalize_complexity": "autopack.estimator.categories",
-    "normalize_deliverables": "autopack.estimator.deliverables",
-    "phase_category": "autopack.estimator.model",
-    "provider_max_tokens": "autopack.estimator.provider",
-    "same_category": "autopack.estimator.categories",
-    "select_budget": "autopack.estimator.model",
-    "should_escalate": "autopack.estimator.provider",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autopack.estimator' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
+# Submodules load on first use, so `autopack.estimator.categories` — the one place categories
+# and buckets are normalised — stays cheap for the commands' fast path.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "autopack.estimator.categories": (
+            "COMPLEXITY_LEVELS",
+            "DELIVERABLE_BUCKETS",
+            "deliverable_count_bucket",
+            "is_doc_category",
+            "normalize_category",
+            "normalize_complexity",
+            "same_category",
+        ),
+        "autopack.estimator.coefficients": (
+            "builtin_set_names",
+            "coefficient_set_hash",
+            "coefficient_set_to_json",
+            "CoefficientSet",
+            "CoefficientSetError",
+            "DEFAULT_SET_NAME",
+            "derive_set",
+            "load_builtin_set",
+            "load_set_from_file",
+            "load_set_from_json",
+        ),
+        "autopack.estimator.deliverables": ("normalize_deliverables",),
+        "autopack.estimator.model": (
+            "estimate",
+            "phase_category",
+            "select_budget",
+            "TokenEstimate",
+        ),
+        "autopack.estimator.provider": (
+            "Escalation",
+            "escalation_budget",
+            "MaxTokensDecision",
+            "provider_max_tokens",
+            "should_escalate",
+        ),
+        "autopack.estimator.report": (
+            "choose_coefficients",
+            "EstimateReport",
+        ),
+    },
+)
 
 __all__ = [
     "COMPLEXITY_LEVELS",
@@ -95,9 +104,11 @@ __all__ = [
     "CoefficientSet",
     "CoefficientSetError",
     "Escalation",
+    "EstimateReport",
     "MaxTokensDecision",
     "TokenEstimate",
     "builtin_set_names",
+    "choose_coefficients",
     "coefficient_set_hash",
     "coefficient_set_to_json",
     "deliverable_count_bucket",

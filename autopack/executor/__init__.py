@@ -9,7 +9,7 @@ Plain Python (no CLI or terminal code, no database code). The pure steps of one 
     phase = PhaseSpec.from_scope(run_id=..., phase_id=..., name=..., description=...,
                                  task_category="tests", complexity="low", scope=scope_json)
     prompt = build_prompt(phase, workspace)            # -> BuiltPrompt(system, user, …)
-    reply = parse_reply(llm_text)                      # -> ParsedReply(files, format, problems)
+    reply = parse_reply(llm_text)                      # -> ChangeSet(files, format, problems)
     if reply.ok:
         write_files_atomically(reply.files, phase.scope_paths, workspace)
         result = verify_deliverables(phase.deliverables, workspace,
@@ -18,7 +18,7 @@ Plain Python (no CLI or terminal code, no database code). The pure steps of one 
 See docs/executor.md for the reply formats, the path rules and verification.
 """
 
-from autopack.executor.output import ParsedReply, ReplyFile, ReplyFormat, parse_reply
+from autopack.executor.output import ChangeSet, ReplyFile, ReplyFormat, parse_reply
 from autopack.executor.prompts import (
     NDJSON_MIN_DELIVERABLES,
     BuiltPrompt,
@@ -46,8 +46,8 @@ from autopack.executor.workspace import (
 __all__ = [
     "NDJSON_MIN_DELIVERABLES",
     "BuiltPrompt",
+    "ChangeSet",
     "Check",
-    "ParsedReply",
     "PhaseSpec",
     "PhaseSpecError",
     "ReplyFile",

@@ -1,9 +1,9 @@
 """Parse the files out of a builder reply, in whatever shape a real model returned them.
 
 `parse_reply(text)` never raises on the reply's content and never executes anything from it.
-It returns a `ParsedReply`: the files found, the format they were found in, and a list of
+It returns a `ChangeSet`: the files found, the format they were found in, and a list of
 problems (skipped entries, a truncated last line, …). A reply with no usable file is a parse
-failure: `ParsedReply.ok` is false and `failure_reason` says why, for the caller to record as
+failure: `ChangeSet.ok` is false and `failure_reason` says why, for the caller to record as
 `success=False`.
 
 Accepted formats, tried in this order (the first that yields a file wins):
@@ -102,8 +102,8 @@ class ReplyFile(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedReply:
-    """The result of `parse_reply`."""
+class ChangeSet:
+    """The change set a builder reply holds: the result of `parse_reply`."""
 
     files: list[ReplyFile]
     format: ReplyFormat | None
@@ -148,11 +148,11 @@ def looks_like_path(text: str) -> bool:
     return name in _EXTENSIONLESS_NAMES or _EXTENSION.search(name) is not None
 
 
-def parse_reply(text: str) -> ParsedReply:
+def parse_reply(text: str) -> ChangeSet:
     """Find the files in a builder reply. See the module docstring for the accepted formats."""
     stripped = text.strip()
     if not stripped:
-        return ParsedReply(files=[], format=None, problems=["the reply is empty"])
+        return ChangeSet(files=[], format=None, problems=["the reply is empty"])
     problems: list[str] = []
 
     bare = _parse_bare_json(stripped, problems)
@@ -188,10 +188,10 @@ def parse_reply(text: str) -> ParsedReply:
         problems.append(
             "the reply is neither JSON, NDJSON nor Markdown code blocks introduced by file paths"
         )
-    return ParsedReply(files=[], format=None, problems=problems)
+    return ChangeSet(files=[], format=None, problems=problems)
 
 
-def _result(files: list[ReplyFile], fmt: ReplyFormat, problems: list[str]) -> ParsedReply:
+def _result(files: list[ReplyFile], fmt: ReplyFormat, problems: list[str]) -> ChangeSet:
     unique: dict[str, ReplyFile] = {}
     counts: dict[str, int] = {}
     for item in files:
@@ -202,7 +202,7 @@ def _result(files: list[ReplyFile], fmt: ReplyFormat, problems: list[str]) -> Pa
     for path, count in counts.items():
         if count > 1:
             notes.append(f"{path} is given {count} times; the last one is used")
-    return ParsedReply(files=list(unique.values()), format=fmt, problems=notes)
+    return ChangeSet(files=list(unique.values()), format=fmt, problems=notes)
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -534,7 +534,7 @@ def _markdown_files(blocks: list[_Block]) -> tuple[list[ReplyFile], list[str]]:
 
 
 __all__ = [
-    "ParsedReply",
+    "ChangeSet",
     "ReplyFile",
     "ReplyFormat",
     "clean_path",

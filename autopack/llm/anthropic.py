@@ -15,7 +15,7 @@ from autopack.llm.base import LlmRequest
 from autopack.llm.http import (
     HttpLlmClient,
     MalformedReply,
-    ParsedReply,
+    ReplyBody,
     optional_str,
     token_count,
 )
@@ -62,7 +62,7 @@ class AnthropicClient(HttpLlmClient):
             payload["temperature"] = temperature
         return payload
 
-    def _parse(self, body: object) -> ParsedReply:
+    def _parse(self, body: object) -> ReplyBody:
         if not isinstance(body, dict):
             raise MalformedReply("the body is not a JSON object")
         if body.get("type") == "error":
@@ -84,7 +84,7 @@ class AnthropicClient(HttpLlmClient):
             raise MalformedReply("usage is not an object")
         input_tokens, output_tokens = _usage(usage or {})
         stop_reason = optional_str(body, "stop_reason")
-        return ParsedReply(
+        return ReplyBody(
             text="".join(texts),
             input_tokens=input_tokens,
             output_tokens=output_tokens,

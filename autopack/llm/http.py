@@ -148,8 +148,8 @@ class MalformedReply(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedReply:
-    """What a protocol reads out of a 2xx body."""
+class ReplyBody:
+    """What a protocol reads out of a 2xx body (the text and usage, before it is an LlmResult)."""
 
     text: str
     input_tokens: int | None
@@ -224,7 +224,7 @@ class HttpLlmClient(ABC):
         """The JSON request body."""
 
     @abstractmethod
-    def _parse(self, body: object) -> ParsedReply:
+    def _parse(self, body: object) -> ReplyBody:
         """Read a 2xx body; raise `MalformedReply` if it is not in the wire format."""
 
     # -- the call ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from autopack.llm.base import LlmRequest
 from autopack.llm.http import (
     HttpLlmClient,
     MalformedReply,
-    ParsedReply,
+    ReplyBody,
     optional_str,
     token_count,
 )
@@ -57,7 +57,7 @@ class OpenAIClient(HttpLlmClient):
             payload["temperature"] = temperature
         return payload
 
-    def _parse(self, body: object) -> ParsedReply:
+    def _parse(self, body: object) -> ReplyBody:
         if not isinstance(body, dict):
             raise MalformedReply("the body is not a JSON object")
         choices = body.get("choices")
@@ -74,7 +74,7 @@ class OpenAIClient(HttpLlmClient):
             raise MalformedReply("usage is not an object")
         usage = usage or {}
         finish_reason = optional_str(choice, "finish_reason")
-        return ParsedReply(
+        return ReplyBody(
             text=_content_text(message.get("content")),
             input_tokens=token_count(usage, "prompt_tokens"),
             output_tokens=token_count(usage, "completion_tokens"),

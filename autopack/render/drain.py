@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 from rich.table import Table
 
 from autopack.console import render_error, stderr_console
-from autopack.drain.report import DrainReport
+from autopack.drain.report import DrainReport, SessionList
 from autopack.errors import AutopackError
 
 _OUTCOME_STYLE = {
@@ -93,7 +91,7 @@ def show_drain_report(report: DrainReport, *, quiet: bool) -> None:
         out.print("telemetry was off for this drain (--no-telemetry)")
 
 
-def show_sessions(rows: list[dict[str, Any]]) -> None:
+def show_sessions(listing: SessionList) -> None:
     table = Table(title="drain sessions (newest first)", title_justify="left")
     for column in (
         "session",
@@ -106,16 +104,16 @@ def show_sessions(rows: list[dict[str, Any]]) -> None:
         "stop reason",
     ):
         table.add_column(column, overflow="fold")
-    for row in rows:
+    for session in listing.sessions:
         table.add_row(
-            row["id"],
-            row["kind"],
-            row["status"],
-            str(row["started_at"])[:19],
-            str(row["results"]),
-            str(row["succeeded"]),
-            str(row["telemetry_events"]),
-            escape(row["stop_reason"] or ""),
+            session.id,
+            session.kind,
+            session.status,
+            str(session.started_at)[:19],
+            str(session.results),
+            str(session.succeeded),
+            str(session.telemetry_events),
+            escape(session.stop_reason or ""),
         )
     stderr_console().print(table)
 

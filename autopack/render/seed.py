@@ -63,7 +63,7 @@ def coverage_table(coverage: Coverage, *, title: str = "coverage") -> Table:
     for level, bucket in columns:
         table.add_column(f"{level}\n{bucket}", justify="right")
     table.add_column("total", justify="right")
-    counts = {(c.category, c.complexity, c.deliverables): c.phases for c in coverage.cells}
+    counts = {(c.category, c.complexity, c.deliverable_bucket): c.phases for c in coverage.cells}
     for category, mix in coverage.by_category.items():
         row = [str(counts.get((category, level, bucket), 0)) for level, bucket in columns]
         table.add_row(escape(category), *row, str(mix.phases))

@@ -29,18 +29,29 @@ _BUCKET_ORDER: Final[tuple[str, ...]] = ("0", "1", "2-5", "6+")
 
 
 class CoverageCell(BaseModel):
+    """One cell of the runbook's grid: category × complexity × deliverable-count bucket.
+
+    The seed run's mix (`SeedCell`: phases) and telemetry's readiness to calibrate
+    (`autopack.telemetry.coverage.SampleCell`: clean samples) count over this one grid.
+    """
+
     category: str
     complexity: str
-    deliverables: str
-    """The deliverable-count bucket: `1`, `2-5` (or, outside the targets, `0`, `6+`)."""
-    phases: int
-    phase_ids: list[str]
-    target: bool
-    """One of the 18 cells the runbook asks samples for."""
+    deliverable_bucket: str
+    """`1`, `2-5` (or, outside the targets, `0`, `6+`)."""
+    required: bool
+    """One of the cells the goal asks samples for (by default the runbook's 18)."""
 
     @property
     def label(self) -> str:
-        return f"{self.category}/{self.complexity}/{self.deliverables}"
+        return f"{self.category}/{self.complexity}/{self.deliverable_bucket}"
+
+
+class SeedCell(CoverageCell):
+    """A grid cell of a seed run: the phases that fall in it."""
+
+    phases: int
+    phase_ids: list[str]
 
 
 class CategoryMix(BaseModel):
@@ -57,7 +68,7 @@ class Coverage(BaseModel):
     by_complexity: dict[str, int]
     by_deliverables: dict[str, int]
     """`1` and `2-5` always, then `0` / `6+` if some phase falls there."""
-    cells: list[CoverageCell]
+    cells: list[SeedCell]
     """The 18 target cells in fixed order (zeros included), then any other combination found."""
     target_cells: int
     covered_target_cells: int
@@ -95,13 +106,13 @@ def coverage_of(phases: Sequence[SeedPhase]) -> Coverage:
         key=lambda k: (k[0], k[1], _BUCKET_ORDER.index(k[2])),
     )
     cells = [
-        CoverageCell(
+        SeedCell(
             category=key[0],
             complexity=key[1],
-            deliverables=key[2],
+            deliverable_bucket=key[2],
+            required=index < len(targets),
             phases=len(found.get(key, [])),
             phase_ids=list(found.get(key, [])),
-            target=index < len(targets),
         )
         for index, key in enumerate([*targets, *others])
     ]
@@ -123,7 +134,7 @@ def coverage_of(phases: Sequence[SeedPhase]) -> Coverage:
         for bucket in _BUCKET_ORDER
         if bucket in TARGET_BUCKETS or bucket in present_buckets
     }
-    target_cells = [cell for cell in cells if cell.target]
+    target_cells = [cell for cell in cells if cell.required]
     return Coverage(
         phases=len(phases),
         by_category=by_category,

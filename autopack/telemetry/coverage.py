@@ -19,7 +19,12 @@ from typing import Final, Literal
 from pydantic import BaseModel
 
 from autopack.estimator import COMPLEXITY_LEVELS, DELIVERABLE_BUCKETS
-from autopack.seed.coverage import TARGET_BUCKETS, TARGET_CATEGORIES, TARGET_COMPLEXITIES
+from autopack.seed.coverage import (
+    TARGET_BUCKETS,
+    TARGET_CATEGORIES,
+    TARGET_COMPLEXITIES,
+    CoverageCell,
+)
 
 DEFAULT_MIN_TOTAL: Final = 20
 """The runbook's seeding goal: at least this many clean samples in all."""
@@ -39,17 +44,10 @@ Cell = tuple[str, str, str]
 """(normalised category, normalised complexity, deliverable bucket)."""
 
 
-class CoverageCell(BaseModel):
-    category: str
-    complexity: str
-    deliverable_bucket: str
-    samples: int
-    required: bool
-    """Part of the goal's grid (a required category × complexity × bucket)."""
+class SampleCell(CoverageCell):
+    """A grid cell of the telemetry: its clean samples."""
 
-    @property
-    def label(self) -> str:
-        return f"{self.category}/{self.complexity}/{self.deliverable_bucket}"
+    samples: int
 
 
 class CoverageGap(BaseModel):
@@ -69,7 +67,7 @@ class CoverageReport(BaseModel):
     by_category: dict[str, int]
     by_complexity: dict[str, int]
     by_deliverable_bucket: dict[str, int]
-    cells: list[CoverageCell]
+    cells: list[SampleCell]
     """Every cell of the required grid (zeros included), then any other cell that has samples."""
     gaps: list[CoverageGap]
     seed_cells: list[str]
@@ -140,12 +138,12 @@ def assess_coverage(
     more = max(0, min_total - total)
     ready = not gaps and more == 0
     grid = {
-        (c, x, b): CoverageCell(
+        (c, x, b): SampleCell(
             category=c,
             complexity=x,
             deliverable_bucket=b,
-            samples=present.get((c, x, b), 0),
             required=True,
+            samples=present.get((c, x, b), 0),
         )
         for c in categories
         for x in complexities
@@ -153,12 +151,12 @@ def assess_coverage(
     }
     for cell, samples in present.items():
         if cell not in grid:
-            grid[cell] = CoverageCell(
+            grid[cell] = SampleCell(
                 category=cell[0],
                 complexity=cell[1],
                 deliverable_bucket=cell[2],
-                samples=samples,
                 required=False,
+                samples=samples,
             )
     category_order = _ordered(list({c for c, _, _ in grid}), categories)
     complexity_order = _ordered(list({x for _, x, _ in grid}), COMPLEXITY_LEVELS)
