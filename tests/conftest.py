@@ -20,10 +20,10 @@ from autopack.settings import resolve_target
 
 pytest_plugins = ["tests.fake_llm"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
-REFERENCE_DATA = REFERENCE_DIR / "data"
-ORIGINAL_SCHEMA = REFERENCE_DIR / "original_schema.sql"
+# Reference facts (seed-run specs, golden cases, sample log and CSV, the original's schema),
+# copied into the repository so the suite runs from any clone.
+REFERENCE_DATA = Path(__file__).resolve().parent / "data"
+ORIGINAL_SCHEMA = REFERENCE_DATA / "original_schema.sql"
 
 # Variables that would point autopack somewhere the test did not choose.
 _AMBIENT = ("DATABASE_URL", "TELEMETRY_DB_ENABLED")
@@ -229,7 +229,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def reference_seed_spec(run_name: str) -> SeedRunSpec:
-    """A seed run built from the reference phase specs (read in place, never copied)."""
+    """A seed run built from the reference phase specs in tests/data."""
     data = json.loads((REFERENCE_DATA / "telemetry_run_phase_specs.json").read_text())[run_name]
     run, tier, defaults = data["run"], data["tier"], data["phase_defaults"]
     return SeedRunSpec(
