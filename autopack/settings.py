@@ -34,7 +34,7 @@ BUILTIN_TARGETS: dict[str, str] = {
 BUILTIN_TARGET_ROLES: dict[str, str] = {"legacy": "legacy", "seed": "seed"}
 
 ENVIRONMENT_VARIABLES = frozenset({"DATABASE_URL", "TELEMETRY_DB_ENABLED"})
-"""Read by autopack.environment.EnvironmentSettings (pydantic-settings)."""
+"""Read by autopack.settings_models.EnvironmentSettings (pydantic-settings)."""
 _TRUE_VALUES = frozenset({"1", "true", "yes"})
 _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
 
@@ -79,7 +79,7 @@ def parse_flag(value: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Environment:
-    """What the database layer reads from the environment (autopack.environment)."""
+    """What the database layer reads from the environment (autopack.settings_models)."""
 
     database_url: str | None = None
     telemetry_db_enabled_raw: str | None = None
@@ -96,7 +96,7 @@ def load_environment(env: Mapping[str, str] | None = None) -> Environment:
     names = {key.upper() for key in (os.environ if env is None else env)}
     if not names.intersection(ENVIRONMENT_VARIABLES):
         return Environment()
-    from autopack.environment import EnvironmentSettings
+    from autopack.settings_models import EnvironmentSettings
 
     if env is None:
         settings = EnvironmentSettings()

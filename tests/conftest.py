@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from autopack.cli.app import main
 from autopack.db.engine import Database, OpenMode, open_database
+from autopack.environment import Environment
 from autopack.seed.model import SeedPhase, SeedRunSpec, create_seed_run
 from autopack.settings import resolve_target
 
@@ -51,19 +53,33 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def cli(
-    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> CliRunner:
-    """Run `autopack ARGS…` in-process in `workdir`; returns exit code, stdout and stderr."""
+def cli(workdir: Path) -> CliRunner:
+    """Run `autopack ARGS…` in-process in `workdir`, in a fake terminal environment.
 
-    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
-        with monkeypatch.context() as patch:
-            for key, value in (env or {}).items():
-                patch.setenv(key, value)
-            capsys.readouterr()
-            code = main(list(args))
-            out, err = capsys.readouterr()
-        return CliResult(code, out, err)
+    `env` adds variables (they reach autopack only through the Environment, never os.environ);
+    `stdin` is what the operator types; `tty` says whether stdin and stderr are a terminal.
+    Returns the exit code, stdout and stderr.
+    """
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, stdin: str = "", tty: bool = False
+    ) -> CliResult:
+        environ = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
+        environ.update({"NO_COLOR": "1", "COLUMNS": "200"}, **(env or {}))
+        fake = Environment(
+            stdin=io.StringIO(stdin),
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+            stdin_isatty=tty,
+            stdout_isatty=False,
+            stderr_isatty=False,
+            environ=environ,
+            cwd=workdir,
+        )
+        code = main(list(args), fake)
+        assert isinstance(fake.stdout, io.StringIO)
+        assert isinstance(fake.stderr, io.StringIO)
+        return CliResult(code, fake.stdout.getvalue(), fake.stderr.getvalue())
 
     return run
 

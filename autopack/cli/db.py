@@ -16,11 +16,10 @@ from autopack.cli.options import (
     UrlOption,
     YesOption,
 )
-from autopack.cli.target import announce, open_named
+from autopack.cli.target import announce, open_named, target_named
 from autopack.db.engine import OpenMode
 from autopack.db.identity import inspect_database, read_panel
 from autopack.errors import EXIT_FOUND_PROBLEMS
-from autopack.settings import resolve_target
 
 app = typer.Typer(
     help="Create, identify, stamp, upgrade and check databases.", no_args_is_help=True
@@ -49,7 +48,7 @@ def init(
     """
     from autopack.db.lifecycle import init_database  # Alembic: loaded only to change a schema
 
-    result = init_database(resolve_target(db, database_url), role)
+    result = init_database(target_named(db, database_url), role)
     panel = None
     if not result.target.in_memory:
         with open_named(db, database_url, OpenMode.READ_ONLY) as database:

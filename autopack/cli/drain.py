@@ -113,7 +113,7 @@ def _prepare(
 ) -> Iterator[_Prepared]:
     """Everything a drain checks before it touches a phase, in the order an operator expects:
     LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
-    settings = load_llm_settings() if needs_llm else None
+    settings = load_llm_settings(console.environment().environ) if needs_llm else None
     chosen = choose_coefficients(coefficients, coefficients_file)
     root = workspace.resolve()
     if not root.is_dir():

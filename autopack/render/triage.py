@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any, TextIO
 from rich.markup import escape
 from rich.table import Table
 
-from autopack.console import stderr_console
+from autopack.console import stderr_console, stdout
 from autopack.db.identity import TargetInfo
 from autopack.triage.stale import (
     STREAM_ROWS,
@@ -163,7 +162,7 @@ def write_stale_json(
         ("skipped_count", len(result.skipped) if result is not None else 0),
         ("released_claims", result.released_claims if result is not None else 0),
     ]
-    write_json_document(items, out if out is not None else sys.stdout)
+    write_json_document(items, out if out is not None else stdout())
 
 
 # human report (stderr) ------------------------------------------------------------------------
