@@ -114,10 +114,13 @@ def warn(message: str) -> None:
 
 
 def confirm(question: str) -> bool:
-    """Ask on the environment's stderr, read the answer from its stdin."""
-    return Confirm.ask(
-        question, console=stderr_console(), default=False, stream=environment().stdin
-    )
+    """Ask on the environment's stderr, read the answer from its stdin; no answer is a no."""
+    try:
+        return Confirm.ask(
+            question, console=stderr_console(), default=False, stream=environment().stdin
+        )
+    except EOFError:
+        return False
 
 
 def _fmt_size(size: int | None) -> str:

@@ -17,7 +17,13 @@ from autopack import __version__, console
 from autopack.cli.options import DebugOption, Invocation
 from autopack.cli.signals import sigterm_interrupts
 from autopack.environment import Environment
-from autopack.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AutopackError, Terminated
+from autopack.errors import (
+    EXIT_FOUND_PROBLEMS,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    AutopackError,
+    Terminated,
+)
 
 # An unexpected exception is a bug in autopack, not a verdict on the operator's data.
 EXIT_INTERNAL_ERROR = 70
@@ -111,16 +117,11 @@ def _run(args: list[str], env: Environment) -> int:
         return 0
     invocation = Invocation(env)
     try:
-        try:
-            result = build_app(args)(
-                args=args, prog_name="autopack", standalone_mode=False, obj=invocation
-            )
-        except typer.Abort as exc:
-            # Click turns Ctrl-C (and so SIGTERM) into Abort; the interruption is its cause.
-            interruption = exc.__cause__ or exc.__context__
-            if isinstance(interruption, KeyboardInterrupt):
-                raise interruption from None
-            raise
+        # The command is invoked here, not through Typer's main(), which turns Ctrl-C into a
+        # plain exit code 130 before autopack could tell Ctrl-C from SIGTERM.
+        command = typer.main.get_command(build_app(args))
+        with command.make_context("autopack", args, obj=invocation) as context:
+            result = command.invoke(context)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -138,6 +139,9 @@ def _run(args: list[str], env: Environment) -> int:
             traceback.print_exc(file=env.stderr)
         console.render_error(exc)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`… | head`): nothing more can be shown.
+        return EXIT_FOUND_PROBLEMS
     except Terminated:
         console.info("terminated")
         return EXIT_TERMINATED

@@ -220,6 +220,9 @@ def phase(
                     session_id=session_id,
                     worker=worker_name(),
                 )
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: resumable, like a batch
+                finish_session(engine, session_id, status="interrupted")
+                raise
             except BaseException:
                 finish_session(engine, session_id, status="failed")
                 raise
