@@ -879,9 +879,12 @@ def test_show_and_run_agree_on_hostile_files_and_refuse_them(
 ) -> None:
     (workdir / name).write_text(text)
     _init(cli, "--db", "seed")
-    for command in (("seed", "show", "--file", name), ("seed", "run", "--file", name)):
-        extra = ("--db", "seed") if command[1] == "run" else ()
-        result = cli(*command, *extra)
+    commands: list[tuple[str, ...]] = [
+        ("seed", "show", "--file", name),
+        ("seed", "run", "--file", name, "--db", "seed"),
+    ]
+    for command in commands:
+        result = cli(*command)
         assert result.exit_code == 2, result.stderr
         assert reason in result.stderr
     assert cli("db", "identity", "--db", "seed", "--json").exit_code == 0
