@@ -172,6 +172,13 @@ def load_named_targets(cwd: Path) -> dict[str, str]:
 def build_target(url: str, *, source: str, cwd: Path, name: str | None = None) -> DatabaseTarget:
     """Parse and normalise one URL: driver for PostgreSQL, absolute path for SQLite."""
     raw = url.strip()
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TargetError(
+            f"{source} is not valid UTF-8 (a database name in another encoding).",
+            hint="rename the database file to a UTF-8 name, or use a symlink that has one",
+        ) from None
     plain = plain_sqlite_database(raw)
     if plain is not None:
         return _sqlite_target(plain, source=source, cwd=cwd, name=name)

@@ -22,6 +22,7 @@ from autopack.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     AutopackError,
+    ConfigError,
     Terminated,
 )
 
@@ -111,12 +112,31 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
         return _run(args, env)
 
 
+def refuse_non_utf8(args: list[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 (Python hands such bytes over as surrogates).
+
+    A DB path or file name in another encoding cannot be stored, shown or reopened faithfully;
+    one clear refusal beats a crash deep inside whichever library meets it first.
+    """
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            raise ConfigError(
+                f"argument '{shown}' is not valid UTF-8 (a file or database name in another "
+                "encoding).",
+                hint="rename it to a UTF-8 name, or pass a symlink that has one",
+            ) from None
+
+
 def _run(args: list[str], env: Environment) -> int:
     if args[:1] == ["--version"]:
         env.stdout.write(f"autopack {__version__}\n")  # without loading any command group
         return 0
     invocation = Invocation(env)
     try:
+        refuse_non_utf8(args)
         # The command is invoked here, not through Typer's main(), which turns Ctrl-C into a
         # plain exit code 130 before autopack could tell Ctrl-C from SIGTERM.
         command = typer.main.get_command(build_app(args))

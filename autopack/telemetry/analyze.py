@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from autopack.db.engine import Database
 from autopack.db.models import utc_now
@@ -62,6 +62,7 @@ from autopack.telemetry.coverage import (
     CoverageReport,
     assess_coverage,
 )
+from autopack.telemetry.exchange import parse_timestamp
 
 __all__ = ["AnalysisReport", "AnalyzeOptions", "analyze_telemetry", "parse_time_bound"]
 
@@ -73,15 +74,12 @@ __all__ = ["AnalysisReport", "AnalyzeOptions", "analyze_telemetry", "parse_time_
 def parse_time_bound(value: str, option: str) -> datetime:
     """An ISO 8601 date or date-time as naive UTC (a bare date is its midnight; `Z` allowed)."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return parse_timestamp(value)  # the one timestamp parser (telemetry import's too)
     except ValueError:
         raise ConfigError(
             f"{option} {value!r} is not an ISO 8601 date or date-time.",
             hint=f"e.g. {option} 2025-12-29 or {option} 2025-12-29T14:00:00Z (naive = UTC)",
         ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 @dataclass(frozen=True)
