@@ -1,14 +1,16 @@
 """Rendering: the target panel, tables, errors, prompts and `--json` documents.
 
 Human output goes to stderr through Rich; data goes to stdout. Core modules never import this.
+Both are the streams of the `Environment` that `main` binds for the run (`bound_to`), so a test
+hands in its own streams, terminal flags and variables instead of patching `sys`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -18,6 +20,7 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from autopack.db.compat import is_newer
+from autopack.environment import Environment
 from autopack.errors import AutopackError
 
 if TYPE_CHECKING:  # rendering needs the report types only for annotations
@@ -25,9 +28,46 @@ if TYPE_CHECKING:  # rendering needs the report types only for annotations
     from autopack.estimator.report import EstimateReport
 
 
+_bound: Environment | None = None
+
+
+@contextmanager
+def bound_to(env: Environment) -> Iterator[Environment]:
+    """Render to `env`'s streams while the block runs (main binds the run's environment).
+
+    A plain module attribute rather than a context variable: the drain's worker threads log
+    through this module too, and must reach the same streams.
+    """
+    global _bound
+    previous, _bound = _bound, env
+    try:
+        yield env
+    finally:
+        _bound = previous
+
+
+def environment() -> Environment:
+    """The environment being rendered to: the bound one, else the real process."""
+    return _bound if _bound is not None else Environment.from_process()
+
+
 def stderr_console() -> Console:
-    """A console on stderr, made when needed so it honours the current COLUMNS and NO_COLOR."""
-    return Console(stderr=True, highlight=False)
+    """A console on the environment's stderr, made when needed so it honours its COLUMNS and
+    NO_COLOR."""
+    env = environment()
+    return Console(
+        file=env.stderr,
+        # A terminal flag forces Rich's terminal mode; otherwise Rich decides as it always did
+        # (FORCE_COLOR, TTY_COMPATIBLE and the stream itself).
+        force_terminal=True if env.stderr_isatty else None,
+        highlight=False,
+        _environ=dict(env.environ),
+    )
+
+
+def stdout() -> TextIO:
+    """The environment's stdout, where reports' data goes."""
+    return environment().stdout
 
 
 @runtime_checkable
@@ -52,8 +92,9 @@ def print_json(
         data = document
     if target is not None:
         data = {"target": target.model_dump(mode="json"), **data}
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
+    out = stdout()
+    out.write(json.dumps(data, indent=2, default=str) + "\n")
+    out.flush()
 
 
 def render_error(error: AutopackError) -> None:
@@ -93,7 +134,13 @@ def warn(message: str) -> None:
 
 
 def confirm(question: str) -> bool:
-    return Confirm.ask(question, console=stderr_console(), default=False)
+    """Ask on the environment's stderr, read the answer from its stdin; no answer is a no."""
+    try:
+        return Confirm.ask(
+            question, console=stderr_console(), default=False, stream=environment().stdin
+        )
+    except EOFError:
+        return False
 
 
 def _fmt_size(size: int | None) -> str:

@@ -1,19 +1,57 @@
-"""The environment variables of the database layer, read by pydantic-settings.
+"""What one run of the command line sees of the world: its streams, variables, directory, clock.
 
-Imported only when the environment holds one of them (autopack.settings.load_environment):
-pydantic-settings' import is a fifth of a read-only command's start-up.
+`main(argv, env)` takes an `Environment`; tests pass a fake one (text buffers, a dict of
+variables, a temporary directory, a fixed clock) instead of patching `sys` (the httpie design).
+Standard library only: the console and the settings layer read from it, nothing here reads
+them.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
 
 
-class EnvironmentSettings(BaseSettings):
-    """The environment variables autopack reads for the database layer."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    database_url: str | None = Field(default=None, alias="DATABASE_URL")
-    telemetry_db_enabled_raw: str | None = Field(default=None, alias="TELEMETRY_DB_ENABLED")
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or detached stream is no terminal
+        return False
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The streams, their terminal flags, the variables, the directory and the clock of a run."""
+
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    stdin_isatty: bool = False
+    stdout_isatty: bool = False
+    stderr_isatty: bool = False
+    environ: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path = field(default_factory=Path.cwd)
+    clock: Callable[[], datetime] = _utc_now
+
+    @classmethod
+    def from_process(cls) -> Environment:
+        """The real process: sys streams, os.environ, the current directory, the wall clock."""
+        return cls(
+            stdin=sys.stdin,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            stdin_isatty=_isatty(sys.stdin),
+            stdout_isatty=_isatty(sys.stdout),
+            stderr_isatty=_isatty(sys.stderr),
+            environ=os.environ,
+            cwd=Path.cwd(),
+        )

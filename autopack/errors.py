@@ -1,7 +1,8 @@
 """The errors autopack reports to an operator: one sentence, a hint, and an exit code.
 
 Exit codes (docs/exit-codes.md): 0 ok; 1 the work ran and found failures or too little data;
-2 refused (bad input, a guard tripped, the wrong DB); 130 interrupted.
+2 refused (bad input, a guard tripped, the wrong DB); 70 a bug; 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,6 +11,16 @@ EXIT_OK = 0
 EXIT_FOUND_PROBLEMS = 1
 EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd, docker, `timeout`), raised where Ctrl-C would be.
+
+    A KeyboardInterrupt, so every path that cleans up after Ctrl-C (phases given back, the
+    session marked interrupted, temporary files removed) does the same for SIGTERM; only the
+    exit code differs.
+    """
 
 
 class AutopackError(Exception):

@@ -2,15 +2,17 @@
 
 Sources, all explicit: `--database-url URL`, `--db NAME` (a named target) and `DATABASE_URL`.
 With none, autopack refuses; with two that name different databases, it refuses and names
-both. SQLite paths are resolved to one absolute path here, and that path is the one shown,
+both: precedence never picks one of two databases. DATABASE_URL and the named targets of
+`autopack.toml` are read by pydantic-settings (autopack.settings_models), from the environment
+mapping and the directory the caller hands in, and only when there is something to read.
+
+SQLite paths are resolved to one absolute path here, and that path is the one shown,
 opened and written everywhere else (the original resolved relative paths differently in its
 banner and its engine, and reported the wrong file).
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,14 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 from autopack.errors import ConfigError, TargetError
+from autopack.settings_base import CONFIG_FILE, config_file_in
+from autopack.settings_base import parse_flag as parse_flag  # the one flag parser
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-CONFIG_FILE = "autopack.toml"
+    from autopack.settings_models import DatabaseSettings
+
 
 # The runbook's names: the legacy backlog and the telemetry seed DB live apart.
 BUILTIN_TARGETS: dict[str, str] = {
@@ -33,9 +38,7 @@ BUILTIN_TARGETS: dict[str, str] = {
 # The role `db init` stamps on a DB it creates through a built-in name.
 BUILTIN_TARGET_ROLES: dict[str, str] = {"legacy": "legacy", "seed": "seed"}
 
-ENVIRONMENT_VARIABLES = frozenset({"DATABASE_URL", "TELEMETRY_DB_ENABLED"})
-"""Read by autopack.environment.EnvironmentSettings (pydantic-settings)."""
-_TRUE_VALUES = frozenset({"1", "true", "yes"})
+DATABASE_VARIABLE = "DATABASE_URL"
 _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
 
 Backend = Literal["sqlite", "postgresql", "other"]
@@ -68,42 +71,27 @@ def plain_sqlite_database(raw: str) -> str | None:
     return unquote(raw[len(_PLAIN_SQLITE_PREFIX) :])
 
 
-def parse_flag(value: str | None) -> bool:
-    """The one parser for boolean environment flags such as TELEMETRY_DB_ENABLED.
-
-    `1`, `true` and `yes` in any case (and surrounding blanks) are on; anything else is off.
-    The original accepted different spellings in different writers.
-    """
-    return value is not None and value.strip().lower() in _TRUE_VALUES
-
-
-@dataclass(frozen=True)
-class Environment:
-    """What the database layer reads from the environment (autopack.environment)."""
-
-    database_url: str | None = None
-    telemetry_db_enabled_raw: str | None = None
-
-    @property
-    def telemetry_db_enabled(self) -> bool:
-        return parse_flag(self.telemetry_db_enabled_raw)
+def environment_database_url(environ: Mapping[str, str], cwd: Path | None = None) -> str | None:
+    """DATABASE_URL from `environ` (any case, as pydantic-settings matches); blank is unset."""
+    # With no such variable there is nothing to read, and pydantic-settings' import is skipped.
+    if not any(key.upper() == DATABASE_VARIABLE for key in environ):
+        return None
+    url = _database_settings(environ, None).database_url
+    return url if url is not None and url.strip() else None
 
 
-def load_environment(env: Mapping[str, str] | None = None) -> Environment:
-    """Read the environment (or `env`, for tests and embedding); blank values count as unset."""
-    # pydantic-settings matches names in any case; with none of its variables set there is
-    # nothing to read, and its import is skipped.
-    names = {key.upper() for key in (os.environ if env is None else env)}
-    if not names.intersection(ENVIRONMENT_VARIABLES):
-        return Environment()
-    from autopack.environment import EnvironmentSettings
+def _database_settings(environ: Mapping[str, str], cwd: Path | None) -> DatabaseSettings:
+    from pydantic import ValidationError
 
-    if env is None:
-        settings = EnvironmentSettings()
-    else:
-        values = {k: v for k, v in env.items() if k in ENVIRONMENT_VARIABLES}
-        settings = EnvironmentSettings.model_validate(values)
-    return Environment(settings.database_url, settings.telemetry_db_enabled_raw)
+    from autopack.settings_models import DatabaseSettings, build_settings
+
+    try:
+        return build_settings(DatabaseSettings, options={}, environ=environ, cwd=cwd)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"DATABASE_URL is invalid: {exc.errors()[0]['msg']}",
+            hint="set DATABASE_URL to sqlite:///path.db or postgresql://user@host/dbname",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -151,23 +139,21 @@ def mask_url(url: str) -> str:
 
 
 def load_named_targets(cwd: Path) -> dict[str, str]:
-    """Built-in names, overridden or extended by `autopack.toml` or `[tool.autopack]`.
+    """Built-in names, overridden or extended by `autopack.toml` or `[tool.autopack]` in `cwd`.
 
-    `autopack.toml` takes precedence over `pyproject.toml` when both exist in `cwd`.
+    Only `cwd` itself is read, never a parent directory. `autopack.toml` takes precedence over
+    `pyproject.toml` when both exist (only the first is read).
     """
     targets = dict(BUILTIN_TARGETS)
-    config = cwd / CONFIG_FILE
-    pyproject = cwd / "pyproject.toml"
-    if config.is_file():
-        section = _read_toml(config).get("databases", {})
-        origin = f"{config} [databases]"
-    elif pyproject.is_file():
-        tool = _read_toml(pyproject).get("tool", {})
-        autopack_table = tool.get("autopack", {}) if isinstance(tool, dict) else {}
-        section = autopack_table.get("databases", {}) if isinstance(autopack_table, dict) else {}
-        origin = f"{pyproject} [tool.autopack.databases]"
-    else:
+    path = config_file_in(cwd)
+    if path is None:
         return targets
+    section = _database_settings({}, cwd).databases
+    if section is None:
+        return targets
+    origin = (
+        f"{path} [databases]" if path.name == CONFIG_FILE else f"{path} [tool.autopack.databases]"
+    )
     if not isinstance(section, dict):
         raise ConfigError(
             f"{origin} must be a table of name = URL entries.",
@@ -183,19 +169,16 @@ def load_named_targets(cwd: Path) -> dict[str, str]:
     return targets
 
 
-def _read_toml(path: Path) -> dict[str, object]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc}", hint="fix the file's TOML syntax or remove it"
-        ) from exc
-
-
 def build_target(url: str, *, source: str, cwd: Path, name: str | None = None) -> DatabaseTarget:
     """Parse and normalise one URL: driver for PostgreSQL, absolute path for SQLite."""
     raw = url.strip()
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TargetError(
+            f"{source} is not valid UTF-8 (a database name in another encoding).",
+            hint="rename the database file to a UTF-8 name, or use a symlink that has one",
+        ) from None
     plain = plain_sqlite_database(raw)
     if plain is not None:
         return _sqlite_target(plain, source=source, cwd=cwd, name=name)
@@ -245,9 +228,13 @@ def resolve_target(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> DatabaseTarget:
-    """The one database the operator named, or a refusal that says how to name one."""
+    """The one database the operator named, or a refusal that says how to name one.
+
+    `env` is the environment's variables (None: none; the CLI passes its Environment's), `cwd`
+    the directory relative paths and autopack.toml are read in (None: the current one).
+    """
     work_dir = (cwd or Path.cwd()).resolve()
-    env_url = load_environment(env).database_url
+    env_url = environment_database_url(env or {})
     candidates: list[DatabaseTarget] = []
     if database_url is not None and database_url.strip():
         candidates.append(build_target(database_url, source="--database-url", cwd=work_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -15,15 +16,16 @@ import sqlalchemy as sa
 
 from autopack.cli.app import main
 from autopack.db.engine import Database, OpenMode, open_database
+from autopack.environment import Environment
 from autopack.seed.model import SeedPhase, SeedRunSpec, create_seed_run
 from autopack.settings import resolve_target
 
 pytest_plugins = ["tests.fake_llm"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
-REFERENCE_DATA = REFERENCE_DIR / "data"
-ORIGINAL_SCHEMA = REFERENCE_DIR / "original_schema.sql"
+# Reference facts (seed-run specs, golden cases, sample log and CSV, the original's schema),
+# copied into the repository so the suite runs from any clone.
+REFERENCE_DATA = Path(__file__).resolve().parent / "data"
+ORIGINAL_SCHEMA = REFERENCE_DATA / "original_schema.sql"
 
 # Variables that would point autopack somewhere the test did not choose.
 _AMBIENT = ("DATABASE_URL", "TELEMETRY_DB_ENABLED")
@@ -51,19 +53,33 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def cli(
-    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> CliRunner:
-    """Run `autopack ARGS…` in-process in `workdir`; returns exit code, stdout and stderr."""
+def cli(workdir: Path) -> CliRunner:
+    """Run `autopack ARGS…` in-process in `workdir`, in a fake terminal environment.
 
-    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
-        with monkeypatch.context() as patch:
-            for key, value in (env or {}).items():
-                patch.setenv(key, value)
-            capsys.readouterr()
-            code = main(list(args))
-            out, err = capsys.readouterr()
-        return CliResult(code, out, err)
+    `env` adds variables (they reach autopack only through the Environment, never os.environ);
+    `stdin` is what the operator types; `tty` says whether stdin and stderr are a terminal.
+    Returns the exit code, stdout and stderr.
+    """
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, stdin: str = "", tty: bool = False
+    ) -> CliResult:
+        environ = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
+        environ.update({"NO_COLOR": "1", "COLUMNS": "200"}, **(env or {}))
+        fake = Environment(
+            stdin=io.StringIO(stdin),
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+            stdin_isatty=tty,
+            stdout_isatty=False,
+            stderr_isatty=False,
+            environ=environ,
+            cwd=workdir,
+        )
+        code = main(list(args), fake)
+        assert isinstance(fake.stdout, io.StringIO)
+        assert isinstance(fake.stderr, io.StringIO)
+        return CliResult(code, fake.stdout.getvalue(), fake.stderr.getvalue())
 
     return run
 
@@ -229,7 +245,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def reference_seed_spec(run_name: str) -> SeedRunSpec:
-    """A seed run built from the reference phase specs (read in place, never copied)."""
+    """A seed run built from the reference phase specs in tests/data."""
     data = json.loads((REFERENCE_DATA / "telemetry_run_phase_specs.json").read_text())[run_name]
     run, tier, defaults = data["run"], data["tier"], data["phase_defaults"]
     return SeedRunSpec(

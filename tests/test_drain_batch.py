@@ -507,7 +507,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("how", ["kill", "interrupt"])
+@pytest.mark.parametrize("how", ["kill", "interrupt", "terminate"])
 def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
     cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, how: str, drain: Drain
 ) -> None:
@@ -521,7 +521,7 @@ def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
         if how == "kill":
             process.kill()
         else:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGINT if how == "interrupt" else signal.SIGTERM)
         code = process.wait(timeout=30)
     finally:
         if process.poll() is None:
@@ -531,8 +531,11 @@ def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
         # The dead process still holds run-b-p0; resume gives it back at once.
         assert states(backlog.engine)["run-b-p0"] == "EXECUTING"
     else:
-        assert code == 130
+        # SIGTERM (systemd, docker, `timeout`) is handled as Ctrl-C is, with its own code.
+        assert code == (130 if how == "interrupt" else 143), process.communicate()[1]
         assert states(backlog.engine)["run-b-p0"] == "QUEUED"
+        listed = cli("drain", "sessions", "--database-url", backlog.target.url, "--json")
+        assert [s["status"] for s in json.loads(listed.stdout)["sessions"]] == ["interrupted"]
     (session,) = {row.session_id for row in results(backlog.engine)}
     code, doc, stderr = drain("--resume")
     assert code == 0, stderr

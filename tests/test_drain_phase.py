@@ -352,6 +352,29 @@ def test_no_telemetry_writes_no_rows_and_says_why(
     assert _rows(seed_db, TokenEstimationV2Event) == []
 
 
+@pytest.mark.parametrize(
+    ("flag", "extra", "rows"), [("no", (), 0), ("Yes", ("--no-telemetry",), 0), ("TRUE", (), 1)]
+)
+def test_telemetry_db_enabled_is_honoured_below_no_telemetry(
+    cli: CliRunner,
+    seed_db: Database,
+    fake_llm: FakeLlmServer,
+    workspace: Path,
+    flag: str,
+    extra: tuple[str, ...],
+    rows: int,
+) -> None:
+    # Drains turn telemetry on when nothing says otherwise; TELEMETRY_DB_ENABLED (one parser:
+    # 1/true/yes in any case) can turn it off, and --no-telemetry wins over it.
+    fake_llm.queue(Reply.ok(reply_for(PHASES[P1].scope.deliverables), output_tokens=300))
+    env = {**fake_llm.env("anthropic"), "TELEMETRY_DB_ENABLED": flag}
+    code, doc, _ = _drain(cli, env, workspace, P1, *extra)
+    assert code == 0
+    assert len(_rows(seed_db, TokenEstimationV2Event)) == rows
+    if rows == 0:
+        assert doc["results"][0]["zero_yield_reason"] == "telemetry_disabled"
+
+
 def test_missing_telemetry_tables_build_but_explain(
     cli: CliRunner, seed_db: Database, fake_llm: FakeLlmServer, workspace: Path
 ) -> None:

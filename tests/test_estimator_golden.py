@@ -1,6 +1,6 @@
 """The built-in original sets reproduce every golden case of the original estimator exactly.
 
-The golden cases live outside the repository (shared reference data); they are read in place.
+The golden cases are reference facts, copied into tests/data.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ LABEL_TO_SET = {
     "pre_calibration_2025_12_25": "original-2025-12-25",
 }
 
-# No skip when the file is missing: CI has ../shared, and a silent skip would hide a regression.
+# No skip when the file is missing: it is part of the repository, and a skip would hide a
+# regression.
 CASES: list[dict[str, Any]] = json.loads(GOLDEN_FILE.read_text(encoding="utf-8"))["cases"]
 
 

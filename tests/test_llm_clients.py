@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -27,6 +28,7 @@ from autopack.llm.clients import make_client
 from autopack.llm.http import HttpLlmClient, RetryPolicy, parse_retry_after
 from autopack.llm.openai import OpenAIClient
 from autopack.llm.settings import LlmSettings, load_llm_settings
+from tests.conftest import CliRunner
 from tests.fake_llm import FakeLlmServer, Reply, http_date
 
 KEY = "sk-test-TOPSECRET-0123456789abcdef"
@@ -823,7 +825,7 @@ def test_settings_read_the_process_environment_only_without_a_mapping(
     monkeypatch.setenv("AUTOPACK_LLM_MODEL", "from-os")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "os-key")
 
-    assert load_llm_settings().model == "from-os"
+    assert load_llm_settings(os.environ).model == "from-os"
     assert LlmSettings().api_key_variable == "ANTHROPIC_API_KEY"
     error = _config_error({})  # an explicit mapping: the process environment is not read
     assert "AUTOPACK_LLM_PROVIDER" in error.message
@@ -877,3 +879,52 @@ def test_deadline_cuts_the_attempt_timeout_and_stops_retries(
     assert caught.value.kind == "timeout_exhausted"
     assert [a.kind for a in caught.value.attempts] == ["timeout"]
     assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTOPACK_LLM_API_KEY", "sk-real-part\nInjected: header"),
+        ("AUTOPACK_LLM_API_KEY", "sk-with\x07bell"),
+        ("ANTHROPIC_API_KEY", "sk-ключ-secret"),
+        ("AUTOPACK_LLM_API_KEY", "sk-two words"),
+    ],
+)
+def test_an_unsafe_api_key_is_refused_and_never_shown(variable: str, value: str) -> None:
+    env = {"AUTOPACK_LLM_PROVIDER": "anthropic", "AUTOPACK_LLM_MODEL": "m", variable: value}
+    error = _config_error(env)
+    assert variable in error.message
+    assert "not shown" in error.message
+    for part in ("sk-", "real-part", "Injected", "bell", "ключ", "secret", "words"):
+        assert part not in f"{error.message} {error.hint} {error!r}"
+
+
+def test_every_wrong_setting_is_named_at_once() -> None:
+    error = _config_error(
+        {
+            "AUTOPACK_LLM_PROVIDER": "anthropic",
+            "AUTOPACK_LLM_MODEL": "m",
+            "AUTOPACK_LLM_API_KEY": "sk-bad\nkey",
+            "AUTOPACK_LLM_TIMEOUT_S": "soon",
+            "AUTOPACK_LLM_TEMPERATURE": "hot",
+        }
+    )
+    assert error.message.startswith("3 LLM settings are wrong:")
+    for variable in ("AUTOPACK_LLM_API_KEY", "AUTOPACK_LLM_TIMEOUT_S", "AUTOPACK_LLM_TEMPERATURE"):
+        assert variable in error.message
+        assert error.hint is not None
+        assert variable in error.hint
+    assert "sk-bad" not in f"{error.message} {error.hint}"
+
+
+@pytest.mark.parametrize("key", ["sk-head\nsk-tail-secret", "sk-ключ-secret", "sk-\x1b[2Jsecret"])
+def test_the_cli_refuses_an_unsafe_key_with_exit_2_and_never_echoes_it(
+    cli: CliRunner, fake_llm: FakeLlmServer, key: str
+) -> None:
+    env = {**fake_llm.env("anthropic"), "AUTOPACK_LLM_API_KEY": key}
+    for extra in ((), ("--json",)):
+        result = cli("drain", "batch", "--db", "seed", *extra, env=env)
+        assert result.exit_code == 2, result.stderr
+        assert "AUTOPACK_LLM_API_KEY holds a newline" in result.stderr
+        assert "secret" not in result.stdout + result.stderr
+    assert fake_llm.requests == []

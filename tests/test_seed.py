@@ -862,3 +862,38 @@ def test_seed_run_on_postgres(cli: CliRunner, postgres_url: str, workdir: Path) 
     assert json.loads(result.stdout)["phases_created"] == 10
     again = cli("seed", "run", "telemetry-collection-v4", "--database-url", postgres_url)
     _assert_refused(again, "already exists")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        (
+            "huge.toml",
+            MY_PHASES_TOML.replace("token_cap = 200000", f"token_cap = {2**63}"),
+            "run.token_cap",
+        ),
+        (
+            "huge_tier.toml",
+            MY_PHASES_TOML.replace("ci_run_cap = 4", f"ci_run_cap = {2**31}"),
+            "tier.ci_run_cap",
+        ),
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("deep.toml", "x = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+    ],
+)
+def test_show_and_run_agree_on_hostile_files_and_refuse_them(
+    cli: CliRunner, workdir: Path, name: str, text: str, reason: str
+) -> None:
+    (workdir / name).write_text(text)
+    _init(cli, "--db", "seed")
+    commands: list[tuple[str, ...]] = [
+        ("seed", "show", "--file", name),
+        ("seed", "run", "--file", name, "--db", "seed"),
+    ]
+    for command in commands:
+        result = cli(*command)
+        assert result.exit_code == 2, result.stderr
+        assert reason in result.stderr
+    assert cli("db", "identity", "--db", "seed", "--json").exit_code == 0
+    with sqlite3.connect(workdir / SEED_FILE) as connection:
+        assert connection.execute("SELECT count(*) FROM runs").fetchone() == (0,)

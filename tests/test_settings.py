@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 
 from autopack.db.guards import require_non_empty, require_role
 from autopack.db.meta import RoleStamp
-from autopack.errors import GuardError, TargetError
+from autopack.errors import ConfigError, GuardError, TargetError
 from autopack.settings import (
     build_target,
-    load_environment,
+    environment_database_url,
     mask_url,
     parse_flag,
     plain_sqlite_database,
     resolve_target,
 )
+from autopack.settings_models import load_telemetry_settings
 
 _password = st.text(
     alphabet=st.characters(min_codepoint=48, max_codepoint=122, categories=["Ll", "Lu", "Nd"]),
@@ -61,18 +62,88 @@ def test_parse_flag_is_the_one_truthiness_rule(value: str | None, expected: bool
     assert parse_flag(value) is expected
 
 
-def test_environment_flag_uses_the_same_rule() -> None:
-    assert load_environment({"TELEMETRY_DB_ENABLED": "Yes"}).telemetry_db_enabled is True
-    assert load_environment({"TELEMETRY_DB_ENABLED": "on"}).telemetry_db_enabled is False
-    assert load_environment({}).telemetry_db_enabled is False
+def test_telemetry_settings_use_the_same_rule() -> None:
+    def enabled(environ: dict[str, str], *, no_telemetry: bool = False) -> bool | None:
+        return load_telemetry_settings(environ, no_telemetry=no_telemetry).db_enabled
+
+    assert enabled({"TELEMETRY_DB_ENABLED": "Yes"}) is True
+    assert enabled({"telemetry_db_enabled": "1"}) is True
+    assert enabled({"TELEMETRY_DB_ENABLED": "on"}) is False
+    assert enabled({"TELEMETRY_DB_ENABLED": " "}) is None
+    assert enabled({}) is None
+    # The CLI option is an init kwarg: it wins over the environment.
+    assert enabled({"TELEMETRY_DB_ENABLED": "yes"}, no_telemetry=True) is False
 
 
-def test_environment_names_match_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("database_url", "sqlite:///lower.db")
-    assert load_environment().database_url == "sqlite:///lower.db"
-    monkeypatch.delenv("database_url")
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    assert load_environment().database_url is None
+def test_environment_names_match_in_any_case() -> None:
+    assert environment_database_url({"database_url": "sqlite:///lower.db"}) == "sqlite:///lower.db"
+    assert environment_database_url({"DATABASE_URL": "  "}) is None
+    assert environment_database_url({}) is None
+
+
+def test_environment_is_only_what_the_caller_hands_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///from-the-process.db")
+    with pytest.raises(TargetError, match="no database given"):
+        resolve_target(None, None, env={}, cwd=tmp_path)
+
+
+def test_a_parent_directory_never_retargets_a_database(tmp_path: Path) -> None:
+    (tmp_path / "autopack.toml").write_text('[databases]\nlegacy = "sqlite:///elsewhere.db"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.autopack.databases]\nseed = "sqlite:///elsewhere.db"\n'
+    )
+    below = tmp_path / "project"
+    below.mkdir()
+    legacy = resolve_target("legacy", None, env={}, cwd=below)
+    seed = resolve_target("seed", None, env={}, cwd=below)
+    assert legacy.sqlite_path == below.resolve() / "autopack_legacy.db"
+    assert seed.sqlite_path == below.resolve() / "autopack_telemetry_seed.db"
+    # In the directory itself, the file names them.
+    assert resolve_target("legacy", None, env={}, cwd=tmp_path).sqlite_path == (
+        tmp_path.resolve() / "elsewhere.db"
+    )
+
+
+def test_pyproject_names_targets_when_there_is_no_autopack_toml(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.autopack.databases]\nwork = "sqlite:///work.db"\n'
+    )
+    target = resolve_target("work", None, env={}, cwd=tmp_path)
+    assert target.sqlite_path == tmp_path.resolve() / "work.db"
+    assert target.source == "--db work"
+
+
+def test_a_file_and_the_environment_naming_two_databases_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "autopack.toml").write_text('[databases]\nwork = "sqlite:///work.db"\n')
+    with pytest.raises(TargetError) as info:
+        resolve_target("work", None, env={"DATABASE_URL": "sqlite:///other.db"}, cwd=tmp_path)
+    assert "--db work" in info.value.message
+    assert "DATABASE_URL" in info.value.message
+    assert "other.db" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[databases\n",
+        "x = " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "[databases]\nwork = 5\n",
+        "databases = 5\n",
+    ],
+)
+def test_a_bad_config_file_is_refused_with_its_name(tmp_path: Path, text: str) -> None:
+    (tmp_path / "autopack.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve_target("work", None, env={}, cwd=tmp_path)
+    assert "autopack.toml" in info.value.message
+
+
+def test_a_config_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "autopack.toml").write_bytes(b'[databases]\nwork = "\xff"\n')
+    with pytest.raises(ConfigError, match=r"autopack\.toml"):
+        resolve_target("work", None, env={}, cwd=tmp_path)
 
 
 def test_resolve_needs_an_explicit_target(tmp_path: Path) -> None:

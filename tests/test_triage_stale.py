@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 import autopack.triage.stale as stale_module
-from autopack import console
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.identity import read_panel
 from autopack.db.models import Phase, PhaseClaim, Run, Tier, table_of, utc_now
@@ -735,27 +734,16 @@ def test_mark_failed_without_a_terminal_is_refused(cli: CliRunner, seed_db: Data
     assert _states(seed_db)[P[0]] == "QUEUED"
 
 
-def test_mark_failed_asks_on_a_terminal(
-    cli: CliRunner, seed_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mark_failed_asks_on_a_terminal(cli: CliRunner, seed_db: Database) -> None:
     _age(seed_db, P[0], 50)
-    questions: list[str] = []
-    answers = iter([False, True])
-
-    def confirm(question: str) -> bool:
-        questions.append(question)
-        return next(answers)
-
-    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
-    monkeypatch.setattr(console, "confirm", confirm)
-    declined = cli("triage", "stale", "--db", "seed", "--mark-failed")
+    declined = cli("triage", "stale", "--db", "seed", "--mark-failed", stdin="n\n", tty=True)
     assert declined.exit_code == 2
+    assert "Mark 1 stale phase FAILED in sqlite:///" in declined.stderr  # the question
     assert "cancelled; nothing was changed" in declined.stderr
     assert _states(seed_db)[P[0]] == "QUEUED"
-    accepted = cli("triage", "stale", "--db", "seed", "--mark-failed")
+    accepted = cli("triage", "stale", "--db", "seed", "--mark-failed", stdin="y\n", tty=True)
     assert accepted.exit_code == 1
     assert _states(seed_db)[P[0]] == "FAILED"
-    assert questions[0].startswith("Mark 1 stale phase FAILED in sqlite:///")
 
 
 def test_mark_failed_with_yes(cli: CliRunner, seed_db: Database) -> None:

@@ -14,7 +14,17 @@ import traceback
 import typer
 
 from autopack import __version__, console
-from autopack.errors import EXIT_INTERRUPTED, AutopackError
+from autopack.cli.options import DebugOption, Invocation
+from autopack.cli.signals import sigterm_interrupts
+from autopack.environment import Environment
+from autopack.errors import (
+    EXIT_FOUND_PROBLEMS,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    AutopackError,
+    ConfigError,
+    Terminated,
+)
 
 # An unexpected exception is a bug in autopack, not a verdict on the operator's data.
 EXIT_INTERNAL_ERROR = 70
@@ -45,7 +55,7 @@ LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 
 def _version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"autopack {__version__}\n")
+        console.stdout().write(f"autopack {__version__}\n")
         raise typer.Exit()
 
 
@@ -65,6 +75,7 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
         version: bool = typer.Option(
             False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
         ),
+        debug: DebugOption = False,
     ) -> None:
         """autopack: one tool for the databases, telemetry and calibration of an Autopack agent."""
 
@@ -90,15 +101,47 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit code (docs/exit-codes.md)."""
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    """Run the command line in `env` (default: this process); return the exit code.
+
+    Exit codes are listed in docs/exit-codes.md. SIGTERM is handled as Ctrl-C is, with 143.
+    """
+    env = Environment.from_process() if env is None else env
     args = list(sys.argv[1:] if argv is None else argv)
+    with console.bound_to(env), sigterm_interrupts():
+        return _run(args, env)
+
+
+def refuse_non_utf8(args: list[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 (Python hands such bytes over as surrogates).
+
+    A DB path or file name in another encoding cannot be stored, shown or reopened faithfully;
+    one clear refusal beats a crash deep inside whichever library meets it first.
+    """
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            raise ConfigError(
+                f"argument '{shown}' is not valid UTF-8 (a file or database name in another "
+                "encoding).",
+                hint="rename it to a UTF-8 name, or pass a symlink that has one",
+            ) from None
+
+
+def _run(args: list[str], env: Environment) -> int:
     if args[:1] == ["--version"]:
-        sys.stdout.write(f"autopack {__version__}\n")  # without loading any command group
+        env.stdout.write(f"autopack {__version__}\n")  # without loading any command group
         return 0
-    debug = "--debug" in args
+    invocation = Invocation(env)
     try:
-        result = build_app(args)(args=args, prog_name="autopack", standalone_mode=False)
+        refuse_non_utf8(args)
+        # The command is invoked here, not through Typer's main(), which turns Ctrl-C into a
+        # plain exit code 130 before autopack could tell Ctrl-C from SIGTERM.
+        command = typer.main.get_command(build_app(args))
+        with command.make_context("autopack", args, obj=invocation) as context:
+            result = command.invoke(context)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -107,21 +150,27 @@ def main(argv: list[str] | None = None) -> int:
         # Usage errors (unknown option, missing argument) print themselves; they exit 2.
         show = getattr(exc, "show", None)
         if callable(show):
-            show(file=sys.stderr)
+            show(file=env.stderr)
         else:
-            sys.stderr.write(f"error: {exc.message}\n")
+            env.stderr.write(f"error: {exc.message}\n")
         return exc.exit_code
     except AutopackError as exc:
-        if debug:
-            traceback.print_exc()
+        if invocation.debug:
+            traceback.print_exc(file=env.stderr)
         console.render_error(exc)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (`… | head`): nothing more can be shown.
+        return EXIT_FOUND_PROBLEMS
+    except Terminated:
+        console.info("terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         console.info("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if debug:
-            traceback.print_exc()
+        if invocation.debug:
+            traceback.print_exc(file=env.stderr)
         console.render_unexpected(exc)
         return EXIT_INTERNAL_ERROR
     return result if isinstance(result, int) else 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from autopack import console
 from autopack.errors import GuardError
 
@@ -15,7 +13,7 @@ def confirm_or_refuse(yes: bool, question: str) -> None:
     """
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not console.environment().stdin_isatty:
         raise GuardError(
             "this changes the database and no terminal is attached to confirm it.",
             hint="pass --yes to confirm in scripts",

@@ -17,12 +17,11 @@ from autopack.cli.options import (
     UrlOption,
     YesOption,
 )
-from autopack.cli.target import announce, open_named
+from autopack.cli.target import announce, open_named, target_named
 from autopack.db.engine import OpenMode
 from autopack.db.identity import inspect_database
 from autopack.db.integrity import IntegrityReport
 from autopack.errors import EXIT_FOUND_PROBLEMS, TargetError
-from autopack.settings import resolve_target
 
 app = typer.Typer(
     help="Create, identify, stamp, upgrade and check databases.", no_args_is_help=True
@@ -51,7 +50,7 @@ def init(
     """
     from autopack.db.lifecycle import init_database  # Alembic: loaded only to change a schema
 
-    result = init_database(resolve_target(db, database_url), role)
+    result = init_database(target_named(db, database_url), role)
     if as_json:
         console.print_json(result)
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,23 @@ PhaseTimeoutOption = Annotated[
 ]
 
 
+def telemetry_choice(environ: Mapping[str, str], no_telemetry: bool) -> tuple[bool, str]:
+    """Whether this drain writes telemetry rows, and why (DESIGN §2, docs/databases.md).
+
+    --no-telemetry > TELEMETRY_DB_ENABLED > on: drains turn telemetry on unless told not to.
+    """
+    from autopack.settings_models import load_telemetry_settings
+
+    enabled = load_telemetry_settings(environ, no_telemetry=no_telemetry).db_enabled
+    if no_telemetry:
+        return False, "off (--no-telemetry)"
+    if enabled is None:
+        return True, "on (drains turn it on; --no-telemetry turns it off)"
+    if enabled:
+        return True, "on (TELEMETRY_DB_ENABLED)"
+    return False, "off (TELEMETRY_DB_ENABLED is not 1, true or yes)"
+
+
 @dataclass(frozen=True)
 class _Prepared:
     database: Database
@@ -107,7 +124,7 @@ def _prepare(
 ) -> Iterator[_Prepared]:
     """Everything a drain checks before it touches a phase, in the order an operator expects:
     LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
-    settings = load_llm_settings() if needs_llm else None
+    settings = load_llm_settings(console.environment().environ) if needs_llm else None
     chosen = choose_coefficients(coefficients, coefficients_file)
     root = workspace.resolve()
     if not root.is_dir():
@@ -124,14 +141,10 @@ def _prepare(
                     "token_estimation_v2_events is missing: phases will be built but yield no "
                     "telemetry (autopack db upgrade adds the table)"
                 )
-            telemetry = not no_telemetry
+            telemetry, why = telemetry_choice(console.environment().environ, no_telemetry)
             if not quiet and not as_json:
                 builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
-                console.info(
-                    f"builder: {builder}; telemetry "
-                    + ("on (--no-telemetry turns it off)" if telemetry else "off (--no-telemetry)")
-                    + f"; workspace {root}"
-                )
+                console.info(f"builder: {builder}; telemetry {why}; workspace {root}")
             yield _Prepared(database, panel, settings, chosen, root, telemetry, tables_present)
 
 

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+
+from autopack.environment import Environment
+
+
+@dataclass
+class Invocation:
+    """One run of the command line: its environment, and what the options said about errors.
+
+    main hands it to Click as the context object; option callbacks fill it in while parsing,
+    so main knows about --debug even when the command then fails.
+    """
+
+    env: Environment
+    debug: bool = False
+
+
+def _note_debug(ctx: typer.Context, value: bool) -> bool:
+    invocation = ctx.find_object(Invocation)
+    if value and invocation is not None:
+        invocation.debug = True
+    return value
+
 
 DbOption = Annotated[
     str | None,
@@ -24,7 +47,9 @@ JsonOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Hide the target panel and progress.")
 ]
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+DebugOption = Annotated[
+    bool, typer.Option("--debug", callback=_note_debug, help="Show tracebacks for errors.")
+]
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")
 ]

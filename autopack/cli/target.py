@@ -7,11 +7,17 @@ from autopack.db.compat import SchemaCompatibility
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.guards import require_non_empty
 from autopack.db.identity import TargetPanel, read_panel
-from autopack.settings import resolve_target
+from autopack.settings import DatabaseTarget, resolve_target
+
+
+def target_named(db_name: str | None, database_url: str | None) -> DatabaseTarget:
+    """The database the options name, resolved in the run's environment (variables, cwd)."""
+    env = console.environment()
+    return resolve_target(db_name, database_url, env=env.environ, cwd=env.cwd)
 
 
 def open_named(db_name: str | None, database_url: str | None, mode: OpenMode) -> Database:
-    return open_database(resolve_target(db_name, database_url), mode)
+    return open_database(target_named(db_name, database_url), mode)
 
 
 def announce(

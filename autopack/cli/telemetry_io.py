@@ -119,7 +119,7 @@ def export_command(
             check_output_path(database, output)
         # On a terminal the rows themselves would share the screen with a bar.
         show_bar = progress_wanted(quiet=quiet, as_json=as_json) and (
-            output is not None or not sys.stdout.isatty()
+            output is not None or not console.environment().stdout_isatty
         )
         with progress_bar("exporting", enabled=show_bar) as progress:
             if output is not None:
@@ -146,16 +146,17 @@ def _export_to_stdout(
     allow_empty_db: bool,
     progress: ProgressCallback | None,
 ) -> ExportResult:
+    out = console.stdout()
     try:
         # The process's own stdout: export workers may write straight to its descriptor.
         return export_telemetry(
             database,
-            sys.stdout,
+            out,
             fmt,
             filters,
             allow_empty_db=allow_empty_db,
             progress=progress,
-            write_to_descriptor=True,
+            write_to_descriptor=out is sys.stdout,
         )
     except BrokenPipeError:
         # `… | head`: stop quietly; point stdout at /dev/null so the exit flush cannot fail.
@@ -166,7 +167,7 @@ def _export_to_stdout(
 
 def _silence_stdout() -> None:
     try:
-        descriptor = sys.stdout.fileno()
+        descriptor = console.stdout().fileno()
     except (AttributeError, OSError, ValueError):
         return
     devnull = os.open(os.devnull, os.O_WRONLY)

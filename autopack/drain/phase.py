@@ -68,6 +68,9 @@ def drain_phase(
         outcome = attempt_phase(
             engine, client, run_id, phase_id, options, session_id=session_id, worker=worker_name()
         )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: resumable, like a batch
+        finish_session(engine, session_id, status="interrupted")
+        raise
     except BaseException:
         finish_session(engine, session_id, status="failed")
         raise

@@ -12,22 +12,31 @@
 | AUTOPACK_LLM_MAX_TOKENS_FIELD   | openai only: `auto`, `max_tokens`, `max_completion_tokens`     |
 
 A key is required, except for the openai provider at a non-default base URL (a local server
-such as Ollama needs none). Keys are `SecretStr`: they never show in repr, str or errors.
-Nothing is read at import time: call `load_llm_settings()` (or build `LlmSettings()`).
+such as Ollama needs none). Keys are `SecretStr`: they never show in repr, str or errors, and
+a key that holds a newline, a blank, a control or a non-ASCII character is refused (exit 2)
+without being shown. Every wrong setting is named in one error.
+Nothing is read at import time: call `load_llm_settings(environ)` (or `LlmSettings()`, which
+reads os.environ as pydantic-settings always does).
 """
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autopack.errors import ConfigError
 from autopack.llm.base import Provider
@@ -57,92 +66,74 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 
 MaxTokensField = Literal["auto", "max_tokens", "max_completion_tokens"]
 
-_ENV_OVERRIDE: ContextVar[Mapping[str, str] | None] = ContextVar(
-    "autopack_llm_environment", default=None
-)
+# What an HTTP header can carry as a key: printable ASCII without blanks. A newline, a control
+# character or a non-ASCII character is refused before any request (httpx would quote the key
+# in its error, or fail on encoding it).
+_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
 
 
-def read_llm_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The raw settings values in `environ`, by field name; empty values count as unset.
+def _present(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
-    When AUTOPACK_LLM_API_KEY is unset, the provider's vendor variable is used and its name is
-    kept in `api_key_variable`, so a rejected key can be traced to where it came from.
-    """
-    values: dict[str, str] = {}
-    for field_name, variable in ENV_VARS.items():
-        raw = environ.get(variable)
-        if raw is not None and raw.strip():
-            values[field_name] = raw.strip()
-    if "api_key" in values:
-        values["api_key_variable"] = ENV_VARS["api_key"]
-    else:
-        fallback = FALLBACK_KEY_VARS.get(values.get("provider", "").lower())
-        raw = environ.get(fallback) if fallback else None
-        if fallback and raw is not None and raw.strip():
-            values["api_key"] = raw.strip()
-            values["api_key_variable"] = fallback
+
+def _field_values(data: Mapping[str, Any], fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+    """Sources key values by field name (init kwargs) or by variable (the environment): one
+    dict by field name, the first source winning, blank text dropped, text stripped."""
+    values: dict[str, Any] = {}
+    for name, info in fields.items():
+        for key in (name, info.alias):
+            if key is not None and key in data and _present(data[key]):
+                value = data[key]
+                values[name] = value.strip() if isinstance(value, str) else value
+                break
     return values
 
 
-class _EnvironmentSource(PydanticBaseSettingsSource):
-    """Reads exactly the variables in ENV_VARS (plus the fallback key) from one mapping."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        super().__init__(settings_cls)
-        self._values = read_llm_environment(environ)
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
-
-
 class LlmSettings(BaseSettings):
-    """How to reach the builder LLM. Immutable, so one instance serves every worker thread."""
+    """How to reach the builder LLM. Immutable, so one instance serves every worker thread.
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    Built by pydantic-settings from its standard sources: init kwargs (by field name) over the
+    environment (by variable name, see ENV_VARS), handed in by load_llm_settings.
+    """
 
-    provider: Provider
-    model: str = Field(min_length=1)
-    base_url: str
-    api_key: SecretStr | None = None
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    provider: Provider = Field(alias=ENV_VARS["provider"])
+    model: str = Field(min_length=1, alias=ENV_VARS["model"])
+    base_url: str = Field(alias=ENV_VARS["base_url"])
     api_key_variable: str | None = None
-    timeout_s: float = Field(default=600.0, gt=0, le=86_400)
-    max_retries: int = Field(default=3, ge=0, le=10)
-    temperature: float | None = Field(default=0.2, ge=0, le=2)
-    max_tokens_field: MaxTokensField = "auto"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        environ = _ENV_OVERRIDE.get()
-        return (
-            init_settings,
-            _EnvironmentSource(settings_cls, os.environ if environ is None else environ),
-        )
+    api_key: SecretStr | None = Field(default=None, alias=ENV_VARS["api_key"])
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, alias=FALLBACK_KEY_VARS["anthropic"], exclude=True, repr=False
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, alias=FALLBACK_KEY_VARS["openai"], exclude=True, repr=False
+    )
+    timeout_s: float = Field(default=600.0, gt=0, le=86_400, alias=ENV_VARS["timeout_s"])
+    max_retries: int = Field(default=3, ge=0, le=10, alias=ENV_VARS["max_retries"])
+    temperature: float | None = Field(default=0.2, ge=0, le=2, alias=ENV_VARS["temperature"])
+    max_tokens_field: MaxTokensField = Field(default="auto", alias=ENV_VARS["max_tokens_field"])
 
     @model_validator(mode="before")
     @classmethod
     def _resolve_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             return data
-        provider = str(data.get("provider", "")).strip().lower()
-        resolved = dict(data)
-        if not resolved.get("base_url") and provider in DEFAULT_BASE_URLS:
+        resolved = _field_values(data, cls.model_fields)
+        provider = str(resolved.get("provider", "")).strip().lower()
+        if "base_url" not in resolved and provider in DEFAULT_BASE_URLS:
             resolved["base_url"] = DEFAULT_BASE_URLS[provider]
-        # A vendor key read for one provider is never sent to the other (possible when an
-        # explicit provider argument overrides the environment's).
-        source = resolved.get("api_key_variable")
-        if source in FALLBACK_KEY_VARS.values() and source != FALLBACK_KEY_VARS.get(provider):
-            resolved.pop("api_key", None)
-            resolved.pop("api_key_variable", None)
+        # The vendor variable is read only when AUTOPACK_LLM_API_KEY is unset, and only for its
+        # own provider: a key read for one provider is never sent to the other.
+        if "api_key" in resolved:
+            resolved.setdefault("api_key_variable", ENV_VARS["api_key"])
+        elif provider in FALLBACK_KEY_VARS and f"{provider}_api_key" in resolved:
+            resolved["api_key"] = resolved[f"{provider}_api_key"]
+            resolved["api_key_variable"] = FALLBACK_KEY_VARS[provider]
+        resolved.pop("anthropic_api_key", None)
+        resolved.pop("openai_api_key", None)
         return resolved
 
     @field_validator("provider", mode="before")
@@ -166,13 +157,19 @@ class LlmSettings(BaseSettings):
             raise PydanticCustomError("not_http_url", "not an http(s) URL")
         return value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key")
     @classmethod
-    def _blank_key_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
-            return None
+    def _check_key_is_header_safe(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is not None and not _SAFE_KEY.fullmatch(value.get_secret_value()):
+            # The message never holds the key, nor any part of it.
+            variable = info.data.get("api_key_variable") or ENV_VARS["api_key"]
+            raise PydanticCustomError(
+                "api_key_unsafe",
+                "{variable} holds a newline, a blank, a control character or a non-ASCII character",
+                {"variable": variable},
+            )
         return value
 
     @field_validator("temperature", mode="before")
@@ -231,40 +228,60 @@ class LlmSettings(BaseSettings):
         }
 
 
-def load_llm_settings(env: Mapping[str, str] | None = None) -> LlmSettings:
-    """The builder-LLM settings from `env` (default: the process environment).
+def load_llm_settings(
+    env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> LlmSettings:
+    """The builder-LLM settings from `env` (the environment's variables; the CLI passes its
+    Environment's, a script passes os.environ), under `overrides` (by field name).
 
-    Only `env` is read when it is given, so tests and embedders control every input.
-    Raises `ConfigError` (one line, with a hint naming the variable) when a setting is missing
-    or invalid; the error never contains the API key.
+    Only `env` is read, so tests and embedders control every input. Raises `ConfigError` (one
+    line naming every wrong variable, with a hint) when settings are missing or invalid; the
+    error never contains the API key.
     """
-    token = _ENV_OVERRIDE.set(env)
+    from autopack.settings_models import build_settings
+
     try:
-        return LlmSettings()
+        return build_settings(LlmSettings, options=overrides or {}, environ=env)
     except ValidationError as exc:
         raise _config_error(exc) from None
-    finally:
-        _ENV_OVERRIDE.reset(token)
 
 
 _FIELD_ORDER = list(ENV_VARS)
+_FIELD_BY_VARIABLE = {variable: field for field, variable in ENV_VARS.items()}
 
 
 def _config_error(exc: ValidationError) -> ConfigError:
+    """One ConfigError naming every wrong setting at once, in the order of ENV_VARS."""
+    problems: list[tuple[int, str, str]] = []
     errors = exc.errors(include_url=False)
+    fields = {_field_of(error) for error in errors}
+    for error in errors:
+        field = _field_of(error)
+        if field == "base_url" and error["type"] == "missing" and "provider" in fields:
+            continue  # no default because the provider is wrong: that one error says it
+        message, hint = _describe(error, field)
+        position = _FIELD_ORDER.index(field) if field in _FIELD_ORDER else len(_FIELD_ORDER)
+        problems.append((position, message, hint))
+    problems.sort(key=lambda problem: problem[0])
+    if len(problems) == 1:
+        return ConfigError(problems[0][1], hint=problems[0][2])
+    messages = " ".join(message for _, message, _ in problems)
+    hints = "; ".join(dict.fromkeys(hint for _, _, hint in problems))
+    return ConfigError(f"{len(problems)} LLM settings are wrong: {messages}", hint=hints)
 
-    def position(error: Mapping[str, Any]) -> int:
-        loc = error.get("loc") or ()
-        field = loc[0] if loc else None
-        return _FIELD_ORDER.index(field) if field in _FIELD_ORDER else len(_FIELD_ORDER)
 
-    first = min(errors, key=position)
-    loc = first.get("loc") or ()
-    field = str(loc[0]) if loc else ""
-    shown = _shown_value(first.get("input")) if field != "api_key" else "the value"
+def _field_of(error: Mapping[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    name = str(loc[0]) if loc else ""
+    return _FIELD_BY_VARIABLE.get(name, name)
 
-    if first["type"] == "api_key_missing":
-        provider = str((first.get("ctx") or {}).get("provider", ""))
+
+def _describe(error: Mapping[str, Any], field: str) -> tuple[str, str]:
+    """The sentence and the hint for one validation error; never the API key's value."""
+    shown = _shown_value(error.get("input")) if field != "api_key" else "the value"
+    context = error.get("ctx") or {}
+    if error["type"] == "api_key_missing":
+        provider = str(context.get("provider", ""))
         fallback = FALLBACK_KEY_VARS.get(provider, "")
         if provider == "openai":
             hint = (
@@ -273,10 +290,17 @@ def _config_error(exc: ValidationError) -> ConfigError:
             )
         else:
             hint = f"set AUTOPACK_LLM_API_KEY (or {fallback})"
-        return ConfigError(f"No API key for the {provider} LLM provider.", hint=hint)
+        return f"No API key for the {provider} LLM provider.", hint
+    if error["type"] == "api_key_unsafe":
+        variable = str(context.get("variable", ENV_VARS["api_key"]))
+        return (
+            f"{variable} holds a newline, a blank, a control character or a non-ASCII "
+            "character (the value is not shown).",
+            f"set {variable} to the key exactly as issued: printable ASCII, one line",
+        )
 
     variable = ENV_VARS.get(field, field or "the LLM settings")
-    missing = first["type"] == "missing"
+    missing = error["type"] == "missing"
     if field == "provider":
         hint = (
             "set AUTOPACK_LLM_PROVIDER=anthropic, or openai for OpenAI and OpenAI-compatible "
@@ -312,8 +336,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
     else:
         hint = f"check {variable}"
         wrong = f"{variable} is invalid."
-    message = f"{variable} is not set." if missing else wrong
-    return ConfigError(message, hint=hint)
+    return (f"{variable} is not set." if missing else wrong), hint
 
 
 def _shown_value(value: object) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from autopack.console import stderr_console
+from autopack.console import stderr_console, stdout
 from autopack.db.identity import TargetInfo
 from autopack.triage import (
     MarkResult,
@@ -104,7 +103,7 @@ def write_stale_json(
         "skipped_count": len(result.skipped) if result is not None else 0,
         "released_claims": result.released_claims if result is not None else 0,
     }
-    stream = out if out is not None else sys.stdout
+    stream = out if out is not None else stdout()
     stream.write("{\n")
     for key, value in head.items():
         stream.write(f"  {json.dumps(key)}: {_indented(value)},\n")

@@ -122,6 +122,11 @@ def _non_blank(value: str, field: str) -> str:
     return stripped
 
 
+# The largest value every backend's INTEGER column holds (PostgreSQL's is 32-bit): a larger
+# count would pass `seed show` and then fail the insert.
+MAX_COLUMN_INT: Final = 2**31 - 1
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -132,9 +137,11 @@ _SectionT = TypeVar("_SectionT", bound=_Section)
 class _RunSection(_Section):
     id: str | None = None
     description: str = _SPEC_DEFAULTS["description"]
-    token_cap: int = Field(default=_SPEC_DEFAULTS["token_cap"], gt=0)
-    max_phases: int = Field(default=_SPEC_DEFAULTS["max_phases"], gt=0)
-    max_duration_minutes: int = Field(default=_SPEC_DEFAULTS["max_duration_minutes"], gt=0)
+    token_cap: int = Field(default=_SPEC_DEFAULTS["token_cap"], gt=0, le=MAX_COLUMN_INT)
+    max_phases: int = Field(default=_SPEC_DEFAULTS["max_phases"], gt=0, le=MAX_COLUMN_INT)
+    max_duration_minutes: int = Field(
+        default=_SPEC_DEFAULTS["max_duration_minutes"], gt=0, le=MAX_COLUMN_INT
+    )
 
     @field_validator("id")
     @classmethod
@@ -145,8 +152,8 @@ class _RunSection(_Section):
 class _TierSection(_Section):
     name: str = _SPEC_DEFAULTS["tier_name"]
     description: str | None = _SPEC_DEFAULTS["tier_description"]
-    token_cap: int | None = Field(default=_SPEC_DEFAULTS["tier_token_cap"], gt=0)
-    ci_run_cap: int = Field(default=_SPEC_DEFAULTS["ci_run_cap"], gt=0)
+    token_cap: int | None = Field(default=_SPEC_DEFAULTS["tier_token_cap"], gt=0, le=MAX_COLUMN_INT)
+    ci_run_cap: int = Field(default=_SPEC_DEFAULTS["ci_run_cap"], gt=0, le=MAX_COLUMN_INT)
 
     @field_validator("name")
     @classmethod
@@ -155,9 +162,15 @@ class _TierSection(_Section):
 
 
 class _PhaseDefaults(_Section):
-    max_builder_attempts: int = Field(default=_SPEC_DEFAULTS["max_builder_attempts"], gt=0)
-    max_auditor_attempts: int = Field(default=_SPEC_DEFAULTS["max_auditor_attempts"], ge=0)
-    incident_token_cap: int = Field(default=_SPEC_DEFAULTS["incident_token_cap"], gt=0)
+    max_builder_attempts: int = Field(
+        default=_SPEC_DEFAULTS["max_builder_attempts"], gt=0, le=MAX_COLUMN_INT
+    )
+    max_auditor_attempts: int = Field(
+        default=_SPEC_DEFAULTS["max_auditor_attempts"], ge=0, le=MAX_COLUMN_INT
+    )
+    incident_token_cap: int = Field(
+        default=_SPEC_DEFAULTS["incident_token_cap"], gt=0, le=MAX_COLUMN_INT
+    )
     paths: list[str] | None = None
 
     @field_validator("paths")
@@ -440,6 +453,8 @@ def parse_seed_text(
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise SeedFileError(source, [f"not valid TOML: {exc}"]) from exc
+        except RecursionError:
+            raise SeedFileError(source, ["not valid TOML: nested too deeply"]) from None
     else:
         try:
             data = json.loads(text)
@@ -447,6 +462,8 @@ def parse_seed_text(
             raise SeedFileError(
                 source, [f"not valid JSON: {exc.msg} (at line {exc.lineno}, column {exc.colno})"]
             ) from exc
+        except RecursionError:
+            raise SeedFileError(source, ["not valid JSON: nested too deeply"]) from None
     return parse_seed_document(data, source=source, run_id=run_id)
 
 

@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from autopack.errors import ConfigError
 from autopack.estimator import COMPLEXITY_LEVELS
 from autopack.telemetry.coverage import DEFAULT_MIN_TOTAL
+from autopack.telemetry.exchange import parse_timestamp
 
 
 def parse_time_bound(value: str, option: str) -> datetime:
     """An ISO 8601 date or date-time as naive UTC (a bare date is its midnight; `Z` allowed)."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return parse_timestamp(value)  # the one timestamp parser (telemetry import's too)
     except ValueError:
         raise ConfigError(
             f"{option} {value!r} is not an ISO 8601 date or date-time.",
             hint=f"e.g. {option} 2025-12-29 or {option} 2025-12-29T14:00:00Z (naive = UTC)",
         ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 @dataclass(frozen=True)

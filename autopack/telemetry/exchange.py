@@ -97,10 +97,16 @@ def inspect_telemetry_tables(db: Database, connection: sa.Connection) -> Telemet
 
 
 def parse_timestamp(text: str) -> datetime:
-    """ISO 8601 text (with `T` or a blank; an offset is converted) → naive UTC datetime."""
+    """ISO 8601 text (with `T` or a blank; an offset is converted) → naive UTC datetime.
+
+    Raises ValueError for anything else, including a time that leaves years 1-9999 in UTC.
+    """
     parsed = datetime.fromisoformat(text.strip().replace(",", "."))
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+            raise ValueError(f"{text!r} is outside the years 1-9999 in UTC") from None
     return parsed
 
 
