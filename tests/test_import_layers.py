@@ -36,6 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("autopack.db",),
     ("autopack.settings",),
+    ("autopack.settings_models",),
+    ("autopack.settings_base",),
     ("autopack.environment", "autopack.errors", "autopack.lazy"),
 )
 

@@ -153,7 +153,9 @@ class UpgradePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.state.matches_code
+        # A newer schema that opened for writing is one this autopack may use as it is
+        # (autopack.db.compat); it is never migrated "back" to this head.
+        return self.state.matches_code or self.state.newer
 
 
 def plan_upgrade(db: Database) -> UpgradePlan:
