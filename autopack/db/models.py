@@ -407,6 +407,40 @@ class LlmUsageAttempts(SQLModel, table=True):
     """One entry per attempt: number, kind, HTTP status, latency, seconds waited before it."""
 
 
+class CoefficientSetRow(SQLModel, table=True):
+    """An estimator coefficient set applied to this DB (`calibrate apply`), one per name.
+
+    At most one set is active per model: the one `estimate --db` and every drain of this DB
+    use for that model. The built-in default is used where none is.
+    """
+
+    __tablename__ = "autopack_coefficient_sets"
+    __table_args__ = (
+        sa.Index(
+            "uq_autopack_coefficient_sets_active_model",
+            "model",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    model: str = Field(index=True)
+    created_at: datetime = _now_column()
+    active: bool = False
+    activated_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    proposal_sha256: str | None = None
+    """The sha256 of the proposal file it came from (applying it twice is a no-op)."""
+    sample_count: int = 0
+    format_version: int
+    estimator_version: str
+    coefficient_set_hash: str
+    document: str = Field(sa_type=sa.Text)
+    """The set in the format the estimator loads (`load_set_from_json`)."""
+
+
 def table_of(model: type[SQLModel]) -> sa.Table:
     """The Core table behind a model, typed (for aggregate queries without ORM objects)."""
     table = model.__table__  # type: ignore[attr-defined]

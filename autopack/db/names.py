@@ -10,7 +10,7 @@ from enum import StrEnum
 
 # The newest migration revision. tests/test_schema_head.py checks it against Alembic's head,
 # so this constant and autopack/db/migrations/versions/ cannot drift apart.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 VERSION_TABLE = "autopack_alembic_version"
 
 
@@ -65,6 +65,7 @@ AUTOPACK_TABLES: tuple[str, ...] = (
     "autopack_phase_claims",
     "autopack_telemetry_provenance",
     "autopack_llm_usage_attempts",
+    "autopack_coefficient_sets",
 )
 ALL_TABLES: tuple[str, ...] = ORIGINAL_TABLES + AUTOPACK_TABLES
 # What a drain cannot work without. The telemetry tables are not among them: without them a
