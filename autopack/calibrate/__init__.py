@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from autopack.calibrate.apply import activate_set, apply_proposal, list_sets
     from autopack.calibrate.backtest import BacktestResult
-    from autopack.calibrate.rescore import backtest
     from autopack.calibrate.propose import ProposeOptions, propose
     from autopack.calibrate.report import Proposal
+    from autopack.calibrate.rescore import backtest
 
 # Loaded on first use (PEP 562): numpy and the estimator are not needed to name the API.
 _LAZY: dict[str, str] = {

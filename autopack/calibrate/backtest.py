@@ -47,6 +47,10 @@ class BacktestResult(BaseModel):
     split: str
     current: SetScore
     proposed: SetScore
+    model: str | None = None
+    current_set: str | None = None
+    """The set `current` scores (the base set, or the DB's active set for the model)."""
+    proposed_set: str | None = None
 
 
 def score(
@@ -70,10 +74,10 @@ def score(
     )
 
 
-def feature_budgets(
-    layout: Layout, estimates: IntArray, reach: IntArray, budgets: dict[Group, BudgetFit]
-) -> IntArray:
-    """Per feature: the budget the proposed set selects for the proposed estimate."""
+def feature_budget_terms(
+    layout: Layout, reach: IntArray, budgets: dict[Group, BudgetFit]
+) -> tuple[IntArray, FloatArray]:
+    """Per feature: the budget base and the buffer's starting value under the proposal."""
     predictions = layout.predictions
     base = predictions.base.copy()
     start = predictions.start.copy()
@@ -82,10 +86,19 @@ def feature_budgets(
         if fit is None or fit.how == "unchanged":
             continue
         of_group = layout.group_of_feature == group_id
-        base = np.where(of_group, fit.base, base)
+        if fit.how == "fitted":
+            base = np.where(of_group, fit.base, base)
         in_reach = of_group & (predictions.deliverables >= 1) & (predictions.deliverables <= reach)
         start = np.where(in_reach, fit.buffer, start)
-    return predictions.budgets(estimates, base, start)
+    return base, start
+
+
+def feature_budgets(
+    layout: Layout, estimates: IntArray, reach: IntArray, budgets: dict[Group, BudgetFit]
+) -> IntArray:
+    """Per feature: the budget the proposed set selects for the proposed estimate."""
+    base, start = feature_budget_terms(layout, reach, budgets)
+    return layout.predictions.budgets(estimates, base, start)
 
 
 @dataclass
@@ -115,8 +128,8 @@ def cross_validate(layout: Layout, min_group_samples: int) -> CrossValidation:
             estimates, _, _ = proposed_estimates(layout, scales, damping)
             held_out_estimates[damping][held_out] = estimates[samples.feature[held_out]]
     smape: dict[float, float] = {}
-    for damping, estimates in held_out_estimates.items():
-        a, e = samples.actual[clean], estimates[clean]
+    for damping, held_out_values in held_out_estimates.items():
+        a, e = samples.actual[clean], held_out_values[clean]
         values = 200.0 * np.abs(a - e) / np.maximum(a + e, 1.0)
         smape[damping] = round(weighted_median(values, samples.weight[clean]), 2)
     damping = min(DAMPING_CANDIDATES, key=lambda d: (smape[d], d))
@@ -139,6 +152,7 @@ def cross_validate(layout: Layout, min_group_samples: int) -> CrossValidation:
         held_out_budgets,
     )
     result = BacktestResult(
+        model=samples.model,
         n=samples.clean_rows,
         censored=samples.censored_rows,
         split=samples.split,

@@ -193,14 +193,14 @@ def proposed_estimates(
             continue
         reach[group_id] = fit.max_deliverables
         multipliers[group_id] = factor(fit, damping)
-    group = layout.group_of_feature
-    covered = (predictions.deliverables >= 1) & (predictions.deliverables <= reach[group])
+    of_feature = layout.group_of_feature
+    covered = (predictions.deliverables >= 1) & (predictions.deliverables <= reach[of_feature])
     # Rounded as the proposed set stores it, so these are exactly the estimator's results.
-    scale = np.round(predictions.current_scale * multipliers[group], SCALE_DECIMALS)
+    scale = np.round(predictions.current_scale * multipliers[of_feature], SCALE_DECIMALS)
     absolute = np.where(covered, scale, absolute)
     scaled = np.maximum(1, np.floor(predictions.raw * scale)).astype(np.int64)
     estimates = np.where(covered, scaled, estimates)
-    return estimates, absolute, reach[group]
+    return estimates, absolute, reach[of_feature]
 
 
 def fit_budgets(

@@ -14,7 +14,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from autopack.calibrate.backtest import CrossValidation, cross_validate
+from autopack.calibrate.backtest import CrossValidation, cross_validate, feature_budget_terms
+from autopack.calibrate.charts import CategoryPoints, ChartData, GroupRatios, TradeOff
 from autopack.calibrate.fit import (
     BASE_FRACTIONS,
     CENSORED_NEED,
@@ -130,14 +131,14 @@ def build_proposal(
     damping = validation.damping if validation.improves else 0.0
     if not validation.improves:
         scales = {group: _unchanged(fit) for group, fit in scales.items()}
-    estimates, absolute, _reach = proposed_estimates(layout, scales, damping)
+    estimates, absolute, reach = proposed_estimates(layout, scales, damping)
     budgets = fit_budgets(layout, everything, estimates, scales, damping, options.min_group_samples)
     proposed_set = _proposed_set(current, layout, scales, budgets, absolute, samples, moment)
     groups = [
         _evidence(layout, group_id, scales[group], budgets[group], damping, current)
         for group_id, group in enumerate(layout.groups)
     ]
-    return Proposal(
+    proposal = Proposal(
         estimator_version=ESTIMATOR_VERSION,
         coefficients_format_version=proposed_set.schema_version,
         generated_at=moment.isoformat(timespec="seconds"),
@@ -191,6 +192,62 @@ def build_proposal(
         backtest=validation.result,
         coefficients=proposed_set.model_dump(mode="json"),
     )
+    proposal._chart_data = _chart_data(layout, estimates, reach, budgets)
+    return proposal
+
+
+TRADE_OFF_FACTORS: Final = (0.6, 0.8, 1.0, 1.2, 1.5, 2.0)
+
+
+def _chart_data(
+    layout: Layout,
+    estimates: np.ndarray[Any, np.dtype[np.int64]],
+    reach: np.ndarray[Any, np.dtype[np.int64]],
+    budgets: dict[Group, BudgetFit],
+) -> ChartData:
+    samples, predictions = layout.samples, layout.predictions
+    clean = ~samples.censored
+    data = ChartData()
+    category_of_entry = layout.category_of_group[layout.group_of_entry]
+    categories = sorted({category for category, _ in layout.groups})
+    for code, category in enumerate(categories):
+        mask = clean & (category_of_entry == code)
+        if not mask.any():
+            continue
+        feature = samples.feature[mask]
+        data.categories[category] = CategoryPoints(
+            actual=samples.actual[mask],
+            current=predictions.current[feature].astype(np.float64),
+            proposed=estimates[feature].astype(np.float64),
+            weight=samples.weight[mask],
+        )
+    for group_id, (category, complexity) in enumerate(layout.groups):
+        mask = clean & (layout.group_of_entry == group_id)
+        if not mask.any():
+            continue
+        ratios, weights = np.exp(layout.log_ratio[mask]), samples.weight[mask]
+        p5, p25, p50, p75, p95 = (
+            weighted_quantile(ratios, weights, q) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
+        )
+        data.ratios.append(
+            GroupRatios(f"{category}/{complexity}", p5, p25, p50, p75, p95, int(weights.sum()))
+        )
+    base, start = feature_budget_terms(layout, reach, budgets)
+    curves: dict[str, list[tuple[float, float]]] = {"current": [], "proposed": []}
+    for multiplier in TRADE_OFF_FACTORS:
+        for label, estimate, base_of, start_of in (
+            ("current", predictions.current, predictions.base, predictions.start),
+            ("proposed", estimates, base, start),
+        ):
+            budget = predictions.budgets(estimate, base_of, start_of * multiplier)
+            per_entry = budget[samples.feature].astype(np.float64)
+            truncation = float(samples.weight[per_entry < layout.need].sum() / samples.weight.sum())
+            waste = weighted_quantile(
+                per_entry[clean] / samples.actual[clean], samples.weight[clean], 0.5
+            )
+            curves[label].append((truncation, waste))
+    data.trade_off = TradeOff(list(TRADE_OFF_FACTORS), curves["current"], curves["proposed"])
+    return data
 
 
 def _unchanged(fit: ScaleFit) -> ScaleFit:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from autopack.calibrate.backtest import BacktestResult
+from autopack.calibrate.charts import ChartData
 
 PROPOSAL_FORMAT: Final = "autopack-estimator-calibration-proposal"
 PROPOSAL_FORMAT_VERSION: Final = 1
@@ -104,6 +105,12 @@ class Proposal(BaseModel):
     coefficients: dict[str, Any]
     """The full proposed set, in the format the estimator loads."""
     charts: list[str] = []
+    _chart_data: ChartData | None = PrivateAttr(default=None)
+
+    @property
+    def chart_data(self) -> ChartData | None:
+        """What the charts are drawn from (not part of the document)."""
+        return self._chart_data
 
     def to_json(self) -> str:
         """The document; raises ValueError on any NaN or infinity."""

@@ -155,6 +155,26 @@ def _run_phase_fk(name: str) -> sa.ForeignKeyConstraint:
     )
 
 
+FEATURE_INDEX_COLUMNS: tuple[str, ...] = (
+    "model",
+    "category",
+    "complexity",
+    "deliverable_count",
+    "deliverables_json",
+    "context_quality",
+    "api_reference_required",
+    "examples_required",
+    "research_required",
+    "usage_guide_required",
+    "success",
+    "truncated",
+    "is_truncated_output",
+    "run_id",
+    "actual_output_tokens",
+)
+"""The covering index behind `calibrate`'s one grouped scan (migration 0007)."""
+
+
 class TokenEstimationV2Event(SQLModel, table=True):
     """One row per answered builder call: predicted vs actual output tokens."""
 
@@ -172,6 +192,9 @@ class TokenEstimationV2Event(SQLModel, table=True):
             "complexity",
             "deliverable_count",
         ),
+        # autopack's: `calibrate` groups the rows by model and estimator features; in this
+        # order (and covering what it reads) the DB aggregates them without sorting the table.
+        sa.Index("ix_autopack_telemetry_features", *FEATURE_INDEX_COLUMNS),
     )
 
     event_id: int | None = Field(default=None, primary_key=True, index=True)
