@@ -17,7 +17,7 @@ import numpy as np
 
 from autopack.calibrate.samples import FloatArray
 
-MAX_POINTS_PER_CATEGORY: Final = 4000
+MAX_POINTS_PER_CATEGORY: Final = 2000
 """More points than this are drawn as a weighted sample of them (a chart, not the data)."""
 CHART_NAMES: Final = ("predicted_vs_actual", "ratios", "truncation_vs_waste")
 
@@ -150,7 +150,7 @@ def _ratios(pyplot: Any, data: ChartData) -> Any:
         for g in groups
     ]
     if stats:
-        axis.bxp(stats, vert=False, showfliers=False)
+        axis.bxp(stats, orientation="horizontal", showfliers=False)
     axis.axvline(1.0, color="grey", linewidth=1)
     axis.set_xscale("log")
     axis.set_xlabel("actual / current prediction (box: quartiles, whiskers: 5-95 %)")

@@ -55,9 +55,12 @@ from autopack.estimator.coefficients import (
 DEFAULT_MIN_SAMPLES: Final = 20
 DEFAULT_MIN_GROUP_SAMPLES: Final = 5
 BOOTSTRAP_ROUNDS: Final = 400
+BOOTSTRAP_ROUNDS_LARGE: Final = 200
+"""Resamples for groups of more than `LARGE_GROUP` rows (their interval is narrow anyway)."""
+LARGE_GROUP: Final = 10_000
 BOOTSTRAP_SEED: Final = 20251229
-LOG_BIN: Final = 0.005
-"""Log-ratios are binned this finely for the bootstrap (0.5 %), so it costs the same at scale."""
+LOG_BIN: Final = 0.01
+"""Log-ratios are binned this finely for the bootstrap (1 %), so it costs the same at scale."""
 
 SHRINKAGE_RULE: Final = (
     "Each (category, complexity) group's step is the median of log(actual / current "
@@ -396,7 +399,8 @@ def _bootstrap(
     if total == 0:
         return None
     rng = np.random.default_rng(BOOTSTRAP_SEED + group_id)
-    draws = rng.multinomial(total, counts / counts.sum(), size=BOOTSTRAP_ROUNDS)
+    rounds = BOOTSTRAP_ROUNDS if total <= LARGE_GROUP else BOOTSTRAP_ROUNDS_LARGE
+    draws = rng.multinomial(total, counts / counts.sum(), size=rounds)
     cumulative = np.cumsum(draws, axis=1)
     middle = np.argmax(cumulative >= total / 2, axis=1)
     medians = values[middle] * LOG_BIN

@@ -361,16 +361,16 @@ def _assemble(
         actual = packed // PACK
         if rounded:
             actual = _bin_actual(actual)
-        key = np.stack([actual, packed % PACK])
-        unique, counts = np.unique(key, axis=1, return_counts=True)
+        unique, counts = np.unique(actual * PACK + packed % PACK, return_counts=True)
+        tags = unique % PACK
         feature_id = len(features_list)
         features_list.append(features)
         parts.append(
             (
-                np.full(unique.shape[1], feature_id, dtype=np.int64),
-                unique[0],
-                (unique[1] // 2),
-                unique[1] % 2,
+                np.full(unique.size, feature_id, dtype=np.int64),
+                unique // PACK,
+                tags // 2,
+                tags % 2,
                 counts.astype(np.int64),
             )
         )

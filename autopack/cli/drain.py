@@ -37,6 +37,7 @@ from autopack.drain.sessions import (
 )
 from autopack.drain.triage import Limits
 from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_REFUSED, GuardError
+from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
 from autopack.executor.phase import PhaseOptions, drain_one_phase
@@ -94,6 +95,8 @@ class _Prepared:
     workspace: Path
     telemetry: bool
     tables_present: bool
+    active_set_model: str | None = None
+    """Follow the DB's active set for this model, per phase attempt (no --coefficients)."""
 
 
 @contextmanager
@@ -114,7 +117,8 @@ def _prepare(
     """Everything a drain checks before it touches a phase, in the order an operator expects:
     LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
     settings = load_llm_settings() if needs_llm else None
-    chosen = choose_coefficients(coefficients, coefficients_file)
+    if coefficients_file is not None:
+        choose_coefficients(None, coefficients_file)  # a bad file is refused before the DB
     root = workspace.resolve()
     if not root.is_dir():
         raise GuardError(f"workspace {root} is not a directory.", hint="give --workspace DIR")
@@ -131,14 +135,22 @@ def _prepare(
                     "telemetry (autopack db upgrade adds the table)"
                 )
             telemetry = not no_telemetry
+            model = settings.model if settings else None
+            chosen = resolve_coefficients(
+                database.engine, model=model, name=coefficients, file=coefficients_file
+            )
+            follow = model if coefficients is None and coefficients_file is None else None
             if not quiet and not as_json:
                 builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
                 console.info(
                     f"builder: {builder}; telemetry "
                     + ("on (--no-telemetry turns it off)" if telemetry else "off (--no-telemetry)")
-                    + f"; workspace {root}"
+                    + f"; workspace {root}; coefficients {chosen.name}"
+                    + (" (the DB's active set, read per phase)" if follow else "")
                 )
-            yield _Prepared(database, panel, settings, chosen, root, telemetry, tables_present)
+            yield _Prepared(
+                database, panel, settings, chosen, root, telemetry, tables_present, follow
+            )
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
@@ -190,6 +202,7 @@ def phase(
         options = PhaseOptions(
             workspace=prepared.workspace,
             coefficients=prepared.coefficients,
+            active_set_model=prepared.active_set_model,
             telemetry_enabled=prepared.telemetry,
             telemetry_tables_present=prepared.tables_present,
             requeue=requeue,
@@ -438,6 +451,7 @@ def _phase_options(
     return PhaseOptions(
         workspace=prepared.workspace,
         coefficients=prepared.coefficients,
+        active_set_model=prepared.active_set_model,
         telemetry_enabled=prepared.telemetry,
         telemetry_tables_present=prepared.tables_present,
         allow_dirty=allow_dirty,

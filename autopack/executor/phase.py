@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from autopack.estimator import (
     phase_category,
     select_budget,
 )
+from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.provider import escalation_budget, provider_max_tokens
 from autopack.executor.output import ParsedReply, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, PhaseSpecError, build_prompt
@@ -71,6 +72,10 @@ class PhaseOptions:
     temperature: float | None = None
     phase_timeout_s: float | None = None
     """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
+    active_set_model: str | None = None
+    """When set, every phase attempt reads the DB's active coefficient set for this model
+    (falling back to the built-in default), so a fleet switches cleanly after `calibrate
+    apply`; `coefficients` is then only the set shown before the first attempt."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or
     changed by another worker since it was selected. `drain phase` records the refusal."""
@@ -319,6 +324,11 @@ class _Steps:
         return left
 
     def build(self) -> None:
+        if self.options.active_set_model is not None:
+            # One read per attempt: every call of this attempt uses the same set, and an
+            # apply between two attempts takes effect at the next one.
+            active = resolve_coefficients(self.engine, model=self.options.active_set_model)
+            self.options = replace(self.options, coefficients=active)
         spec, row, options = self.spec, self.row, self.options
         complexity = row.complexity or "medium"
         category = phase_category(row.task_category, list(spec.deliverables))

@@ -205,7 +205,8 @@ def proposal_markdown(proposal: Proposal) -> str:
         "",
         "Columns: *ratio* = actual / what the current set predicts from the row's stored "
         "features (not the prediction logged at the time). *step* = the multiplier on today's "
-        "estimate; its interval resamples the evidence 400 times. *rule*: own = the group's "
+        "estimate; its 95 % interval resamples the evidence 400 times (200 for groups of more "
+        "than 10,000 rows). *rule*: own = the group's "
         "own evidence shrunk toward its category; pooled = too few rows, the category's; "
         "unchanged = no evidence.",
         "",
@@ -229,7 +230,8 @@ def show_proposal(proposal: Proposal, written: Sequence[Path]) -> None:
     table = Table(
         title=f"calibration proposal: {escape(proposal.samples.model)}", title_justify="left"
     )
-    for column in ("group", "n", "ratio", "rule", "step", "budget base / buffer"):
+    table.add_column("group", no_wrap=True)
+    for column in ("n", "ratio", "rule", "step", "budget base / buffer"):
         table.add_column(column, justify="right" if column in ("n", "ratio", "step") else "left")
     for group in proposal.groups:
         table.add_row(
@@ -273,11 +275,15 @@ def show_backtest(result: BacktestResult) -> None:
 
 def show_apply(result: ApplyResult) -> None:
     out = stderr_console()
+    if result.status == "already_applied":
+        out.print(escape(result.message), soft_wrap=True)
+        return
     table = Table(
         title=f"{escape(result.replaces)} -> {escape(result.name)} ({escape(result.model)})",
         title_justify="left",
     )
-    for column in ("group", "scale", "buffer", "budget base", "up to deliverables"):
+    table.add_column("group", no_wrap=True)
+    for column in ("scale", "buffer", "budget base", "up to deliverables"):
         table.add_column(column)
     for change in result.changes:
         table.add_row(
