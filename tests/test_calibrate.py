@@ -39,9 +39,8 @@ def reference(cli: CliRunner, workdir: Path) -> str:
 
 
 def _group(document: dict[str, Any], category: str, complexity: str) -> dict[str, Any]:
-    [group] = [
-        g for g in document["groups"] if (g["category"], g["complexity"]) == (category, complexity)
-    ]
+    groups: list[dict[str, Any]] = document["groups"]
+    [group] = [g for g in groups if (g["category"], g["complexity"]) == (category, complexity)]
     return group
 
 
