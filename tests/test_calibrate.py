@@ -385,3 +385,34 @@ def test_simulated_models_count_only_on_request(cli: CliRunner, workdir: Path) -
     document = propose_json(cli, url, workdir / "out", "--include-simulated")
     assert document["samples"]["model"] == "simulated-claude"
     assert document["samples"]["include_simulated"] is True
+
+
+def test_require_phase_complete_uses_phase_outcomes(
+    cli: CliRunner, reference: str, workdir: Path
+) -> None:
+    (workdir / "out").mkdir()
+    # Imported rows sit on SKIPPED placeholder phases: none is COMPLETE yet.
+    refused = cli(
+        "calibrate",
+        "propose",
+        "--database-url",
+        reference,
+        "--output-dir",
+        "out",
+        "--require-phase-complete",
+    )
+    assert refused.exit_code == 1
+    assert "[STOP] only 0 clean samples" in refused.stderr
+    path = Path(reference.removeprefix("sqlite:///"))
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("UPDATE phases SET state = 'COMPLETE'")
+    expected = connection.execute(
+        "SELECT count(*) FROM token_estimation_v2_events WHERE truncated = 0 AND model = ? "
+        "AND deliverable_count > 0",
+        (MODEL,),
+    ).fetchone()[0]
+    connection.close()
+    document = propose_json(cli, reference, workdir / "out", "--require-phase-complete")
+    assert document["samples"]["require_phase_complete"] is True
+    assert document["samples"]["clean"] == expected > 33  # builder failures now count too
