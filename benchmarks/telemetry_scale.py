@@ -7,7 +7,8 @@ median wall time and its peak memory: the whole process tree's, workers included
 
     db identity ≤ 0.5 s · triage stale --report-only ≤ 1 s and ≤ 150 MB ·
     telemetry export (CSV and NDJSON, all rows) ≤ 15 s and ≤ 150 MB ·
-    telemetry analyze --stratify ≤ 5 s and ≤ 300 MB
+    telemetry analyze --stratify ≤ 5 s and ≤ 300 MB ·
+    calibrate propose (charts included) ≤ 10 s and ≤ 500 MB
 
     python benchmarks/telemetry_scale.py --keep /tmp/scale    # full size (3 min to fill, 1.4 GB)
     python benchmarks/telemetry_scale.py --runs 50 --phases-per-run 200 --events 20000  # quick
@@ -223,6 +224,8 @@ COMMANDS: dict[str, list[str]] = {
         "--stratify",
         "--json",
     ],
+    # Read-only; charts included. Its proposal files land in the benchmark's directory.
+    "calibrate propose": ["calibrate", "propose", "--db", "legacy", "--output-dir", ".", "-q"],
 }
 
 
@@ -254,7 +257,7 @@ def main() -> None:
         runs = []
         for _ in range(max(1, args.repeat)):
             # Each run starts clean: no earlier export to replace, no dirty pages being written.
-            for output in directory.glob("out.*"):
+            for output in [*directory.glob("out.*"), *directory.glob("estimator_calibration_*")]:
                 output.unlink()
             os.sync()
             runs.append(measure(autopack + command, directory))

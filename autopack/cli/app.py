@@ -35,6 +35,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "seed": ("autopack.cli.seed", "app"),
     "drain": ("autopack.cli.drain", "app"),
     "triage": ("autopack.cli.triage", "app"),
+    "calibrate": ("autopack.cli.calibrate", "app"),
 }
 COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("autopack.cli.estimate", "estimate_command"),

@@ -33,6 +33,7 @@ from autopack.drain import (
     session_report,
 )
 from autopack.errors import GuardError
+from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
 from autopack.llm import LlmSettings, load_llm_settings, make_client
@@ -105,6 +106,8 @@ class _Prepared:
     workspace: Path
     telemetry: bool
     tables_present: bool
+    active_set_model: str | None = None
+    """Follow the DB's active set for this model, per phase attempt (no --coefficients)."""
 
 
 @contextmanager
@@ -125,7 +128,8 @@ def _prepare(
     """Everything a drain checks before it touches a phase, in the order an operator expects:
     LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
     settings = load_llm_settings(console.environment().environ) if needs_llm else None
-    chosen = choose_coefficients(coefficients, coefficients_file)
+    if coefficients_file is not None:
+        choose_coefficients(None, coefficients_file)  # a bad file is refused before the DB
     root = workspace.resolve()
     if not root.is_dir():
         raise GuardError(f"workspace {root} is not a directory.", hint="give --workspace DIR")
@@ -142,10 +146,21 @@ def _prepare(
                     "telemetry (autopack db upgrade adds the table)"
                 )
             telemetry, why = telemetry_choice(console.environment().environ, no_telemetry)
+            model = settings.model if settings else None
+            chosen = resolve_coefficients(
+                database.engine, model=model, name=coefficients, file=coefficients_file
+            )
+            follow = model if coefficients is None and coefficients_file is None else None
             if not quiet and not as_json:
                 builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
-                console.info(f"builder: {builder}; telemetry {why}; workspace {root}")
-            yield _Prepared(database, panel, settings, chosen, root, telemetry, tables_present)
+                console.info(
+                    f"builder: {builder}; telemetry {why}; workspace {root}; "
+                    f"coefficients {chosen.name}"
+                    + (" (the DB's active set, read per phase)" if follow else "")
+                )
+            yield _Prepared(
+                database, panel, settings, chosen, root, telemetry, tables_present, follow
+            )
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
@@ -194,6 +209,7 @@ def phase(
         options = PhaseOptions(
             workspace=prepared.workspace,
             coefficients=prepared.coefficients,
+            active_set_model=prepared.active_set_model,
             telemetry_enabled=prepared.telemetry,
             telemetry_tables_present=prepared.tables_present,
             requeue=requeue,
@@ -411,6 +427,7 @@ def _phase_options(
     return PhaseOptions(
         workspace=prepared.workspace,
         coefficients=prepared.coefficients,
+        active_set_model=prepared.active_set_model,
         telemetry_enabled=prepared.telemetry,
         telemetry_tables_present=prepared.tables_present,
         allow_dirty=allow_dirty,

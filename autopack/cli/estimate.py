@@ -8,8 +8,15 @@ from typing import Annotated
 import typer
 
 from autopack import console
-from autopack.cli.options import DebugOption, JsonOption, QuietOption
+from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
+from autopack.cli.target import open_named
+from autopack.db.engine import OpenMode, translated_errors
+from autopack.estimator.active import resolve_coefficients
+from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients, estimate_phase
+from autopack.llm.settings import ENV_VARS
+
+MODEL_VARIABLE = ENV_VARS["model"]
 
 
 def estimate_command(
@@ -26,11 +33,25 @@ def estimate_command(
         Path, typer.Option(help="Where existing deliverables are looked up.")
     ] = Path("."),
     coefficients: Annotated[
-        str | None, typer.Option(help="Built-in coefficient set (default: default).")
+        str | None,
+        typer.Option(
+            help="A coefficient set: built in, or stored in --db (default: the DB's active set "
+            "for --model, else the built-in default)."
+        ),
     ] = None,
     coefficients_file: Annotated[
         Path | None, typer.Option(help="A coefficient set JSON file (e.g. an applied proposal).")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="MODEL",
+            help="The model whose active set --db supplies (default: AUTOPACK_LLM_MODEL).",
+        ),
+    ] = None,
+    db: DbOption = None,
+    database_url: UrlOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -39,7 +60,7 @@ def estimate_command(
 
     e.g. autopack estimate --category implementation --complexity low examples/x/string_helper.py
     """
-    chosen = choose_coefficients(coefficients, coefficients_file)
+    chosen = _coefficients(coefficients, coefficients_file, model, db, database_url)
     report = estimate_phase(
         deliverables,
         category=category,
@@ -53,3 +74,20 @@ def estimate_command(
         console.print_json(report)
     else:
         console.show_estimate(report)
+
+
+def _coefficients(
+    name: str | None,
+    file: Path | None,
+    model: str | None,
+    db: str | None,
+    database_url: str | None,
+) -> CoefficientSet:
+    """Without a DB: a file or a built-in set. With one: its active set for the model too."""
+    if db is None and database_url is None:
+        return choose_coefficients(name, file)
+    if file is not None:
+        return choose_coefficients(None, file)
+    chosen_model = model or console.environment().environ.get(MODEL_VARIABLE) or None
+    with open_named(db, database_url, OpenMode.READ_ONLY) as database, translated_errors(database):
+        return resolve_coefficients(database.engine, model=chosen_model, name=name)

@@ -151,6 +151,26 @@ def _run_phase_fk(name: str) -> sa.ForeignKeyConstraint:
     )
 
 
+FEATURE_INDEX_COLUMNS: tuple[str, ...] = (
+    "model",
+    "category",
+    "complexity",
+    "deliverable_count",
+    "deliverables_json",
+    "context_quality",
+    "api_reference_required",
+    "examples_required",
+    "research_required",
+    "usage_guide_required",
+    "success",
+    "truncated",
+    "is_truncated_output",
+    "run_id",
+    "actual_output_tokens",
+)
+"""The covering index behind `calibrate`'s one grouped scan (migration 0007)."""
+
+
 class TokenEstimationV2Event(SQLModel, table=True):
     """One row per answered builder call: predicted vs actual output tokens."""
 
@@ -168,6 +188,9 @@ class TokenEstimationV2Event(SQLModel, table=True):
             "complexity",
             "deliverable_count",
         ),
+        # autopack's: `calibrate` groups the rows by model and estimator features; in this
+        # order (and covering what it reads) the DB aggregates them without sorting the table.
+        sa.Index("ix_autopack_telemetry_features", *FEATURE_INDEX_COLUMNS),
     )
 
     event_id: int | None = Field(default=None, primary_key=True, index=True)
@@ -403,6 +426,40 @@ class LlmUsageAttempts(SQLModel, table=True):
     """The call got a 2xx reply with a body (retries before it were transport failures)."""
     detail: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
     """One entry per attempt: number, kind, HTTP status, latency, seconds waited before it."""
+
+
+class CoefficientSetRow(SQLModel, table=True):
+    """An estimator coefficient set applied to this DB (`calibrate apply`), one per name.
+
+    At most one set is active per model: the one `estimate --db` and every drain of this DB
+    use for that model. The built-in default is used where none is.
+    """
+
+    __tablename__ = "autopack_coefficient_sets"
+    __table_args__ = (
+        sa.Index(
+            "uq_autopack_coefficient_sets_active_model",
+            "model",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    model: str = Field(index=True)
+    created_at: datetime = _now_column()
+    active: bool = False
+    activated_at: datetime | None = Field(default=None, sa_type=NaiveUtcDateTime)
+    proposal_sha256: str | None = None
+    """The sha256 of the proposal file it came from (applying it twice is a no-op)."""
+    sample_count: int = 0
+    format_version: int
+    estimator_version: str
+    coefficient_set_hash: str
+    document: str = Field(sa_type=sa.Text)
+    """The set in the format the estimator loads (`load_set_from_json`)."""
 
 
 def table_of(model: type[SQLModel]) -> sa.Table:

@@ -11,7 +11,7 @@ from enum import StrEnum
 # Every migration revision this autopack knows, oldest first, and the newest of them.
 # tests/test_schema_head.py checks them against Alembic's chain, so these constants and
 # autopack/db/migrations/versions/ cannot drift apart.
-KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0010")
+KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The oldest revision whose code still works on a schema at HEAD_REVISION: the revision before
 # the newest run of revisions that declare `additive = True` (autopack.db.compat explains the
@@ -71,6 +71,7 @@ AUTOPACK_TABLES: tuple[str, ...] = (
     "autopack_phase_claims",
     "autopack_telemetry_provenance",
     "autopack_llm_usage_attempts",
+    "autopack_coefficient_sets",
 )
 ALL_TABLES: tuple[str, ...] = ORIGINAL_TABLES + AUTOPACK_TABLES
 # What a drain cannot work without. The telemetry tables are not among them: without them a

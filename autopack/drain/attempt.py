@@ -30,6 +30,10 @@ class PhaseOptions:
     temperature: float | None = None
     phase_timeout_s: float | None = None
     """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
+    active_set_model: str | None = None
+    """When set, every phase attempt reads the DB's active coefficient set for this model
+    (falling back to the built-in default), so a fleet switches cleanly after `calibrate
+    apply`; `coefficients` is then only the set shown before the first attempt."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or
     changed by another worker since it was selected. `drain phase` records the refusal."""

@@ -25,7 +25,7 @@ from autopack.drain.sessions import (
 )
 from autopack.drain.triage import Limits
 from autopack.errors import GuardError
-from autopack.estimator.report import choose_coefficients
+from autopack.estimator.active import resolve_coefficients
 from autopack.llm.base import LlmClient
 
 STATE_CHOICES: dict[str, tuple[str, ...]] = {
@@ -82,6 +82,7 @@ def options_to_json(options: BatchOptions, coefficients_file: Path | None) -> di
             "workspace": str(phase.workspace),
             "coefficients": phase.coefficients.name,
             "coefficients_file": str(coefficients_file) if coefficients_file else None,
+            "active_set_model": phase.active_set_model,
             "telemetry_enabled": phase.telemetry_enabled,
             "allow_dirty": phase.allow_dirty,
             "lease_seconds": phase.lease_seconds,
@@ -93,13 +94,22 @@ def options_to_json(options: BatchOptions, coefficients_file: Path | None) -> di
 
 
 def options_from_json(
-    data: dict[str, Any], *, telemetry_tables_present: bool, workers: int | None
+    data: dict[str, Any],
+    *,
+    telemetry_tables_present: bool,
+    workers: int | None,
+    engine: Engine | None = None,
 ) -> BatchOptions:
     phase = data["phase"]
     coefficients_file = phase.get("coefficients_file")
-    coefficients = choose_coefficients(
-        None if coefficients_file else phase["coefficients"],
-        Path(coefficients_file) if coefficients_file else None,
+    active_set_model = phase.get("active_set_model")
+    # A session that followed the DB's active set goes on following it (read per attempt);
+    # one pinned to a set stored in the DB finds it there again.
+    coefficients = resolve_coefficients(
+        engine,
+        model=active_set_model,
+        name=None if coefficients_file or active_set_model else phase["coefficients"],
+        file=Path(coefficients_file) if coefficients_file else None,
     )
     filters = data["filters"]
     return BatchOptions(
@@ -112,6 +122,7 @@ def options_from_json(
         phase=PhaseOptions(
             workspace=Path(phase["workspace"]),
             coefficients=coefficients,
+            active_set_model=active_set_model,
             telemetry_enabled=phase["telemetry_enabled"],
             telemetry_tables_present=telemetry_tables_present,
             allow_dirty=phase["allow_dirty"],
@@ -196,7 +207,10 @@ def resume_batch(
             hint="start a new drain",
         )
     options = options_from_json(
-        row.options, telemetry_tables_present=telemetry_tables_present, workers=workers
+        row.options,
+        telemetry_tables_present=telemetry_tables_present,
+        workers=workers,
+        engine=engine,
     )
     for run_id, phase_id, previous in reclaim_session(engine, row.id):
         log(f"reclaimed {run_id} / {phase_id} from the interrupted session: back to {previous}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from autopack.db.clock import utc_now
 from autopack.db.models import TokenBudgetEscalationEvent, table_of
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.estimator import TokenEstimate, estimate, phase_category, select_budget
+from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.provider import escalation_budget, provider_max_tokens
 from autopack.executor.output import ChangeSet, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
@@ -83,6 +84,11 @@ class PhaseSteps:
         return left
 
     def build(self) -> None:
+        if self.options.active_set_model is not None:
+            # One read per attempt: every call of this attempt uses the same set, and an
+            # apply between two attempts takes effect at the next one.
+            active = resolve_coefficients(self.engine, model=self.options.active_set_model)
+            self.options = replace(self.options, coefficients=active)
         spec, row, options = self.spec, self.row, self.options
         complexity = row.complexity or "medium"
         category = phase_category(row.task_category, list(spec.deliverables))

@@ -25,6 +25,10 @@ SETS_PACKAGE: Final = "autopack.estimator"
 SETS_DIRECTORY: Final = "sets"
 DEFAULT_SET_NAME: Final = "default"
 HASH_LENGTH: Final = 12
+ESTIMATOR_VERSION: Final = "2"
+"""The estimator's rules (the code that reads a set). A calibration proposal records it and
+`calibrate apply` refuses a proposal made for other rules. 2: group calibration (format 2)."""
+LATEST_FORMAT_VERSION: Final = 2
 
 _METADATA_FIELDS: Final = frozenset({"name", "description", "provenance"})
 
@@ -222,10 +226,26 @@ class ProviderModel(_Frozen):
         return sorted(set(values))
 
 
+class GroupCalibration(_Frozen):
+    """A calibrated (category, complexity) group: format version 2 (`calibrate apply`).
+
+    Applies to phases of the group with 1 to `max_deliverables` deliverables, the range the
+    evidence behind it covered; larger phases keep the base numbers (evidence from small
+    phases must not move what it never measured).
+    """
+
+    scale: Factor
+    """Multiplies the estimate (after the safety margin)."""
+    buffer: Factor | None = None
+    """Replaces the budget buffer's starting value (the set's `budget.buffer`)."""
+    max_deliverables: Tokens
+
+
 class CoefficientSet(_Frozen):
     """Every number the estimator uses, under a name, hashed by content."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 1
+    """1: the original's model. 2: adds `calibration` (per-group scale and budget buffer)."""
     name: SetName
     description: str = ""
     provenance: dict[str, str] = Field(default_factory=dict)
@@ -242,6 +262,20 @@ class CoefficientSet(_Frozen):
     sot_update: SotUpdateModel
     budget: BudgetModel
     provider: ProviderModel
+    calibration: dict[str, dict[str, GroupCalibration]] = Field(default_factory=dict)
+    """{normalised category: {complexity: GroupCalibration}}; format version 2 only."""
+
+    @model_validator(mode="after")
+    def _calibration_needs_version_2(self) -> Self:
+        if self.calibration and self.schema_version < 2:
+            raise ValueError("calibration needs schema_version 2")
+        stray = sorted(key for key in self.calibration if normalize_category(key) != key)
+        if stray:
+            raise ValueError(
+                "calibration is looked up by normalised category, so these keys would never "
+                "match: " + ", ".join(stray)
+            )
+        return self
 
     @model_validator(mode="after")
     def _lookup_keys_reachable(self) -> Self:
@@ -269,9 +303,23 @@ class CoefficientSet(_Frozen):
         """The estimate of a phase without deliverables."""
         return self.empty_phase_tokens.get(complexity, self.empty_phase_default)
 
+    def group_calibration(
+        self, category: str, complexity: str, deliverable_count: int
+    ) -> GroupCalibration | None:
+        """The calibration that applies to a phase, if any (None: the base numbers)."""
+        group = self.calibration.get(normalize_category(category), {}).get(complexity)
+        if group is None or not 1 <= deliverable_count <= group.max_deliverables:
+            return None
+        return group
+
 
 def _hashed_content(coefficients: CoefficientSet) -> dict[str, Any]:
-    return coefficients.model_dump(mode="json", exclude=set(_METADATA_FIELDS))
+    content = coefficients.model_dump(mode="json", exclude=set(_METADATA_FIELDS))
+    if not content["calibration"]:
+        # A version-1 set hashes exactly as before version 2 existed (telemetry keeps its
+        # recorded hashes meaningful).
+        del content["calibration"]
+    return content
 
 
 def coefficient_set_hash(coefficients: CoefficientSet, *, full: bool = False) -> str:
@@ -289,7 +337,9 @@ def coefficient_set_hash(coefficients: CoefficientSet, *, full: bool = False) ->
 
 def coefficient_set_to_json(coefficients: CoefficientSet) -> str:
     """The set as an indented JSON document, the format `load_set_from_file` reads."""
-    return coefficients.model_dump_json(indent=2) + "\n"
+    # A set without calibration is written as format 1 was (the built-in files stay canonical).
+    exclude = None if coefficients.calibration else {"calibration"}
+    return coefficients.model_dump_json(indent=2, exclude=exclude) + "\n"
 
 
 def _describe_validation(error: ValidationError) -> str:

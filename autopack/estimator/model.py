@@ -158,6 +158,9 @@ def estimate(
             items, category or "", complexity, coefficients, workspace, features, quality
         )
         tokens = int(route.base_tokens * coefficients.safety_margin)
+        group = coefficients.group_calibration(route.category, complexity, len(items))
+        if group is not None:
+            tokens = max(1, int(tokens * group.scale))
     else:
         route = _Route(
             model="empty",
@@ -292,23 +295,64 @@ def _sot_update(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetTerms:
+    """What `select_budget` combines: budget = min(max(base, int(estimate × buffer)), cap).
+
+    The buffer is `override` when set (the doc models), else the larger of `start` (the set's
+    buffer, or a calibrated group's) and `raised_to` (the rules that raise it; 0 when none).
+    """
+
+    base: int
+    start: float
+    raised_to: float
+    override: float | None
+    cap: int
+
+    @property
+    def buffer(self) -> float:
+        return self.override if self.override is not None else max(self.start, self.raised_to)
+
+    def budget(self, estimated_tokens: int) -> int:
+        return min(max(self.base, int(estimated_tokens * self.buffer)), self.cap)
+
+
+def budget_terms(
+    estimate: TokenEstimate, complexity: str, *, coefficients: CoefficientSet
+) -> BudgetTerms:
+    """The base, buffer and cap `select_budget` uses for an estimate (see there)."""
+    budget = coefficients.budget
+    key = normalize_category(estimate.category)
+    start = budget.buffer
+    group = coefficients.group_calibration(
+        estimate.category, complexity, estimate.deliverable_count
+    )
+    if group is not None and group.buffer is not None and estimate.model != "empty":
+        start = group.buffer
+    raised = 0.0
+    if estimate.confidence < budget.low_confidence_below:
+        raised = max(raised, budget.low_confidence_buffer)
+    if estimate.deliverable_count >= budget.many_deliverables_from:
+        raised = max(raised, budget.many_deliverables_buffer)
+    if estimate.category in budget.high_complexity_categories and complexity == "high":
+        raised = max(raised, budget.high_complexity_buffer)
+    override = budget.doc_model_buffer if key in (DOC_SYNTHESIS, DOC_SOT_UPDATE) else None
+    return BudgetTerms(
+        base=budget.base_for(key, complexity),
+        start=start,
+        raised_to=raised,
+        override=override,
+        cap=budget.cap,
+    )
+
+
 def select_budget(estimate: TokenEstimate, complexity: str, *, coefficients: CoefficientSet) -> int:
     """The output budget for an estimate: max(base, estimate × buffer), capped.
 
     The base comes from the normalised category and the complexity. The buffer starts at the
-    set's `buffer` and is raised for low confidence, many deliverables, and high-complexity
-    integration work; the doc-synthesis and SOT models use their own buffer outright.
+    set's `buffer` (or a calibrated group's own) and is raised for low confidence, many
+    deliverables, and high-complexity integration work; the doc-synthesis and SOT models use
+    their own buffer outright.
     """
-    budget = coefficients.budget
-    key = normalize_category(estimate.category)
-    base = budget.base_for(key, complexity)
-    buffer = budget.buffer
-    if estimate.confidence < budget.low_confidence_below:
-        buffer = max(buffer, budget.low_confidence_buffer)
-    if estimate.deliverable_count >= budget.many_deliverables_from:
-        buffer = max(buffer, budget.many_deliverables_buffer)
-    if estimate.category in budget.high_complexity_categories and complexity == "high":
-        buffer = max(buffer, budget.high_complexity_buffer)
-    if key in (DOC_SYNTHESIS, DOC_SOT_UPDATE):
-        buffer = budget.doc_model_buffer
-    return min(max(base, int(estimate.estimated_tokens * buffer)), budget.cap)
+    terms = budget_terms(estimate, complexity, coefficients=coefficients)
+    return terms.budget(estimate.estimated_tokens)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from autopack.estimator.coefficients import CoefficientSet, load_builtin_set, load_set_from_file
+from autopack.estimator.active import resolve_coefficients
+from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.model import TokenEstimate, estimate, select_budget
 from autopack.estimator.provider import provider_max_tokens
 
@@ -19,10 +20,9 @@ class EstimateReport(BaseModel):
 
 
 def choose_coefficients(name: str | None, file: Path | None) -> CoefficientSet:
-    """A set from a file if given, else a built-in set by name (default: `default`)."""
-    if file is not None:
-        return load_set_from_file(file)
-    return load_builtin_set(name or "default")
+    """A set from a file if given, else a built-in set by name (default: `default`), without
+    a database (`resolve_coefficients` decides with one)."""
+    return resolve_coefficients(None, model=None, name=name, file=file)
 
 
 def estimate_phase(

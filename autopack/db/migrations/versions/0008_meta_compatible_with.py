@@ -3,8 +3,8 @@
 An older autopack cannot know a newer revision, but it can know the revision a newer one says
 its schema stays compatible with (autopack.db.compat); `db init` and `db upgrade` record it.
 
-Revision ID: 0010
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07 05:10:00
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Do older autopacks keep working on the result? (autopack.db.compat)

@@ -1,0 +1,327 @@
+"""Rendering `calibrate …`: the proposal's files (Markdown, JSON, charts) and Rich tables.
+
+Human output goes to stderr; `--json` documents to stdout (autopack.console.print_json).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from autopack.calibrate.apply import ActivateResult, ApplyResult, StoredSet
+from autopack.calibrate.backtest import BacktestResult, SetScore
+from autopack.calibrate.report import GroupEvidence, Proposal
+from autopack.console import stderr_console
+from autopack.errors import ConfigError
+
+FILE_PREFIX = "estimator_calibration_proposal_"
+
+
+def output_directory(path: Path) -> Path:
+    """The absolute `--output-dir`, refused (exit 2) before any work when it is not a folder."""
+    directory = path.expanduser().absolute()
+    if not directory.is_dir():
+        raise ConfigError(
+            f"--output-dir {directory} is not a directory.",
+            hint=f"create it first (mkdir -p {directory})",
+        )
+    return directory
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_proposal_files(
+    proposal: Proposal, directory: Path, stamp: str, *, charts: bool
+) -> list[Path]:
+    """Write the charts, the JSON and the Markdown (in that order, each atomically); on any
+    failure remove what was already written, so nothing is left half-done."""
+    stem = f"{FILE_PREFIX}{stamp}"
+    written: list[Path] = []
+    try:
+        if charts and proposal.chart_data is not None:
+            from autopack.calibrate.charts import draw_charts
+
+            written.extend(draw_charts(proposal.chart_data, directory, stem))
+            proposal.charts = [path.name for path in written]
+        written.append(_write_atomically(directory / f"{stem}.json", proposal.document_text()))
+        markdown = proposal_markdown(proposal)
+        written.append(_write_atomically(directory / f"{stem}.md", markdown))
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write the proposal into {directory}: {exc.strerror or exc}.",
+            hint="check the folder's permissions and free space",
+        ) from exc
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f} %"
+
+
+def _score_rows(score: SetScore) -> list[str]:
+    return [
+        f"{score.smape_median:.1f} %",
+        f"{score.smape_mean:.1f} %",
+        _percent(score.underestimation_rate),
+        _percent(score.truncation_rate),
+        f"{score.waste_median:.2f}x",
+    ]
+
+
+SCORE_NAMES = (
+    "median SMAPE",
+    "mean SMAPE",
+    "underestimation rate",
+    "truncation rate (at its budget)",
+    "median waste (budget / actual)",
+)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _interval(group: GroupEvidence) -> str:
+    if group.step_interval is None:
+        return "-"
+    low, high = group.step_interval
+    return f"{low:.2f}-{high:.2f}"
+
+
+def _budget(group: GroupEvidence) -> str:
+    before, after = group.current_budget, group.proposed_budget
+    if group.budget_rule == "unchanged":
+        return f"{before.base} / {before.buffer:g} (kept)"
+    return f"{before.base} / {before.buffer:g} -> {after.base} / {after.buffer:g}"
+
+
+def proposal_markdown(proposal: Proposal) -> str:
+    """The proposal as a Markdown report (every score it shows is defined in it)."""
+    samples, method, backtest = proposal.samples, proposal.method, proposal.backtest
+    lines = [
+        f"# Estimator calibration proposal — {samples.model}",
+        "",
+        f"Generated {proposal.generated_at} from {proposal.target.get('url', '?')}. "
+        f"Measured against the set **{proposal.base_set['name']}** "
+        f"(`{proposal.base_set['hash']}`); proposed set: "
+        f"**{proposal.coefficients['name']}**.",
+        "",
+        f"**Verdict:** {proposal.verdict}.",
+        "",
+        "Nothing has been changed. To use this set, review it and run "
+        "`autopack calibrate apply <this .json> --db <target> --approve`.",
+        "",
+        "## Samples",
+        "",
+        f"- {samples.clean} clean rows (success, not truncated) of {samples.model}"
+        + (" (phase COMPLETE instead of builder success)" if samples.require_phase_complete else "")
+        + f", and {samples.censored} truncated rows (lower bounds, used for budgets only), "
+        f"from {samples.runs} run(s).",
+        f"- {samples.without_paths} clean rows had no deliverable paths (imported history) and "
+        "were costed as that many generic new files of their category's usual kind.",
+        f"- {samples.excluded_without_deliverables} rows without deliverables were left out "
+        "(the estimator gives them its empty-phase default).",
+        "- Other models' clean rows: "
+        + (", ".join(f"{k} {v}" for k, v in samples.models.items() if k != samples.model) or "none")
+        + (
+            "; simulated models included."
+            if samples.include_simulated
+            else "; simulated (demo) models excluded."
+        ),
+        f"- Coverage: {proposal.coverage.get('verdict', '')}.",
+    ]
+    if not proposal.coverage.get("ready", False):
+        lines.append(
+            "- **Warning:** the samples do not cover every category, complexity and deliverable "
+            "bucket; groups without evidence keep their current coefficients."
+        )
+    if samples.actual_rounded:
+        lines.append(
+            "- Actual outputs were placed on a log grid of 32 steps per doubling (within "
+            "±1.1 %) to keep the aggregated samples few."
+        )
+    lines += [
+        "",
+        "## Backtest (held-out rows)",
+        "",
+        f"Split: {backtest.split}. Every proposed figure is on rows the fit did not see. "
+        f"n = {backtest.n} clean rows; the truncation rate also counts {backtest.censored} "
+        "truncated rows.",
+        "",
+        "| metric | current | proposed |",
+        "|---|---:|---:|",
+    ]
+    for name, now, then in zip(
+        SCORE_NAMES, _score_rows(backtest.current), _score_rows(backtest.proposed), strict=True
+    ):
+        lines.append(f"| {name} | {now} | {then} |")
+    lines += [
+        "",
+        "Definitions: SMAPE = 200 × |actual − estimate| / (actual + estimate), in percent "
+        "(0–200). Underestimation = the share of clean rows whose actual exceeds the estimate. "
+        "Truncation = the share of rows whose need exceeds the budget the set selects (a "
+        f"truncated row needs at least {method.censored_need:g} × its output). Waste = budget / "
+        "actual. An estimate aimed at the median is under about half the time by design: the "
+        "budget, not the estimate, is what protects against truncation.",
+        "",
+        "Damping candidates (median SMAPE on held-out rows): "
+        + ", ".join(f"×{d}: {v:.1f} %" for d, v in method.smape_by_damping.items())
+        + f". Chosen: {method.damping:g}.",
+        "",
+        "## Groups",
+        "",
+        "| group | n | ratio median (p25–p75) | rule | step (95 % interval) | scale now → proposed "
+        "| up to deliverables | budget base / buffer |",
+        "|---|---:|---|---|---|---|---:|---|",
+    ]
+    for group in proposal.groups:
+        lines.append(
+            f"| {group.category}/{group.complexity} | {group.n} | "
+            f"{_ratio(group.ratio_median)} ({_ratio(group.ratio_p25)}–{_ratio(group.ratio_p75)})"
+            f" | {group.rule} | ×{group.step:.3f} ({_interval(group)}) | "
+            f"{group.current_scale:g} → {group.proposed_scale:g} | {group.max_deliverables} | "
+            f"{_budget(group)} |"
+        )
+    lines += [
+        "",
+        "Columns: *ratio* = actual / what the current set predicts from the row's stored "
+        "features (not the prediction logged at the time). *step* = the multiplier on today's "
+        "estimate; its 95 % interval resamples the evidence 400 times (200 for groups of more "
+        "than 10,000 rows). *rule*: own = the group's "
+        "own evidence shrunk toward its category; pooled = too few rows, the category's; "
+        "unchanged = no evidence.",
+        "",
+        "## Method",
+        "",
+        f"- **Shrinkage and steps.** {method.shrinkage_rule}",
+        f"- **Budgets.** {method.budget_rule} A group with too little evidence whose estimate "
+        "is lowered has its buffer raised by the same step, so its budgets stay as today.",
+        f"- Thresholds: --min-samples {method.min_samples}, --min-group-samples "
+        f"{method.min_group_samples}.",
+    ]
+    if proposal.charts:
+        lines += ["", "## Charts", ""]
+        for name in proposal.charts:
+            lines += [f"![{name}]({name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def show_proposal(proposal: Proposal, written: Sequence[Path]) -> None:
+    out = stderr_console()
+    table = Table(
+        title=f"calibration proposal: {escape(proposal.samples.model)}", title_justify="left"
+    )
+    table.add_column("group", no_wrap=True)
+    for column in ("n", "ratio", "rule", "step", "budget base / buffer"):
+        table.add_column(column, justify="right" if column in ("n", "ratio", "step") else "left")
+    for group in proposal.groups:
+        table.add_row(
+            escape(f"{group.category}/{group.complexity}"),
+            str(group.n),
+            _ratio(group.ratio_median),
+            group.rule,
+            f"×{group.step:.2f}",
+            escape(_budget(group)),
+        )
+    out.print(table)
+    show_backtest(proposal.backtest)
+    style = "green" if proposal.changed else "yellow"
+    out.print(f"[bold {style}]{escape(proposal.verdict)}[/]", soft_wrap=True)
+    if not proposal.coverage.get("ready", False):
+        verdict = escape(str(proposal.coverage.get("verdict")))
+        out.print(f"[yellow]warning: samples not representative — {verdict}[/]", soft_wrap=True)
+    for path in written:
+        out.print(f"wrote {escape(str(path))}", soft_wrap=True)
+
+
+def show_backtest(result: BacktestResult) -> None:
+    table = Table(
+        title=f"backtest: {result.n} clean rows ({escape(result.split)})", title_justify="left"
+    )
+    table.add_column("metric")
+    table.add_column(
+        f"current{f' ({escape(result.current_set)})' if result.current_set else ''}",
+        justify="right",
+    )
+    table.add_column(
+        f"proposed{f' ({escape(result.proposed_set)})' if result.proposed_set else ''}",
+        justify="right",
+    )
+    for name, now, then in zip(
+        SCORE_NAMES, _score_rows(result.current), _score_rows(result.proposed), strict=True
+    ):
+        table.add_row(name, now, then)
+    stderr_console().print(table)
+
+
+def show_apply(result: ApplyResult) -> None:
+    out = stderr_console()
+    if result.status == "already_applied":
+        out.print(escape(result.message), soft_wrap=True)
+        return
+    table = Table(
+        title=f"{escape(result.replaces)} -> {escape(result.name)} ({escape(result.model)})",
+        title_justify="left",
+    )
+    table.add_column("group", no_wrap=True)
+    for column in ("scale", "buffer", "budget base", "up to deliverables"):
+        table.add_column(column)
+    for change in result.changes:
+        table.add_row(
+            escape(f"{change.category}/{change.complexity}"),
+            f"{change.old_scale:g} -> {change.new_scale:g}",
+            f"{change.old_buffer:g} -> {change.new_buffer:g}",
+            f"{change.old_base if change.old_base is not None else 'fallback'} -> "
+            f"{change.new_base if change.new_base is not None else 'fallback'}",
+            str(change.max_deliverables or "-"),
+        )
+    out.print(table)
+    out.print(escape(result.message), soft_wrap=True)
+
+
+def show_sets(sets: Sequence[StoredSet]) -> None:
+    out = stderr_console()
+    if not sets:
+        out.print(
+            "no coefficient sets stored: every model uses the built-in default", soft_wrap=True
+        )
+        return
+    table = Table(title="coefficient sets in this database", title_justify="left")
+    for column in ("name", "model", "active", "since", "samples", "created"):
+        table.add_column(column, overflow="fold")
+    for item in sets:
+        table.add_row(
+            escape(item.name),
+            escape(item.model),
+            "yes" if item.active else "",
+            item.activated_at.strftime("%Y-%m-%d %H:%M")
+            if item.active and item.activated_at
+            else "",
+            str(item.sample_count),
+            item.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+    out.print("models without an active set use the built-in default", soft_wrap=True)
+
+
+def show_activate(result: ActivateResult) -> None:
+    stderr_console().print(escape(result.message), soft_wrap=True)
