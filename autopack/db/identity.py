@@ -103,8 +103,7 @@ class TargetPanel(BaseModel):
 
 
 def _bucket(count: int | None) -> str:
-    # A null or negative count (bad data from elsewhere) is shown with the empty phases.
-    return deliverable_count_bucket(max(0, count or 0))
+    return deliverable_count_bucket(count)
 
 
 def _file_facts(db: Database) -> tuple[int | None, str | None]:

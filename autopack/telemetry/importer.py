@@ -54,7 +54,7 @@ from autopack.db.models import (
     utc_now,
 )
 from autopack.errors import ConfigError, GuardError, SchemaError
-from autopack.telemetry.exchange import ProgressCallback, TelemetryTables, inspect_telemetry_tables
+from autopack.telemetry.columns import ProgressCallback, TelemetryTables, inspect_telemetry_tables
 from autopack.telemetry.import_sources import (
     ImportSample,
     Problem,
@@ -64,6 +64,7 @@ from autopack.telemetry.import_sources import (
     SourceSettings,
     detect_format,
     file_mtime,
+    parquet_records,
     read_records,
 )
 
@@ -87,6 +88,7 @@ class ImportFormat(StrEnum):
     LOG = "log"
     NDJSON = "ndjson"
     CSV = "csv"
+    PARQUET = "parquet"
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,10 @@ def _import_file(connection: sa.Connection, path: Path, context: _Context) -> Fi
     report = FileReport(path=str(path), format=fmt.value)
     settings = SourceSettings(options.include_contaminated, options.log_utc_offset)
     try:
+        if fmt is SourceFormat.PARQUET:
+            writer = _Writer(connection, path, report, context.tables, context.columns)
+            _consume(parquet_records(path, str(path)), writer, report)
+            return report
         # Lines end at "\n" only, so line numbers are what grep -n and editors show (a log may
         # hold bare "\r" from progress output); the csv module wants newline="".
         newline = "" if fmt is SourceFormat.CSV else "\n"
