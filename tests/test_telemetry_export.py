@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
 import hashlib
 import io
-import itertools
 import json
 import os
-import sqlite3
-import subprocess
-import sys
-import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pyarrow.parquet
 import pytest
-from hypothesis import HealthCheck, given, reject, settings
-from hypothesis import strategies as st
 
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.errors import ConfigError, GuardError, SchemaError
@@ -85,12 +76,6 @@ def _export(db: Database, fmt: ExportFormat = ExportFormat.CSV, **filters: Any) 
     out = io.BytesIO()
     export_to(db, out, fmt, ExportFilters(**filters))
     return out.getvalue().decode("utf-8")
-
-
-def export_to_file(
-    db: Database, path: Path, fmt: ExportFormat, filters: ExportFilters, **options: Any
-) -> Any:
-    return export_to(db, path, fmt, filters, **options)
 
 
 def _csv_rows(text: str) -> list[dict[str, str]]:
@@ -263,7 +248,8 @@ def test_rows_stream_in_batches_with_progress(
     )
     assert result.rows == 64
     done = [done for done, _total in seen]
-    assert done == sorted(done) and done[-1] == 64
+    assert done == sorted(done)
+    assert done[-1] == 64
     assert len(done) >= 64 // 7  # batch by batch, not all at once
     assert {total for _done, total in seen} == {64}
 
@@ -276,12 +262,12 @@ def test_file_export_is_atomic(full_db: Database, workdir: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        export_to_file(full_db, target, ExportFormat.CSV, ExportFilters(), progress=explode)
+        export_to(full_db, target, ExportFormat.CSV, ExportFilters(), progress=explode)
     assert target.read_text() == "previous export\n"
     assert sorted(p.name for p in workdir.iterdir() if "telemetry.csv" in p.name) == [
         "telemetry.csv"
     ]
-    result = export_to_file(full_db, target, ExportFormat.CSV, ExportFilters())
+    result = export_to(full_db, target, ExportFormat.CSV, ExportFilters())
     assert result.output == str(target)
     assert result.rows == 64
     assert len(_csv_rows(target.read_text())) == 64
@@ -295,7 +281,7 @@ def test_a_write_failure_is_a_clear_error_and_leaves_nothing(
 
     monkeypatch.setattr(os, "replace", no_room)
     with pytest.raises(ConfigError, match="No space left on device"):
-        export_to_file(full_db, workdir / "t.csv", ExportFormat.CSV, ExportFilters())
+        export_to(full_db, workdir / "t.csv", ExportFormat.CSV, ExportFilters())
     assert [p.name for p in workdir.iterdir() if p.name.endswith((".csv", ".tmp"))] == []
 
 
@@ -306,7 +292,7 @@ def test_refused_output_paths(full_db: Database, workdir: Path) -> None:
         (workdir / "autopack_telemetry_seed.db", "is the database being exported"),
     ):
         with pytest.raises(ConfigError, match=message):
-            export_to_file(full_db, path, ExportFormat.CSV, ExportFilters())
+            export_to(full_db, path, ExportFormat.CSV, ExportFilters())
 
 
 # --- guards -----------------------------------------------------------------------------------
@@ -364,7 +350,7 @@ def test_round_trip_into_a_fresh_db_is_lossless(
     full_db: Database, cli: CliRunner, workdir: Path, fmt: ExportFormat
 ) -> None:
     exported = workdir / f"a.{fmt.value}"
-    export_to_file(full_db, exported, fmt, ExportFilters())
+    export_to(full_db, exported, fmt, ExportFilters())
     url = init_db(cli, workdir / "b.db")
     other = open_rw(url)
     try:
@@ -384,7 +370,7 @@ def test_round_trip_into_a_fresh_db_is_lossless(
 
         # The second export differs only where the documented provenance was filled in.
         again = workdir / f"b.{fmt.value}"
-        export_to_file(other, again, fmt, ExportFilters())
+        export_to(other, again, fmt, ExportFilters())
         before, after = _rows_in(exported, fmt), _rows_in(again, fmt)
         filled = {"source", "sample_key", "source_file", "source_line"}
         for first, second in zip(before, after, strict=True):
@@ -407,7 +393,7 @@ def test_round_trip_into_a_db_with_the_same_run_attaches(
     full_db: Database, cli: CliRunner, workdir: Path
 ) -> None:
     exported = workdir / "a.csv"
-    export_to_file(full_db, exported, ExportFormat.CSV, ExportFilters(run_ids=(V4_RUN,)))
+    export_to(full_db, exported, ExportFormat.CSV, ExportFilters(run_ids=(V4_RUN,)))
     url = init_db(cli, workdir / "b.db")
     other = open_rw(url)
     try:
@@ -555,7 +541,8 @@ def test_postgres_export_matches_sqlite_byte_for_byte(
             assert import_files(db, [SAMPLE_LOG]).totals.imported == 60
             add_bare_row(db, run_id=event_rows(db)[0]["run_id"], phase_id="line-1")
             outputs[name] = {
-                fmt: _export(db, fmt, since=datetime(2025, 12, 1)) for fmt in ExportFormat
+                fmt: _export(db, fmt, since=datetime(2025, 12, 1))
+                for fmt in (ExportFormat.CSV, ExportFormat.NDJSON)
             }
         finally:
             db.close()
@@ -567,3 +554,20 @@ def test_postgres_export_matches_sqlite_byte_for_byte(
         assert import_files(pg, [exported]).totals.imported == 0
     finally:
         pg.close()
+
+
+def test_text_that_is_not_utf8_is_written_with_replacement_characters(
+    seed_db: Database,
+) -> None:
+    event_id = add_bare_row(seed_db)
+    with seed_db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE token_estimation_v2_events SET model = CAST(x'6dff6d' AS TEXT) "
+            "WHERE event_id = ?",
+            (event_id,),
+        )
+    out = io.BytesIO()
+    result = export_to(seed_db, out, ExportFormat.NDJSON)
+    (row,) = _ndjson_rows(out.getvalue().decode("utf-8"))
+    assert row["model"] == "m\ufffdm"
+    assert result.replaced_invalid_text == 1

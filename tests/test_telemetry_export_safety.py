@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
-import stat
-import itertools
 import shutil
+import stat
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from autopack.db.engine import Database
 from autopack.output_file import remove_stale_temporaries
+from autopack.seed.model import create_seed_run
 from autopack.telemetry import export_to, import_files
 from autopack.telemetry.columns import ExportFormat
 from autopack.telemetry.export import ExportFilters
-from autopack.seed.model import create_seed_run
 from tests.conftest import CliRunner, reference_seed_spec
 from tests.telemetry_io_helpers import (
     EVENTS,
@@ -101,7 +101,8 @@ def _check_one_instant(db: Database) -> None:
 
     out = io.BytesIO()
     result = export_to(db, out, ExportFormat.NDJSON, ExportFilters(), progress=write_meanwhile)
-    assert written and written[0] < result.rows, "the writer ran before the export ended"
+    assert written, "the writer ran"
+    assert written[0] < result.rows, "the writer ran before the export ended"
     for line in out.getvalue().splitlines():
         row = json.loads(line)
         exported[int(row["event_id"])] = int(row["actual_output_tokens"])
@@ -214,11 +215,14 @@ def test_analyze_output_follows_the_same_rules(
         result = cli("telemetry", "analyze", "--db", "seed", "-q", "-o", str(output))
         assert result.exit_code in (0, 1), result.stderr
     reader.join(timeout=30)
-    assert link.is_symlink() and target.read_text().startswith("#")
-    assert stat.S_ISFIFO(fifo.lstat().st_mode) and received[0].startswith(b"#")
+    assert link.is_symlink()
+    assert target.read_text().startswith("#")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert received[0].startswith(b"#")
     assert stat.S_ISCHR(Path(os.devnull).stat().st_mode)
     refused = cli("telemetry", "analyze", "--db", "seed", "-q", "-o", str(workdir))
-    assert refused.exit_code == 2 and "is a directory" in refused.stderr
+    assert refused.exit_code == 2
+    assert "is a directory" in refused.stderr
 
 
 # --- stale temporary files (issue 11, defect 15) -------------------------------------------
@@ -245,7 +249,8 @@ def test_the_next_export_removes_temporary_files_of_dead_exports_only(
     result = _export_cli(cli, workdir / "telemetry.csv")
     assert result.exit_code == 0, result.stderr
     assert not dead.exists()
-    assert alive.exists() and unrelated.exists()
+    assert alive.exists()
+    assert unrelated.exists()
     assert remove_stale_temporaries(workdir) == []
 
 

@@ -13,8 +13,9 @@ import typer
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named
-from autopack.db.engine import Database, OpenMode
+from autopack.db.engine import OpenMode
 from autopack.errors import EXIT_FOUND_PROBLEMS, ConfigError
+from autopack.output_file import check_output_path
 from autopack.render.telemetry_io import (
     progress_bar,
     progress_wanted,
@@ -22,10 +23,8 @@ from autopack.render.telemetry_io import (
     show_export_result,
     show_import_report,
 )
-from autopack.output_file import check_output_path
-from autopack.telemetry.export import export_to
 from autopack.telemetry.columns import ExportFormat
-from autopack.telemetry.export import ExportFilters, parse_when
+from autopack.telemetry.export import ExportFilters, export_to, parse_when
 from autopack.telemetry.importer import (
     ImportFormat,
     ImportOptions,
@@ -168,7 +167,9 @@ def import_command(
     ],
     fmt: Annotated[
         ImportFormat,
-        typer.Option("--format", "-f", help="auto (by content, per file), log, ndjson, csv or parquet."),
+        typer.Option(
+            "--format", "-f", help="auto (by content, per file), log, ndjson, csv or parquet."
+        ),
     ] = ImportFormat.AUTO,
     include_contaminated: Annotated[
         bool,

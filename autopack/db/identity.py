@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from autopack.db.buckets import deliverable_bucket
 from autopack.db.engine import Database
 from autopack.db.meta import read_stamp_plain
 from autopack.db.names import ALL_TABLES, PhaseState, RunState
 from autopack.db.plain import PlainReader, Rows, plain_reads
 from autopack.db.schema import SchemaState, read_schema, require_autopack_schema
-from autopack.estimator.categories import deliverable_count_bucket
 
 EVENTS_TABLE = "token_estimation_v2_events"
 # success and truncated are NOT NULL booleans (0/1 on SQLite; TRUE/FALSE are understood by
@@ -103,7 +103,7 @@ class TargetPanel(BaseModel):
 
 
 def _bucket(count: int | None) -> str:
-    return deliverable_count_bucket(count)
+    return deliverable_bucket(count)
 
 
 def _file_facts(db: Database) -> tuple[int | None, str | None]:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from adbc_driver_manager.dbapi import Connection as ArrowConnection
 
-BATCH_ROWS = 16_384
+BATCH_ROWS = 8_192
 """Rows per Arrow batch read from SQLite: a few MB at a time, whatever the table's size."""
 _SQLITE_BATCH_ROWS = "adbc.sqlite.query.batch_rows"
 
@@ -244,9 +244,7 @@ def _valid_text(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
             except pa.ArrowInvalid:
                 raw = column.view(pa.binary()).to_pylist()
                 texts = [None if v is None else v.decode("utf-8", "replace") for v in raw]
-                changed += sum(
-                    1 for v in raw if v is not None and not _is_utf8(v)
-                )
+                changed += sum(1 for v in raw if v is not None and not _is_utf8(v))
                 column = pa.array(texts, pa.string())
         columns.append(column)
     if not changed:

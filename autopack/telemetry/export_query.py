@@ -131,7 +131,9 @@ def build_query(
     conditions = _conditions(filters, tables, categories)
     rows = sa.select(*values).select_from(source).where(*conditions).order_by(events.c.event_id)
     count = sa.select(sa.func.count()).select_from(events).where(*conditions)
-    dialect: sa.Dialect = sqlite.dialect() if on_sqlite else postgresql.dialect()
+    dialect: sa.Dialect = (
+        sqlite.dialect() if on_sqlite else postgresql.dialect()  # type: ignore[no-untyped-call]
+    )
     if on_sqlite:
         priming = sa.select(
             sa.literal(0).label(PRIMING_MARK),

@@ -127,7 +127,6 @@ class NdjsonWriter:
         self._deliverables: dict[str, str] = {}
 
     def write(self, batch: pa.RecordBatch) -> None:
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         pieces: list[Any] = []

@@ -146,7 +146,10 @@ def detect_format(path: Path) -> SourceFormat:
                 continue
             if text.startswith("{"):
                 return SourceFormat.NDJSON
-            header = next(csv.reader([text]), [])
+            try:
+                header = next(csv.reader([text]), [])
+            except csv.Error:  # e.g. a cell over the csv module's 128 KiB limit: no header
+                return SourceFormat.LOG
             if "predicted_output_tokens" in header and "run_id" in header:
                 return SourceFormat.CSV
             return SourceFormat.LOG
@@ -218,7 +221,10 @@ def _log_records(
             yield Skipped(number, SkipReason.CONTAMINATED)
             continue
         key = _log_key(parsed, repeats)
-        yield _log_sample(parsed, number, key, source_file, settings, mtime)
+        try:
+            yield _log_sample(parsed, number, key, source_file, settings, mtime)
+        except OverflowError:  # a timestamp near year 1 or 9999 moved by --log-utc-offset
+            yield Problem(number, "timestamp out of range in UTC")
 
 
 def _log_key(sample: LogSample, repeats: dict[str, int]) -> str:
@@ -303,6 +309,9 @@ def _ndjson_records(lines: Iterable[str], source_file: str) -> Iterator[Record]:
         except json.JSONDecodeError as exc:
             yield Problem(number, f"not JSON ({exc.msg})")
             continue
+        except RecursionError:
+            yield Problem(number, "JSON nested too deeply")
+            continue
         if not isinstance(data, dict):
             yield Problem(number, "not a JSON object")
             continue
@@ -330,8 +339,8 @@ def _record(data: Mapping[str, Any], number: int, source_file: str) -> Record:
         if "deliverables_json" in data:
             return _own_record(data, number, source_file)
         return _original_record(data, number, source_file)
-    except (ValueError, TypeError) as exc:
-        return Problem(number, str(exc))
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return Problem(number, str(exc) or type(exc).__name__)
 
 
 def _own_record(data: Mapping[str, Any], number: int, source_file: str) -> ImportSample:
