@@ -41,9 +41,10 @@ PRIMING_VALUES: dict[Kind, Any] = {
     Kind.TEXT: "",
     Kind.TIMESTAMP: "",
 }
-PRIMING_MARK = "_autopack_priming"
 """A first row of these values fixes every column's type for Arrow's SQLite driver (which
 would take a column that is null in its first rows for an integer one); it is dropped."""
+PRIMING_MARK = "_autopack_priming"
+"""The column that tells the priming row (0) from the table's rows (1)."""
 
 
 @dataclass(frozen=True)
