@@ -160,9 +160,9 @@ def test_deliverable_buckets_are_ordered_like_counts(a: int, b: int) -> None:
     assert order(deliverable_count_bucket(low)) <= order(deliverable_count_bucket(high))
 
 
-def test_negative_deliverable_count_is_rejected() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        deliverable_count_bucket(-1)
+@pytest.mark.parametrize("count", [None, -1, -(2**63)])
+def test_an_unknown_deliverable_count_is_its_own_bucket_not_zero(count: int | None) -> None:
+    assert deliverable_count_bucket(count) == "unknown"
 
 
 # --- deliverables ---------------------------------------------------------------------------

@@ -38,16 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("autopack.settings",),
     ("autopack.settings_models",),
     ("autopack.settings_base",),
-    ("autopack.environment", "autopack.errors", "autopack.lazy"),
-)
-
-# Circles and upward imports in files other branches of issue 9 are rewriting (branch
-# `export`: the deliverable bucket moves to a
-# low module db/identity.py can import). The lead removes these entries after those merges;
-# an entry that no longer matches anything fails the test, so none outlives its reason.
-ALLOWED_UNTIL_MERGE_CIRCLES: tuple[frozenset[str], ...] = ()
-ALLOWED_UNTIL_MERGE_UPWARD: frozenset[tuple[str, str]] = frozenset(
-    {("autopack.db.identity", "autopack.estimator.categories")}
+    ("autopack.environment", "autopack.errors", "autopack.lazy", "autopack.output_file"),
 )
 
 
@@ -256,12 +247,7 @@ def _autopack_graph() -> dict[str, set[str]]:
 
 def test_autopack_has_no_module_circle() -> None:
     found = circles(_autopack_graph())
-    unexpected = [
-        c for c in found if not any(c <= allowed for allowed in ALLOWED_UNTIL_MERGE_CIRCLES)
-    ]
-    assert unexpected == [], f"import circles: {_describe(unexpected)}"
-    stale = [a for a in ALLOWED_UNTIL_MERGE_CIRCLES if not any(c <= a for c in found)]
-    assert stale == [], f"no longer circles, remove from the allow-list: {_describe(stale)}"
+    assert found == [], f"import circles: {_describe(found)}"
 
 
 def test_autopack_has_no_package_circle() -> None:
@@ -276,11 +262,8 @@ def test_every_package_has_a_layer() -> None:
 
 
 def test_packages_import_only_downward() -> None:
-    upward = upward_imports(_autopack_graph())
-    unexpected = sorted(upward - ALLOWED_UNTIL_MERGE_UPWARD)
-    assert unexpected == [], f"a lower layer imports a higher one: {unexpected}"
-    stale = ALLOWED_UNTIL_MERGE_UPWARD - upward
-    assert stale == set(), f"no longer upward, remove from the allow-list: {sorted(stale)}"
+    upward = sorted(upward_imports(_autopack_graph()))
+    assert upward == [], f"a lower layer imports a higher one: {upward}"
 
 
 @pytest.mark.parametrize("core", ["drain", "executor", "llm", "estimator", "telemetry", "seed"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sqlite3
 import statistics
 from collections import Counter
@@ -1108,10 +1109,10 @@ def test_a_failed_write_leaves_nothing_behind(
 ) -> None:
     report = run(read_only)
 
-    def full_disk(self: Path, *args: object, **kwargs: object) -> int:
+    def full_disk(source: object, destination: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)  # the last step of the atomic write
     with pytest.raises(ConfigError, match="No space left on device"):
         write_markdown(report, tmp_path / "report.md")
     assert list(tmp_path.iterdir()) == []

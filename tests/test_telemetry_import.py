@@ -636,14 +636,13 @@ def test_dry_run_of_several_files_sees_the_earlier_ones(
 def test_a_file_that_breaks_halfway_is_rolled_back_whole(
     fresh: tuple[str, Database], workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from autopack.telemetry import importer
-    from autopack.telemetry.exchange import ExportFormat
-    from autopack.telemetry.export import ExportFilters, export_to_file
+    from autopack.telemetry import export_to, importer
+    from autopack.telemetry.columns import ExportFormat
 
     _url, db = fresh
     import_files(db, [SAMPLE_LOG])
     exported = workdir / "ours.csv"
-    export_to_file(db, exported, ExportFormat.CSV, ExportFilters())
+    export_to(db, exported, ExportFormat.CSV)
     other_url = f"sqlite:///{workdir / 'other.db'}"
     assert main(["db", "init", "--database-url", other_url, "-q"]) == 0
     other = open_rw(other_url)
@@ -671,3 +670,70 @@ def test_line_numbers_are_what_grep_shows(fresh: tuple[str, Database], workdir: 
     report = import_files(db, [log])
     assert [p.line for p in report.files[0].problems] == [3]
     assert [p["source_line"] for p in provenance_rows(db).values()] == [2]
+
+
+# --- lines that once crashed the import (issue 11, defect 9) -------------------------------
+
+_GOOD_NDJSON = json.dumps(
+    {
+        "run_id": "r",
+        "phase_id": "p",
+        "timestamp": "2025-12-29T00:00:00",
+        "predicted_output_tokens": 1,
+        "actual_output_tokens": 7,
+        "success": True,
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("int.log", FULL.replace("predicted_output=5200", f"predicted_output={2**63}"), "64-bit"),
+        (
+            "int.ndjson",
+            _GOOD_NDJSON.replace('"actual_output_tokens": 7', f'"actual_output_tokens": {2**64}'),
+            "64-bit",
+        ),
+        (
+            "ts.log",
+            FULL.replace("2025-12-29 19:40:02", "0001-01-01T00:00:00+05:00"),
+            "out of range",
+        ),
+        (
+            "ts.ndjson",
+            _GOOD_NDJSON.replace("2025-12-29T00:00:00", "0001-01-01T00:00:00+05:00"),
+            "out of range",
+        ),
+        ("deep.ndjson", '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ],
+)
+def test_a_line_that_cannot_be_stored_is_rejected_and_later_files_imported(
+    cli: CliRunner, fresh: tuple[str, Database], workdir: Path, name: str, content: str, reason: str
+) -> None:
+    url, _db = fresh
+    bad = workdir / name
+    bad.write_text(content + "\n")
+    good = workdir / "good.ndjson"
+    good.write_text(_GOOD_NDJSON + "\n")
+    result = cli("telemetry", "import", "--database-url", url, "--json", "-q", str(bad), str(good))
+    assert result.exit_code == 1, result.stderr  # lines were rejected: exit 1, not 70
+    report = json.loads(result.stdout)
+    first, second = report["files"]
+    assert first["unparseable"] == 1
+    assert reason in first["problems"][0]["reason"]
+    assert second["imported"] == 1
+
+
+def test_a_first_line_over_128_kib_is_one_unreadable_line(
+    cli: CliRunner, fresh: tuple[str, Database], workdir: Path
+) -> None:
+    url, _db = fresh
+    long = workdir / "long.log"
+    long.write_text("a,run_id,predicted_output_tokens," + "x" * 140_000 + "\n" + FULL + "\n")
+    good = workdir / "good.ndjson"
+    good.write_text(_GOOD_NDJSON + "\n")
+    result = cli("telemetry", "import", "--database-url", url, "--json", "-q", str(long), str(good))
+    assert result.exit_code == 0, result.stderr
+    first, second = json.loads(result.stdout)["files"]
+    assert (first["format"], first["imported"], second["imported"]) == ("log", 1, 1)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import sys
+import codecs
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, BinaryIO, TextIO
 
 import typer
 
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named
-from autopack.db.engine import Database, OpenMode
+from autopack.db.engine import OpenMode
 from autopack.errors import EXIT_FOUND_PROBLEMS, ConfigError
+from autopack.output_file import check_output_path
 from autopack.render.telemetry_io import (
     progress_bar,
     progress_wanted,
@@ -21,15 +24,8 @@ from autopack.render.telemetry_io import (
     show_export_result,
     show_import_report,
 )
-from autopack.telemetry.exchange import ExportFormat, ProgressCallback
-from autopack.telemetry.export import (
-    ExportFilters,
-    ExportResult,
-    check_output_path,
-    export_telemetry,
-    export_to_file,
-    parse_when,
-)
+from autopack.telemetry.columns import ExportFormat
+from autopack.telemetry.export import ExportFilters, export_to, parse_when
 from autopack.telemetry.importer import (
     ImportFormat,
     ImportOptions,
@@ -46,7 +42,8 @@ AllowEmptyOption = Annotated[
 
 def export_command(
     fmt: Annotated[
-        ExportFormat, typer.Option("--format", "-f", help="csv (default) or ndjson.")
+        ExportFormat,
+        typer.Option("--format", "-f", help="csv (default), ndjson or parquet."),
     ] = ExportFormat.CSV,
     output: Annotated[
         Path | None,
@@ -54,7 +51,8 @@ def export_command(
             "--output",
             "-o",
             metavar="FILE",
-            help="Write this file (replaced atomically) instead of stdout.",
+            help="Write this file (a regular file is replaced atomically; a FIFO or device "
+            "is written into) instead of stdout.",
         ),
     ] = None,
     success_only: Annotated[
@@ -94,7 +92,7 @@ def export_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Stream telemetry rows out as CSV or NDJSON (read-only; constant memory).
+    """Stream telemetry rows out as CSV, NDJSON or Parquet (read-only; one snapshot).
 
     Every column of token_estimation_v2_events, its provenance, and derived columns; the row
     count goes to stderr. e.g. autopack telemetry export --db seed -o telemetry.csv
@@ -116,63 +114,66 @@ def export_command(
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         if output is not None:
-            check_output_path(database, output)
+            check_output_path(output, database=database.target.sqlite_path, what="exported")
         # On a terminal the rows themselves would share the screen with a bar.
         show_bar = progress_wanted(quiet=quiet, as_json=as_json) and (
             output is not None or not console.environment().stdout_isatty
         )
         with progress_bar("exporting", enabled=show_bar) as progress:
-            if output is not None:
-                result = export_to_file(
-                    database,
-                    output,
-                    fmt,
-                    filters,
-                    allow_empty_db=allow_empty_db,
-                    progress=progress,
-                )
-            else:
-                result = _export_to_stdout(database, fmt, filters, allow_empty_db, progress)
+            try:
+                with _stdout_bytes() as stdout:
+                    result = export_to(
+                        database,
+                        output if output is not None else stdout,
+                        fmt,
+                        filters,
+                        allow_empty_db=allow_empty_db,
+                        progress=progress,
+                    )
+            except BrokenPipeError:
+                show_broken_pipe()  # `… | head`: the reader has what it wanted
+                raise typer.Exit(EXIT_FOUND_PROBLEMS) from None
     if as_json:
         console.print_json({"target": panel.target.model_dump(mode="json"), **result.model_dump()})
     else:
         show_export_result(result)
 
 
-def _export_to_stdout(
-    database: Database,
-    fmt: ExportFormat,
-    filters: ExportFilters,
-    allow_empty_db: bool,
-    progress: ProgressCallback | None,
-) -> ExportResult:
+@contextmanager
+def _stdout_bytes() -> Iterator[BinaryIO]:
+    """The environment's stdout as a binary stream of its own, so rows never sit in a text
+    buffer: when the reader goes away, nothing is left for the interpreter's exit flush to fail
+    on. An injected stdout without a descriptor (a test's StringIO) gets the bytes decoded."""
     out = console.stdout()
+    out.flush()
     try:
-        # The process's own stdout: export workers may write straight to its descriptor.
-        return export_telemetry(
-            database,
-            out,
-            fmt,
-            filters,
-            allow_empty_db=allow_empty_db,
-            progress=progress,
-            write_to_descriptor=out is sys.stdout,
-        )
-    except BrokenPipeError:
-        # `… | head`: stop quietly; point stdout at /dev/null so the exit flush cannot fail.
-        _silence_stdout()
-        show_broken_pipe()
-        raise typer.Exit(EXIT_FOUND_PROBLEMS) from None
-
-
-def _silence_stdout() -> None:
-    try:
-        descriptor = console.stdout().fileno()
+        descriptor = out.fileno()
     except (AttributeError, OSError, ValueError):
+        buffer = getattr(out, "buffer", None)
+        yield buffer if buffer is not None else _TextSink(out)  # type: ignore[misc]
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, descriptor)
-    os.close(devnull)
+    stream = open(descriptor, "wb", closefd=False)  # noqa: SIM115 (closed below)
+    try:
+        yield stream
+    finally:
+        with suppress(BrokenPipeError):
+            stream.close()
+
+
+class _TextSink(io.RawIOBase):
+    """Bytes in, text out: UTF-8 decoded incrementally (a character may span two writes)."""
+
+    def __init__(self, text: TextIO) -> None:
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._text.write(self._decoder.decode(chunk))
+        return len(chunk)
 
 
 def import_command(
@@ -186,7 +187,9 @@ def import_command(
     ],
     fmt: Annotated[
         ImportFormat,
-        typer.Option("--format", "-f", help="auto (by content, per file), log, ndjson or csv."),
+        typer.Option(
+            "--format", "-f", help="auto (by content, per file), log, ndjson, csv or parquet."
+        ),
     ] = ImportFormat.AUTO,
     include_contaminated: Annotated[
         bool,

@@ -329,6 +329,13 @@ def _driver_error_kind(exc: BaseException) -> str | None:
         return "operational"
     if isinstance(exc, sqlite3.DatabaseError):
         return "database"
+    if "adbc_driver_manager" in sys.modules:  # Arrow's drivers (telemetry export)
+        import adbc_driver_manager
+
+        if isinstance(exc, adbc_driver_manager.OperationalError):
+            return "operational"
+        if isinstance(exc, adbc_driver_manager.DatabaseError):
+            return "database"
     if "sqlalchemy" in sys.modules:  # an SQLAlchemy error can only exist once it is loaded
         from sqlalchemy.exc import DBAPIError, OperationalError
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from autopack.db.buckets import deliverable_bucket
 from autopack.db.engine import Database
 from autopack.db.meta import read_stamp_in
 from autopack.db.names import ALL_TABLES, PhaseState, RunState
 from autopack.db.schema import SchemaState, read_schema, require_autopack_schema
 from autopack.db.transaction import Rows, Transaction, read_snapshot
-from autopack.estimator.categories import deliverable_count_bucket
 
 EVENTS_TABLE = "token_estimation_v2_events"
 # success and truncated are NOT NULL booleans (0/1 on SQLite; TRUE/FALSE are understood by
@@ -98,8 +98,7 @@ class TargetPanel(BaseModel):
 
 
 def _bucket(count: int | None) -> str:
-    # A null or negative count (bad data from elsewhere) is shown with the empty phases.
-    return deliverable_count_bucket(max(0, count or 0))
+    return deliverable_bucket(count)
 
 
 def _file_facts(db: Database) -> tuple[int | None, str | None]:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from autopack.db.buckets import DELIVERABLE_BUCKETS as DELIVERABLE_BUCKETS
+from autopack.db.buckets import deliverable_bucket
+
 CATEGORY_ALIASES: Final[dict[str, str]] = {
     "testing": "tests",
     "documentation": "docs",
@@ -54,9 +57,6 @@ _COMPLEXITY_ALIASES: Final[dict[str, str]] = {
     "maintain": "maintenance",
     "maintenance_mode": "maintenance",
 }
-
-DELIVERABLE_BUCKETS: Final[tuple[str, ...]] = ("0", "1", "2-5", "6+")
-"""Every value `deliverable_count_bucket` returns, in ascending order."""
 
 
 def normalize_category(category: str | None) -> str:
@@ -105,17 +105,7 @@ def normalize_complexity(complexity: str | None) -> str:
     return value if value in COMPLEXITY_LEVELS else DEFAULT_COMPLEXITY
 
 
-def deliverable_count_bucket(count: int) -> str:
-    """Bucket a deliverable count for stratified reports: `0`, `1`, `2-5` or `6+`.
-
-    Raises `ValueError` for a negative count, which can only be a caller's bug.
-    """
-    if count < 0:
-        raise ValueError(f"deliverable count cannot be negative: {count}")
-    if count == 0:
-        return "0"
-    if count == 1:
-        return "1"
-    if count <= 5:
-        return "2-5"
-    return "6+"
+def deliverable_count_bucket(count: int | None) -> str:
+    """Bucket a deliverable count for stratified reports: `0`, `1`, `2-5`, `6+`, or `unknown`
+    for a null or negative count (the rule lives in autopack.db.buckets)."""
+    return deliverable_bucket(count)

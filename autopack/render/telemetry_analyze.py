@@ -7,9 +7,7 @@ step when a figure is added.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from rich.table import Table
 
 from autopack.console import stderr_console, warn
 from autopack.db.identity import TargetInfo
-from autopack.errors import ConfigError
+from autopack.output_file import check_output_path, open_output
 from autopack.telemetry.analysis_report import (
     AnalysisReport,
     Filters,
@@ -404,40 +402,16 @@ def _coverage_markdown(coverage: CoverageReport) -> list[str]:
 
 
 def output_path(path: Path, target: TargetInfo | None = None) -> Path:
-    """The absolute `--output` path, refusing (exit 2) a directory, a missing folder, or the
-    database itself — checked before the analysis runs, not after."""
-    destination = path.expanduser().absolute()
-    if destination.is_dir():
-        raise ConfigError(
-            f"--output {destination} is a directory.", hint="name a file, e.g. report.md"
-        )
-    if not destination.parent.is_dir():
-        raise ConfigError(
-            f"the folder of --output {destination} does not exist.",
-            hint=f"create it first (mkdir -p {destination.parent})",
-        )
-    if target is not None and target.path is not None:
-        database = Path(target.path)
-        forbidden = {database, *(Path(f"{database}{s}") for s in ("-wal", "-shm", "-journal"))}
-        if destination.resolve() in forbidden:
-            raise ConfigError(
-                f"--output {destination} is the database being analysed.",
-                hint="write the report to another file, e.g. report.md",
-            )
-    return destination
+    """The `--output` destination (symlinks followed), refusing (exit 2) a directory, a missing
+    folder, or the database itself — checked before the analysis runs, not after."""
+    database = Path(target.path) if target is not None and target.path is not None else None
+    return check_output_path(path, database=database, what="analysed")
 
 
 def write_markdown(report: AnalysisReport, path: Path, target: TargetInfo | None = None) -> Path:
-    """Write the Markdown report to `path` atomically (replacing it); returns the absolute path."""
-    destination = output_path(path, target)
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temporary.write_text(to_markdown(report, target), encoding="utf-8")
-        os.replace(temporary, destination)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise ConfigError(
-            f"cannot write --output {destination}: {exc.strerror or exc}.",
-            hint="check the folder's permissions and free space",
-        ) from exc
-    return destination
+    """Write the Markdown report to `path` (atomically for a regular file, straight into a
+    FIFO or device: autopack.output_file); returns the path written."""
+    output_path(path, target)
+    with open_output(path) as file:
+        file.stream.write(to_markdown(report, target).encode("utf-8"))
+    return file.path

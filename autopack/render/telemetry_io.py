@@ -68,6 +68,12 @@ def show_export_result(result: ExportResult) -> None:
     stderr_console().print(
         f"exported {result.rows:,} {noun} ({result.format}) to {escape(where)}", soft_wrap=True
     )
+    if result.replaced_invalid_text:
+        stderr_console().print(
+            f"warning: {result.replaced_invalid_text:,} text cells held bytes that are not "
+            "UTF-8; they were written with U+FFFD in their place",
+            soft_wrap=True,
+        )
 
 
 def show_broken_pipe() -> None:

@@ -6,6 +6,7 @@ Plain Python (no CLI or terminal code). Each function reads one open `Database`:
 
     report = telemetry.analyze_telemetry(database, telemetry.AnalyzeOptions())
     zero = telemetry.explain_zero_yield(database.engine)
+    exported = telemetry.export_to(database, Path("t.parquet"), telemetry.ExportFormat.PARQUET)
     imported = telemetry.import_files(database, [Path("builder.log")], telemetry.ImportOptions())
     report.model_dump(mode="json")           # the `--json` document of docs/json.md
 
@@ -22,8 +23,10 @@ from autopack.lazy import lazy_exports
 if TYPE_CHECKING:
     from autopack.telemetry.analysis_report import AnalysisReport
     from autopack.telemetry.analyze import AnalyzeOptions, analyze_telemetry
+    from autopack.telemetry.columns import ExportFormat
     from autopack.telemetry.coverage import CoverageReport, assess_coverage
     from autopack.telemetry.explain import ExplainReport, explain_zero_yield
+    from autopack.telemetry.export import ExportResult, export_to
     from autopack.telemetry.importer import ImportFormat, ImportOptions, ImportReport, import_files
     from autopack.telemetry.recorder import (
         BuilderCall,
@@ -46,7 +49,15 @@ __getattr__ = lazy_exports(
         ),
         "autopack.telemetry.explain": (
             "explain_zero_yield",
+            "export_to",
             "ExplainReport",
+            "ExportFormat",
+            "ExportResult",
+        ),
+        "autopack.telemetry.columns": ("ExportFormat",),
+        "autopack.telemetry.export": (
+            "export_to",
+            "ExportResult",
         ),
         "autopack.telemetry.importer": (
             "import_files",
@@ -74,6 +85,8 @@ __all__ = [
     "CoverageReport",
     "DrainFacts",
     "ExplainReport",
+    "ExportFormat",
+    "ExportResult",
     "ImportFormat",
     "ImportOptions",
     "ImportReport",
@@ -81,6 +94,7 @@ __all__ = [
     "analyze_telemetry",
     "assess_coverage",
     "explain_zero_yield",
+    "export_to",
     "import_files",
     "record_builder_call",
     "telemetry_tables_present",

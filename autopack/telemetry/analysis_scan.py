@@ -30,9 +30,9 @@ from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
+from autopack.db.buckets import deliverable_bucket
 from autopack.db.engine import Database
 from autopack.db.transaction import engine_snapshot
-from autopack.estimator import deliverable_count_bucket
 from autopack.telemetry.analysis_options import AnalyzeOptions
 from autopack.telemetry.analysis_plan import EVENTS, Plan, build_plan, read_table_facts
 from autopack.telemetry.analysis_quantiles import (
@@ -50,6 +50,9 @@ SAMPLE_SIZE: Final = 40_000
 ID_CHUNK: Final = 500
 DELIVERABLE_CLIP: Final = 6
 """Deliverable counts are grouped as 0..6 (6 meaning 6 or more) before bucketing."""
+UNKNOWN_DELIVERABLES: Final = DELIVERABLE_CLIP + 1
+"""The slot of a null or negative count: the `unknown` bucket (autopack.db.buckets)."""
+DELIVERABLE_SLOTS: Final = DELIVERABLE_CLIP + 2
 
 _T = TypeVar("_T")
 
@@ -82,7 +85,8 @@ def _base(plan: Plan) -> sa.Subquery:
     the truncation flag (computed once here; level 2 uses it four times)."""
     events = EVENTS
     clipped = sa.case(
-        (events.c.deliverable_count <= 0, 0),
+        (events.c.deliverable_count.is_(None), UNKNOWN_DELIVERABLES),
+        (events.c.deliverable_count < 0, UNKNOWN_DELIVERABLES),
         (events.c.deliverable_count >= DELIVERABLE_CLIP, DELIVERABLE_CLIP),
         else_=events.c.deliverable_count,
     )
@@ -91,7 +95,7 @@ def _base(plan: Plan) -> sa.Subquery:
             plan.categories.expression(events.c.category) * plan.complexities.size
             + plan.complexities.expression(events.c.complexity)
         )
-        * (DELIVERABLE_CLIP + 1)
+        * DELIVERABLE_SLOTS
         + clipped
     ) * 8 + sa.cast(events.c.success, sa.Integer) * 4  # success is NOT NULL
     ceiling: sa.ColumnElement[Any] = (
@@ -219,19 +223,21 @@ class CellKey:
     category: str
     complexity: str
     deliverables: int
-    """Clipped to 0..DELIVERABLE_CLIP."""
+    """Clipped to 0..DELIVERABLE_CLIP, or UNKNOWN_DELIVERABLES for a null or negative count."""
     success: bool
     truncated: bool
     underestimated: bool
 
     @property
     def bucket(self) -> str:
-        return deliverable_count_bucket(self.deliverables)
+        if self.deliverables == UNKNOWN_DELIVERABLES:
+            return deliverable_bucket(None)
+        return deliverable_bucket(self.deliverables)
 
 
 def _decode(plan: Plan, key: int) -> CellKey:
     flags, rest = key % 8, key // 8
-    deliverables, rest = rest % (DELIVERABLE_CLIP + 1), rest // (DELIVERABLE_CLIP + 1)
+    deliverables, rest = rest % DELIVERABLE_SLOTS, rest // DELIVERABLE_SLOTS
     complexity, category = rest % plan.complexities.size, rest // plan.complexities.size
     return CellKey(
         category=plan.categories.labels[category],

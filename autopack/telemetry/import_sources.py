@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from autopack.estimator import normalize_complexity
-from autopack.telemetry.exchange import (
-    BOOLEAN_COLUMNS,
-    CSV_COLUMNS,
+from autopack.telemetry.columns import (
+    COLUMNS_BY_NAME,
     EVENT_COLUMNS,
-    FLOAT_COLUMNS,
-    INTEGER_COLUMNS,
+    Kind,
     parse_bool,
     parse_timestamp,
 )
@@ -77,6 +75,11 @@ class SourceFormat(StrEnum):
     LOG = "log"
     NDJSON = "ndjson"
     CSV = "csv"
+    PARQUET = "parquet"
+
+
+PARQUET_MAGIC: Final = b"PAR1"
+PARQUET_BATCH_ROWS: Final = 4096
 
 
 class SkipReason(StrEnum):
@@ -131,7 +134,11 @@ class SourceError(Exception):
 
 
 def detect_format(path: Path) -> SourceFormat:
-    """By content: a JSON object first → NDJSON; our CSV header → CSV; anything else → log."""
+    """By content: Parquet's magic bytes → Parquet; a JSON object first → NDJSON; our CSV
+    header → CSV; anything else → log."""
+    with path.open("rb") as raw:
+        if raw.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC:
+            return SourceFormat.PARQUET
     with path.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
             text = line.strip()
@@ -139,7 +146,10 @@ def detect_format(path: Path) -> SourceFormat:
                 continue
             if text.startswith("{"):
                 return SourceFormat.NDJSON
-            header = next(csv.reader([text]), [])
+            try:
+                header = next(csv.reader([text]), [])
+            except csv.Error:  # e.g. a cell over the csv module's 128 KiB limit: no header
+                return SourceFormat.LOG
             if "predicted_output_tokens" in header and "run_id" in header:
                 return SourceFormat.CSV
             return SourceFormat.LOG
@@ -159,6 +169,29 @@ def read_records(
     if fmt is SourceFormat.NDJSON:
         return _ndjson_records(lines, source_file)
     return _csv_records(lines, source_file)
+
+
+def parquet_records(path: Path, source_file: str) -> Iterator[Record]:
+    """The records of our Parquet export, batch by batch; line numbers are row numbers (from
+    1). SourceError when the file is not a Parquet file of our export."""
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    try:
+        parquet = pyarrow.parquet.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"not a readable Parquet file ({exc})") from None
+    missing = [name for name in OWN_REQUIRED if name not in parquet.schema_arrow.names]
+    if missing:
+        raise SourceError(f"not an autopack telemetry Parquet export (no {', '.join(missing)})")
+    number = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                number += 1
+                yield _record(row, number, source_file)
+    except pa.ArrowException as exc:
+        raise SourceError(f"the Parquet file is damaged after row {number} ({exc})") from None
 
 
 def file_mtime(path: Path) -> datetime:
@@ -188,7 +221,10 @@ def _log_records(
             yield Skipped(number, SkipReason.CONTAMINATED)
             continue
         key = _log_key(parsed, repeats)
-        yield _log_sample(parsed, number, key, source_file, settings, mtime)
+        try:
+            yield _log_sample(parsed, number, key, source_file, settings, mtime)
+        except OverflowError:  # a timestamp near year 1 or 9999 moved by --log-utc-offset
+            yield Problem(number, "timestamp out of range in UTC")
 
 
 def _log_key(sample: LogSample, repeats: dict[str, int]) -> str:
@@ -273,6 +309,9 @@ def _ndjson_records(lines: Iterable[str], source_file: str) -> Iterator[Record]:
         except json.JSONDecodeError as exc:
             yield Problem(number, f"not JSON ({exc.msg})")
             continue
+        except RecursionError:
+            yield Problem(number, "JSON nested too deeply")
+            continue
         if not isinstance(data, dict):
             yield Problem(number, "not a JSON object")
             continue
@@ -300,8 +339,8 @@ def _record(data: Mapping[str, Any], number: int, source_file: str) -> Record:
         if "deliverables_json" in data:
             return _own_record(data, number, source_file)
         return _original_record(data, number, source_file)
-    except (ValueError, TypeError) as exc:
-        return Problem(number, str(exc))
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return Problem(number, str(exc) or type(exc).__name__)
 
 
 def _own_record(data: Mapping[str, Any], number: int, source_file: str) -> ImportSample:
@@ -432,38 +471,40 @@ def _text(data: Mapping[str, Any], key: str) -> str | None:
     return text if text.strip() else None
 
 
-_INTEGERS: Final = frozenset(INTEGER_COLUMNS)
-_FLOATS: Final = frozenset(FLOAT_COLUMNS)
-_BOOLEANS: Final = frozenset(BOOLEAN_COLUMNS)
-_TIMESTAMPS: Final = frozenset(("timestamp", "created_at"))
-_KNOWN: Final = frozenset(CSV_COLUMNS)
+INTEGER_LIMIT: Final = 2**63
+"""Integers are stored as 64-bit signed: a value at or past this does not fit."""
 
 
 def _typed(name: str, value: Any) -> Any:
-    """A cell or JSON value as the column's type; ValueError names the column when it is not."""
+    """A cell or JSON value as the column's type (autopack.telemetry.columns); ValueError names
+    the column when it is not one."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
+    kind = COLUMNS_BY_NAME[name].kind
     try:
-        if name in _TIMESTAMPS:
+        if kind is Kind.TIMESTAMP:
+            if isinstance(value, datetime):  # from Parquet: naive UTC
+                return value if value.tzinfo is None else parse_timestamp(value.isoformat())
             if not isinstance(value, str):
                 raise ValueError("not a timestamp")
             return parse_timestamp(value)
-        if name in _BOOLEANS:
+        if kind is Kind.BOOLEAN:
             return parse_bool(value)
-        if name in _INTEGERS:
+        if kind is Kind.INTEGER:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("not a whole number")
             number = int(value)
             if number < 0:
                 raise ValueError("negative")
+            if number >= INTEGER_LIMIT:
+                raise ValueError("too large for a 64-bit integer")
             return number
-        if name in _FLOATS:
+        if kind is Kind.FLOAT:
             if isinstance(value, bool):
                 raise ValueError("not a number")
             return float(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"{name}={_show(value)}: {exc}") from None
-    assert name in _KNOWN, name
     return str(value)
 
 

@@ -1,9 +1,11 @@
 """`telemetry import`: bring historical samples into a DB, idempotently, never breaking a key.
 
 Sources (autopack.telemetry.import_sources): the original's `[TokenEstimationV2]` log lines,
-the original's NDJSON export, and our own export (CSV or NDJSON). Each file is imported in one
-transaction, so a file is either imported or not; a bad line is counted and reported, never
-fatal. Works on a freshly initialised, empty DB: importing is how a DB gets its history.
+the original's NDJSON export, and our own export (CSV, NDJSON or Parquet). Each file is parsed
+and validated first, then written in one short transaction, so a file is either imported or not
+and the write lock is held only while its rows are inserted; a bad line is counted and
+reported, never fatal. Works on a freshly initialised, empty DB: importing is how a DB gets its
+history.
 
 Where a sample goes (token_estimation_v2_events has a foreign key to phases(run_id, phase_id)):
 
@@ -54,7 +56,7 @@ from autopack.db.models import (
     utc_now,
 )
 from autopack.errors import ConfigError, GuardError, SchemaError
-from autopack.telemetry.exchange import ProgressCallback, TelemetryTables, inspect_telemetry_tables
+from autopack.telemetry.columns import ProgressCallback, TelemetryTables, inspect_telemetry_tables
 from autopack.telemetry.import_sources import (
     ImportSample,
     Problem,
@@ -64,6 +66,7 @@ from autopack.telemetry.import_sources import (
     SourceSettings,
     detect_format,
     file_mtime,
+    parquet_records,
     read_records,
 )
 
@@ -73,6 +76,8 @@ MAX_PROBLEMS_KEPT = 100
 """Per file; every unparseable line is counted, the first ones are listed with their number."""
 PROGRESS_EVERY_LINES = 20_000
 _PHASE_CACHE_LIMIT = 50_000
+_LOOKUP_CHUNK = 400
+"""(run, phase) pairs per lookup query: 800 bound values, under SQLite's old limit of 999."""
 
 
 _EVENTS = table_of(TokenEstimationV2Event)
@@ -87,6 +92,7 @@ class ImportFormat(StrEnum):
     LOG = "log"
     NDJSON = "ndjson"
     CSV = "csv"
+    PARQUET = "parquet"
 
 
 @dataclass(frozen=True)
@@ -242,50 +248,68 @@ class _Context:
 
 
 def _import_each(db: Database, files: Sequence[Path], context: _Context) -> list[FileReport]:
-    """One transaction per file, committed; or, for a dry run, one for all, rolled back (so a
-    dry run of several files sees what the earlier ones would have added)."""
+    """Each file is read, parsed and validated first, outside any transaction; then its rows
+    are written in one short transaction (committed; rolled back for a dry run), so a writer
+    such as a drain waits for the lock only while rows are inserted, not while a file is
+    parsed. A dry run writes every file in one transaction, rolled back, so it sees what the
+    earlier files would have added."""
     reports: list[FileReport] = []
     with translated_errors(db), db.engine.connect() as connection:
         if context.options.dry_run:
             with connection.begin() as transaction:
                 for path in files:
-                    reports.append(_import_file(connection, path, context))
+                    report, samples = _read_file(path, context)
+                    _write_samples(connection, path, report, samples, context)
+                    reports.append(report)
                 transaction.rollback()
             return reports
         for path in files:
-            with connection.begin() as transaction:
-                report = _import_file(connection, path, context)
-                if report.error is not None:
-                    transaction.rollback()
+            report, samples = _read_file(path, context)
+            if report.error is None and samples:
+                with connection.begin():
+                    _write_samples(connection, path, report, samples, context)
             reports.append(report)
     return reports
 
 
-def _import_file(connection: sa.Connection, path: Path, context: _Context) -> FileReport:
-    """Read one file into the open transaction; a file that cannot be read reports an error."""
+def _read_file(path: Path, context: _Context) -> tuple[FileReport, list[ImportSample]]:
+    """Parse one file: its report so far (records, skipped, unparseable lines) and the samples
+    to write; a file that cannot be read reports an error and yields no samples."""
     options = context.options
     try:
         fmt = _format_of(path, options.format)
     except OSError as exc:
-        return FileReport(path=str(path), error=f"cannot read it: {exc.strerror or exc}")
+        return FileReport(path=str(path), error=f"cannot read it: {exc.strerror or exc}"), []
     report = FileReport(path=str(path), format=fmt.value)
     settings = SourceSettings(options.include_contaminated, options.log_utc_offset)
     try:
+        if fmt is SourceFormat.PARQUET:
+            return report, _collected(parquet_records(path, str(path)), report)
         # Lines end at "\n" only, so line numbers are what grep -n and editors show (a log may
         # hold bare "\r" from progress output); the csv module wants newline="".
         newline = "" if fmt is SourceFormat.CSV else "\n"
         with path.open(encoding="utf-8", errors="replace", newline=newline) as handle:
-            writer = _Writer(connection, path, report, context.tables, context.columns)
             lines = context.meter.lines(handle)
             records = read_records(lines, fmt, str(path), settings, file_mtime(path))
-            _consume(records, writer, report)
+            return report, _collected(records, report)
     except SourceError as exc:
-        return FileReport(path=str(path), format=fmt.value, error=str(exc))
+        return FileReport(path=str(path), format=fmt.value, error=str(exc)), []
     except (OSError, csv.Error) as exc:
-        return FileReport(path=str(path), format=fmt.value, error=f"cannot read it: {exc}")
+        return FileReport(path=str(path), format=fmt.value, error=f"cannot read it: {exc}"), []
     finally:
         context.meter.finish_file(path)
-    return report
+
+
+def _write_samples(
+    connection: sa.Connection,
+    path: Path,
+    report: FileReport,
+    samples: Sequence[ImportSample],
+    context: _Context,
+) -> None:
+    writer = _Writer(connection, path, report, context.tables, context.columns)
+    for start in range(0, len(samples), BATCH_SAMPLES):
+        writer.write(samples[start : start + BATCH_SAMPLES])
 
 
 def _format_of(path: Path, requested: ImportFormat) -> SourceFormat:
@@ -294,10 +318,11 @@ def _format_of(path: Path, requested: ImportFormat) -> SourceFormat:
     return SourceFormat(requested.value)
 
 
-def _consume(
-    records: Iterable[ImportSample | Skipped | Problem], writer: _Writer, report: FileReport
-) -> None:
-    batch: list[ImportSample] = []
+def _collected(
+    records: Iterable[ImportSample | Skipped | Problem], report: FileReport
+) -> list[ImportSample]:
+    """The samples to write; skipped records and unparseable lines are counted in `report`."""
+    samples: list[ImportSample] = []
     for record in records:
         if isinstance(record, Problem):
             report.unparseable += 1
@@ -308,12 +333,8 @@ def _consume(
         if isinstance(record, Skipped):
             report.skipped[record.reason.value] = report.skipped.get(record.reason.value, 0) + 1
             continue
-        batch.append(record)
-        if len(batch) >= BATCH_SAMPLES:
-            writer.write(batch)
-            batch = []
-    if batch:
-        writer.write(batch)
+        samples.append(record)
+    return samples
 
 
 class _Writer:
@@ -341,6 +362,7 @@ class _Writer:
         )
         rows: list[dict[str, Any]] = []
         placed: list[tuple[ImportSample, bool]] = []
+        self._placement.prefetch(batch)
         for sample in batch:
             if sample.sample_key in known:
                 self._report.already_present += 1
@@ -353,6 +375,7 @@ class _Writer:
             row = {"run_id": run_id, "phase_id": phase_id, **sample.event}
             rows.append({k: v for k, v in row.items() if k in self._event_columns})
             placed.append((sample, existing))
+        self._placement.flush()
         if not rows:
             return
         inserted = self._connection.execute(
@@ -424,6 +447,9 @@ class _Placement:
             ).scalar_one()
         )
         self._phases: dict[tuple[str, str], int | None] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._phase_template: dict[str, Any] | None = None
+        """Phases to insert (together, at flush) before the batch's rows."""
         self._runs: dict[str, _RunKind | None] = {}
         self._tiers: dict[str, int] = {}
         self._next_index: dict[str, int] = {}
@@ -458,6 +484,42 @@ class _Placement:
             return run_id, phase_id, key <= self._last_phase_before
         self._create_phase(run_id, phase_id, sample)
         return run_id, phase_id, False
+
+    def prefetch(self, batch: Sequence[ImportSample]) -> None:
+        """Look up, in one query, every phase the batch's samples may go to (not one query per
+        sample: the import holds the write lock meanwhile)."""
+        wanted: set[tuple[str, str]] = set()
+        for sample in batch:
+            if sample.run_id and sample.phase_id:
+                wanted.add((sample.run_id, sample.phase_id))
+                wanted.add((self._file_run, f"{sample.run_id}/{sample.phase_id}"))
+            else:
+                wanted.add((self._file_run, f"line-{sample.line}"))
+        missing = sorted(name for name in wanted if name not in self._phases)
+        if not missing:
+            return
+        if len(self._phases) + len(missing) > _PHASE_CACHE_LIMIT:
+            self._phases.clear()
+        found: dict[tuple[str, str], int] = {}
+        for start in range(0, len(missing), _LOOKUP_CHUNK):
+            chunk = missing[start : start + _LOOKUP_CHUNK]
+            pairs = sa.tuple_(_PHASES.c.run_id, _PHASES.c.phase_id)
+            query = sa.select(_PHASES.c.run_id, _PHASES.c.phase_id, _PHASES.c.id).where(
+                pairs.in_(chunk)
+            )
+            for run_id, phase_id, key in self._connection.execute(query):
+                found[(run_id, phase_id)] = int(key)
+        for name in missing:
+            self._phases[name] = found.get(name)
+
+    def flush(self) -> None:
+        """Insert the phases placed since the last flush, in one statement."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in self._pending:  # one executemany per set of columns given
+            shapes.setdefault(tuple(row), []).append(row)
+        for rows in shapes.values():
+            self._connection.execute(sa.insert(_PHASES), rows)
+        self._pending = []
 
     def _phase_key(self, run_id: str, phase_id: str) -> int | None:
         """The phase's primary key, or None if the DB has no such phase."""
@@ -517,7 +579,24 @@ class _Placement:
 
     def _create_phase(self, run_id: str, phase_id: str, sample: ImportSample) -> None:
         now = utc_now()
-        phase = Phase(
+        if self._phase_template is None:
+            # The model's defaults, once: building a SQLModel object per phase costs more
+            # than the insert (and the import holds the write lock meanwhile).
+            template = Phase(
+                phase_id="",
+                run_id="",
+                tier_id=0,
+                phase_index=0,
+                name="",
+                description="",
+                state=PhaseState.SKIPPED.value,
+                created_at=now,
+                updated_at=now,
+            ).model_dump(exclude={"id"})
+            present = self._columns[_PHASES.name]
+            self._phase_template = {k: v for k, v in template.items() if k in present}
+        row = dict(self._phase_template)
+        row.update(
             phase_id=phase_id,
             run_id=run_id,
             tier_id=self._tier_of(run_id),
@@ -527,15 +606,15 @@ class _Placement:
                 f"{PLACEHOLDER_MARK}: stands in for a phase this DB does not have; made by "
                 f"`autopack telemetry import` from {self._path} line {sample.line}"
             ),
-            state=PhaseState.SKIPPED.value,
             task_category=sample.event["category"],
             complexity=sample.event["complexity"],
             created_at=now,
             updated_at=now,
         )
-        self._phases[(run_id, phase_id)] = self._insert(
-            _PHASES, phase.model_dump(exclude={"id"}), "id"
-        )
+        # None is left to the column's NULL (a JSON column would store the text "null").
+        self._pending.append({k: v for k, v in row.items() if v is not None})
+        # Its key is not needed, only that it is newer than every phase before this import.
+        self._phases[(run_id, phase_id)] = self._last_phase_before + 1
         self._report.placeholder_phases += 1
 
     def _tier_of(self, run_id: str) -> int:

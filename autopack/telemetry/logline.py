@@ -138,7 +138,10 @@ def _timestamp(prefix: str) -> tuple[str | None, datetime | None, bool]:
         raise LogLineError(f"bad timestamp {text!r}") from exc
     if parsed.tzinfo is None:
         return text, parsed, False
-    return text, parsed.astimezone(UTC).replace(tzinfo=None), True
+    try:
+        return text, parsed.astimezone(UTC).replace(tzinfo=None), True
+    except OverflowError:
+        raise LogLineError(f"timestamp {text!r} is out of range in UTC") from None
 
 
 def _required_int(fields: dict[str, str], key: str) -> int:
@@ -154,7 +157,10 @@ def _optional_int(fields: dict[str, str], key: str) -> int | None:
         return None
     if not _INT.match(raw):
         raise LogLineError(f"{key}={_short(raw)!r} is not a whole number")
-    return int(raw)
+    value = int(raw)
+    if not -(2**63) <= value < 2**63:
+        raise LogLineError(f"{key}={_short(raw)!r} is too large for a 64-bit integer")
+    return value
 
 
 def _optional_float(fields: dict[str, str], key: str) -> float | None:
