@@ -552,8 +552,8 @@ def test_resume_refuses_a_session_whose_process_is_alive(
 ) -> None:
     add_run(backlog.engine, "run-a", 1)
     # A batch session started by this (living) process, as another terminal would see it.
-    start_session(backlog.engine, kind="batch", options={}, telemetry_enabled=True)
-    code, _, stderr = drain("--resume")
+    live = start_session(backlog.engine, kind="batch", options={}, telemetry_enabled=True)
+    code, _, stderr = drain("--resume", "--session", live[:7])  # any unique prefix names it
     assert code == 2
     assert "still running" in stderr
     assert states(backlog.engine) == {"run-a-p0": "QUEUED"}

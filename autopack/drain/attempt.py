@@ -30,6 +30,8 @@ class PhaseOptions:
     temperature: float | None = None
     phase_timeout_s: float | None = None
     """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
+    commit: bool = True
+    """In a git workspace: commit each completed phase's files (`--no-commit` turns it off)."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or
     changed by another worker since it was selected. `drain phase` records the refusal."""
@@ -42,7 +44,8 @@ class PhaseOutcome:
     run_id: str
     phase_id: str
     outcome: str
-    """complete | failed | timeout | refused | abandoned (cancelled by the controller)"""
+    """complete | failed | timeout | refused | provider_unavailable (an outage: the phase was
+    given back unchanged) | abandoned (cancelled by the controller)"""
     final_state: str | None
     failure_kind: str | None = None
     failure_reason: str | None = None
@@ -59,6 +62,11 @@ class PhaseOutcome:
     duration_s: float = 0.0
     llm_seconds: float = 0.0
     files_written: list[str] = field(default_factory=list)
+    written_files: dict[str, str] = field(default_factory=dict)
+    """Workspace-relative path → sha256 of what autopack wrote (the dirty check's memory)."""
+    event_ids: list[int] = field(default_factory=list)
+    """The telemetry rows this attempt wrote (linked to its result when it is recorded)."""
+    commit: str | None = None
     estimated_tokens: int | None = None
     result_id: int | None = None
     started_at: datetime | None = None
@@ -71,6 +79,7 @@ class PhaseOutcome:
         return {
             **self.result_values(),
             "result_id": self.result_id,
+            "commit": self.commit,
             "files_written": self.files_written,
             "estimated_tokens": self.estimated_tokens,
             "telemetry_per_minute": telemetry_per_minute(self.telemetry_events, self.duration_s),
@@ -94,6 +103,7 @@ class PhaseOutcome:
             "zero_yield_reason": self.zero_yield_reason,
             "facts": self.facts.to_json(),
             "transcript_dir": self.transcript_dir,
+            "written_files": self.written_files or None,
             "duration_s": round(self.duration_s, 4),
             "llm_seconds": round(self.llm_seconds, 4),
             "started_at": self.started_at or utc_now(),

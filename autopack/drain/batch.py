@@ -20,6 +20,7 @@ from autopack.drain.sessions import (
     new_session_id,
     session_alive,
     start_session,
+    take_over_session,
     worker_name,
 )
 from autopack.drain.triage import Limits
@@ -53,6 +54,7 @@ def options_to_json(options: BatchOptions, coefficients_file: Path | None) -> di
             "coefficients_file": str(coefficients_file) if coefficients_file else None,
             "telemetry_enabled": phase.telemetry_enabled,
             "allow_dirty": phase.allow_dirty,
+            "commit": phase.commit,
             "lease_seconds": phase.lease_seconds,
             "pytest_timeout_s": phase.pytest_timeout_s,
             "phase_timeout_s": phase.phase_timeout_s,
@@ -84,6 +86,7 @@ def options_from_json(
             telemetry_enabled=phase["telemetry_enabled"],
             telemetry_tables_present=telemetry_tables_present,
             allow_dirty=phase["allow_dirty"],
+            commit=phase.get("commit", True),
             lease_seconds=phase["lease_seconds"],
             pytest_timeout_s=phase["pytest_timeout_s"],
             phase_timeout_s=phase["phase_timeout_s"],
@@ -164,9 +167,12 @@ def resume_batch(
             f"session {row.id} is completed; there is nothing to resume.",
             hint="start a new drain",
         )
+    if session_id is None:
+        log(f"resuming session {row.id} (the newest unfinished one with work to take over)")
     options = options_from_json(
         row.options, telemetry_tables_present=telemetry_tables_present, workers=workers
     )
+    take_over_session(engine, row, worker_name())
     for run_id, phase_id, previous in reclaim_session(engine, row.id):
         log(f"reclaimed {run_id} / {phase_id} from the interrupted session: back to {previous}")
     state = replay_state(engine, row.id, options.limits, row.state)

@@ -13,8 +13,9 @@ the phase and until when, so a dead worker's phase can be recovered once its lea
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -54,6 +55,13 @@ class Claim:
     session_id: str | None
     requeued: bool
     previous_state: str = PhaseState.QUEUED.value
+    previous_values: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The columns the claim changed, as they were: a phase given back untouched gets them
+    back (an outage leaves the original tables as they were)."""
+
+
+# The phase columns a claim writes besides its state.
+CLAIM_TOUCHED = ("started_at", "updated_at", "last_attempt_timestamp")
 
 
 def phase_state(connection: sa.Connection, run_id: str, phase_id: str) -> str | None:
@@ -92,7 +100,12 @@ def claim_phase(
                     hint="try again in a moment",
                     retryable=True,
                 )
-        previous = phase_state(connection, run_id, phase_id)
+        before = connection.execute(
+            sa.select(PHASES.c.state, *(PHASES.c[name] for name in CLAIM_TOUCHED)).where(
+                PHASES.c.run_id == run_id, PHASES.c.phase_id == phase_id
+            )
+        ).first()
+        previous = before.state if before is not None else None
         requeued = False
         if requeue_failed and previous == PhaseState.FAILED.value:
             connection.execute(
@@ -146,7 +159,16 @@ def claim_phase(
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
             )
         )
-    return Claim(run_id, phase_id, worker, session_id, requeued, previous or "QUEUED")
+    assert before is not None  # the claim above found the phase
+    return Claim(
+        run_id,
+        phase_id,
+        worker,
+        session_id,
+        requeued,
+        previous or "QUEUED",
+        {name: before._mapping[name] for name in CLAIM_TOUCHED},
+    )
 
 
 def _is_independent(connection: sa.Connection, run_id: str, phase_id: str) -> bool:
@@ -264,7 +286,10 @@ def unclaim(engine: Engine, claim: Claim) -> None:
                     PHASES.c.phase_id == claim.phase_id,
                     PHASES.c.state == PhaseState.EXECUTING.value,
                 )
-                .values(state=claim.previous_state, updated_at=utc_now())
+                .values(
+                    state=claim.previous_state,
+                    **(claim.previous_values or {"updated_at": utc_now()}),
+                )
             )
 
 

@@ -27,14 +27,14 @@ from autopack.drain.claims import (
     ClaimRefused,
     PhaseNotFound,
     extend_leases,
-    release_phase,
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
+from autopack.drain.finish import finish_attempt
 from autopack.drain.phase import attempt_phase
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Candidate, Filters, Verdict, select_next
-from autopack.drain.sessions import record_result, save_session, session_entries
+from autopack.drain.sessions import save_session, session_entries
 from autopack.drain.triage import AttemptSummary, Limits, TriageState
 from autopack.llm.base import LlmClient
 from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
@@ -197,6 +197,14 @@ class BatchController:
             requeue=candidate.state == PhaseState.FAILED.value,
             raise_claim_refusals=True,
         )
+        delivered = False
+
+        def deliver(outcome: PhaseOutcome) -> None:
+            # Called as the result is numbered: the main thread folds in the recorded order.
+            nonlocal delivered
+            delivered = True
+            self._results.put((flight, outcome, None))
+
         try:
             assert self.client is not None  # only dry runs go without a client
             outcome = attempt_phase(
@@ -208,12 +216,13 @@ class BatchController:
                 session_id=self.session_id,
                 worker=flight.worker,
                 cancelled=flight.cancel,
-                record=False,
+                on_recorded=deliver,
             )
         except BaseException as exc:  # handed to the main thread, which decides
             self._results.put((flight, None, exc))
         else:
-            self._results.put((flight, outcome, None))
+            if not delivered:
+                self._results.put((flight, outcome, None))
 
     def _collect(self, timeout: float) -> None:
         try:
@@ -240,21 +249,14 @@ class BatchController:
                     flight, waited, flight.candidate.state, self._timeout_reason(waited)
                 )
             return
-        # Results are recorded here, by the thread that folds them, in the order it folds them:
-        # a resumed session replays exactly the state this one had.
-        outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
+        # The attempt recorded its result (with its state change, in one transaction) and
+        # handed it over in the order results are numbered: a resumed session replays exactly
+        # the state this one had.
         self._fold(outcome.entry())
 
     def _fold(self, entry: dict[str, Any]) -> None:
         events = self.state.apply(
-            AttemptSummary(
-                run_id=entry["run_id"],
-                phase_id=entry["phase_id"],
-                outcome=entry["outcome"],
-                telemetry_events=entry["telemetry_events"],
-                fingerprint=entry["fingerprint"],
-                tokens=(entry.get("input_tokens") or 0) + (entry.get("output_tokens") or 0),
-            ),
+            AttemptSummary.from_entry(entry),
             self.options.limits,
         )
         self.on_result(entry)
@@ -304,31 +306,29 @@ class BatchController:
                 flight.abandoning = True
 
     def _release_abandoned(self, flight: _Flight, waited_s: float) -> bool:
-        """Take the overdue phase from its attempt: FAILED, recorded as a timeout. False if the
-        attempt does not hold the claim (then nothing is changed or recorded here)."""
+        """Take the overdue phase from its attempt: FAILED, recorded as a timeout, in one
+        transaction. False if the attempt does not hold the claim (then nothing is changed or
+        recorded here)."""
         candidate = flight.candidate
         claim = Claim(candidate.run_id, candidate.phase_id, flight.worker, self.session_id, False)
-        reason = self._timeout_reason(waited_s)
-        released = release_phase(
-            self.engine,
-            claim,
-            final_state=PhaseState.FAILED,
-            failure_reason=reason,
-            builder_attempts=0,
-            tokens_used=0,
+        return self._record_timeout(
+            flight, waited_s, PhaseState.FAILED.value, self._timeout_reason(waited_s), claim
         )
-        if released:
-            self._record_timeout(flight, waited_s, PhaseState.FAILED.value, reason)
-        return released
 
     def _timeout_reason(self, waited_s: float) -> str:
         limit = self.options.phase.phase_timeout_s or 0.0
         return f"[TIMEOUT] abandoned after {waited_s:.0f} s (phase timeout {limit:g} s)"
 
     def _record_timeout(
-        self, flight: _Flight, waited_s: float, final_state: str, reason: str
-    ) -> None:
-        """One timeout attempt, recorded and folded (it counts toward the run's timeouts)."""
+        self,
+        flight: _Flight,
+        waited_s: float,
+        final_state: str,
+        reason: str,
+        claim: Claim | None = None,
+    ) -> bool:
+        """One timeout attempt, recorded and folded (it counts toward the run's timeouts).
+        With `claim`, the phase is released FAILED in the same transaction, if still held."""
         candidate = flight.candidate
         rows = self._rows_written_since(candidate, flight.started_at_utc)
         # What the worker did is unknown; the rows it wrote are not: they decide the reason.
@@ -354,9 +354,11 @@ class BatchController:
         found = zero_yield_reason(facts)
         outcome.zero_yield_reason = found.value if found else None
         outcome.fingerprint = failure_fingerprint(final_state, "timeout", reason)
-        outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
+        if not finish_attempt(self.engine, self.session_id, outcome, claim):
+            return False
         self.log(f"abandoned {candidate.run_id} / {candidate.phase_id}: {reason}")
         self._fold(outcome.entry())
+        return True
 
     def _rows_written_since(self, candidate: Candidate, since: Any) -> int:
         if not self.options.phase.telemetry_tables_present:
@@ -429,14 +431,7 @@ def replay_state(engine: Engine, session_id: str, limits: Limits, cached: Any) -
         state.skipped_phases = dict(cached.get("skipped_phases") or {})
     for entry in session_entries(engine, session_id):
         state.apply(
-            AttemptSummary(
-                run_id=entry["run_id"],
-                phase_id=entry["phase_id"],
-                outcome=entry["outcome"],
-                telemetry_events=entry["telemetry_events"],
-                fingerprint=entry["fingerprint"],
-                tokens=(entry["input_tokens"] or 0) + (entry["output_tokens"] or 0),
-            ),
+            AttemptSummary.from_entry(entry),
             limits,
         )
     if isinstance(cached, dict):

@@ -23,14 +23,16 @@ from autopack.drain.claims import (
     ClaimRefused,
     PhaseNotFound,
     claim_phase,
-    release_phase,
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
-from autopack.drain.sessions import record_result
-from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps
+from autopack.drain.finish import finish_attempt
+from autopack.drain.gitwork import commit_result, is_git_workspace, own_files
+from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps, ProviderUnavailable
 from autopack.errors import AutopackError, GuardError
+from autopack.executor.git import GitError
 from autopack.executor.prompts import PhaseSpec, PhaseSpecError
+from autopack.executor.rollback import restore
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.workspace import dirty_scope_paths
 from autopack.llm.base import LlmClient
@@ -68,18 +70,23 @@ def attempt_phase(
     session_id: str,
     worker: str,
     cancelled: threading.Event | None = None,
-    record: bool = True,
+    on_recorded: Callable[[PhaseOutcome], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> PhaseOutcome:
     """Drain one phase; record and return its outcome.
+
+    The phase's new state, its drain result, its claim release and its telemetry link commit
+    in one transaction (`drain/finish.py`); `on_recorded` sees the outcome right after, in the
+    order results are numbered. In a git workspace the phase's files are then committed (one
+    commit per completed phase) or, when it failed, put back as they were.
 
     Raises PhaseNotFound for a phase that does not exist (there is no attempt to record), and
     ClaimRefused when `options.raise_claim_refusals` (a batch lost a race for the phase).
     If `cancelled` is set while it runs (the controller abandoned it), nothing more is
     written: no files, no result; a claim still held is given back. If the claim was lost
     meanwhile (its lease expired and the phase was recovered), the outcome is "abandoned" and
-    nothing is recorded either. `record=False` leaves recording the result to the caller (the
-    batch controller records every result from one thread, in the order it folds them).
+    nothing is recorded either. A provider outage gives the phase back unchanged and is
+    recorded as `provider_unavailable`.
     """
     started = clock()
     deadline = started + options.phase_timeout_s if options.phase_timeout_s else None
@@ -87,10 +94,12 @@ def attempt_phase(
     outcome.facts.telemetry_enabled = options.telemetry_enabled
     outcome.facts.telemetry_tables_present = options.telemetry_tables_present
     claim: Claim | None = None
+    step: PhaseSteps | None = None
+    in_git = is_git_workspace(options.workspace)
     try:
         spec, row = load_phase_spec(engine, run_id, phase_id)
         outcome.final_state = row.state
-        _preflight(spec, options)
+        _preflight(engine, spec, options, in_git=in_git)
         claim = claim_phase(
             engine,
             run_id,
@@ -118,9 +127,12 @@ def attempt_phase(
         _refused(outcome, "preflight", exc.message, exc.hint)
     except PhaseCancelled:
         outcome.outcome = "abandoned"
-        return outcome
     except GuardError as exc:
         _refused(outcome, "preflight", exc.message, exc.hint)
+    except ProviderUnavailable as exc:
+        outcome.outcome = "provider_unavailable"
+        outcome.final_state = claim.previous_state if claim is not None else outcome.final_state
+        outcome.failure_kind, outcome.failure_reason = "provider", exc.reason
     except PhaseFailed as exc:
         outcome.outcome = "timeout" if exc.kind == "timeout" else "failed"
         outcome.final_state = PhaseState.FAILED.value
@@ -129,34 +141,62 @@ def attempt_phase(
         outcome.outcome, outcome.final_state = "failed", PhaseState.FAILED.value
         message = exc.message if isinstance(exc, AutopackError) else str(exc)
         outcome.failure_kind, outcome.failure_reason = "exception", message
+    except BaseException:
+        # Ctrl-C, or a bug: the phase goes back as it was, and nothing is recorded.
+        if claim is not None:
+            unclaim(engine, claim)
+        outcome.outcome = "abandoned"
+        raise
     finally:
-        lost = False
-        if claim is not None and cancelled is not None and cancelled.is_set():
-            unclaim(engine, claim)  # a no-op when the controller already released it
-            lost = True
-        elif claim is not None:
-            lost = not release_phase(
-                engine,
-                claim,
-                final_state=PhaseState(outcome.final_state or PhaseState.FAILED.value),
-                failure_reason=outcome.failure_reason,
-                builder_attempts=outcome.llm_calls,
-                tokens_used=outcome.input_tokens + outcome.output_tokens,
-            )
+        if outcome.outcome != "complete" and in_git and step is not None and step.snapshot:
+            restore(step.snapshot)  # the next attempt starts from the scope as it was
+            outcome.written_files = {}
     outcome.duration_s = clock() - started
     outcome.finished_at = utc_now()
-    if lost or (cancelled is not None and cancelled.is_set()):
+    if cancelled is not None and cancelled.is_set():
+        if claim is not None:
+            unclaim(engine, claim)  # a no-op when the controller already released it
         outcome.outcome = "abandoned"
+        return outcome
+    if outcome.outcome == "abandoned":
         return outcome
     reason = zero_yield_reason(outcome.facts)
     outcome.zero_yield_reason = reason.value if reason else None
-    if outcome.outcome != "complete":
+    if outcome.outcome not in ("complete", "provider_unavailable"):
         outcome.fingerprint = failure_fingerprint(
             outcome.final_state or "UNKNOWN", outcome.failure_kind, outcome.failure_reason
         )
-    if record:
-        outcome.result_id = record_result(engine, session_id, outcome.result_values())
+    recorded = finish_attempt(
+        engine,
+        session_id,
+        outcome,
+        claim,
+        give_back=outcome.outcome == "provider_unavailable",
+        on_recorded=on_recorded,
+    )
+    if not recorded:
+        outcome.outcome = "abandoned"
+        return outcome
+    if outcome.outcome == "complete" and in_git and options.commit and outcome.written_files:
+        _commit(engine, options, outcome, session_id)
     return outcome
+
+
+def _commit(engine: Engine, options: PhaseOptions, outcome: PhaseOutcome, session: str) -> None:
+    """Commit a recorded phase's files; a failed commit is left for the next drain."""
+    assert outcome.result_id is not None
+    try:
+        outcome.commit = commit_result(
+            engine,
+            options.workspace,
+            outcome.result_id,
+            outcome.run_id,
+            outcome.phase_id,
+            session,
+            outcome.written_files,
+        )
+    except GitError as exc:
+        outcome.hint = f"not committed ({exc.message}); the next drain commits it"
 
 
 def _refused(outcome: PhaseOutcome, kind: str, reason: str, hint: str | None) -> None:
@@ -164,11 +204,12 @@ def _refused(outcome: PhaseOutcome, kind: str, reason: str, hint: str | None) ->
     outcome.failure_kind, outcome.failure_reason, outcome.hint = kind, reason, hint
 
 
-def _preflight(spec: PhaseSpec, options: PhaseOptions) -> None:
+def _preflight(engine: Engine, spec: PhaseSpec, options: PhaseOptions, *, in_git: bool) -> None:
     if not spec.deliverables:
         raise PhaseSpecError(f"phase {spec.phase_id!r} lists no deliverables in its scope.")
-    if not options.allow_dirty:
-        dirty = dirty_scope_paths(spec.scope_paths, options.workspace)
+    if not options.allow_dirty and in_git:
+        ours = own_files(engine, options.workspace)
+        dirty = dirty_scope_paths(spec.scope_paths, options.workspace, ours)
         if dirty:
             raise GuardError(
                 f"scope paths with uncommitted changes: {', '.join(dirty)}.",

@@ -22,6 +22,7 @@ class DrainTotals(BaseModel):
     failed: int = 0
     refused: int = 0
     timeouts: int = 0
+    provider_unavailable: int = 0
     dry_run: int = 0
     telemetry_events: int = 0
     escalation_events: int = 0
@@ -56,13 +57,18 @@ class DrainReport(BaseModel):
 
     @property
     def any_failed(self) -> bool:
-        return self.totals.failed > 0 or self.totals.timeouts > 0
+        return (
+            self.totals.failed > 0
+            or self.totals.timeouts > 0
+            or self.totals.provider_unavailable > 0
+        )
 
 
 _COUNTERS = {
     "complete": "succeeded",
     "timeout": "timeouts",
     "refused": "refused",
+    "provider_unavailable": "provider_unavailable",
     "dry_run": "dry_run",
 }
 

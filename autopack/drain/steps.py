@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,9 +20,10 @@ from autopack.estimator import TokenEstimate, estimate, phase_category, select_b
 from autopack.estimator.provider import escalation_budget, provider_max_tokens
 from autopack.executor.output import ParsedReply, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
+from autopack.executor.rollback import Snapshot, take_snapshot
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.verify import verify_deliverables
-from autopack.executor.workspace import WorkspaceError, write_files_atomically
+from autopack.executor.workspace import WorkspaceError, file_sha256, write_files_atomically
 from autopack.llm.base import LlmCallError, LlmClient, LlmRequest, LlmResult
 from autopack.telemetry.recorder import (
     BuilderCall,
@@ -37,6 +38,29 @@ DEFAULT_MAX_BUILDER_ATTEMPTS = 3
 
 class PhaseCancelled(Exception):
     """The controller abandoned this phase: stop without writing anything more."""
+
+
+class ProviderUnavailable(Exception):
+    """The builder could not be reached or refused us (not the phase): give the phase back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Statuses that say the provider refused *us* (key, permission, model name), not the request.
+_PROVIDER_STATUSES = frozenset({401, 403, 404})
+
+
+def is_provider_failure(error: LlmCallError) -> bool:
+    """A failed call that says nothing about the phase: transport errors, 401/403, 404 (model
+    not found), and 429/5xx once the retries are spent. A 400 (e.g. a prompt too long) or a
+    malformed 2xx body is about the request, so it fails the phase as before."""
+    if error.kind in ("connection_exhausted", "timeout_exhausted"):
+        return True
+    if error.kind in ("http_5xx_exhausted", "rate_limited_exhausted"):
+        return True
+    return error.kind == "http_4xx" and error.status in _PROVIDER_STATUSES
 
 
 class PhaseFailed(Exception):
@@ -66,6 +90,8 @@ class PhaseSteps:
     transcripts: TranscriptWriter
     deadline: float | None
     cancelled: threading.Event | None
+    snapshot: Snapshot | None = field(default=None, init=False)
+    """The written files as they were before (restored if the phase fails in git)."""
 
     def _checkpoint(self, step: str) -> float | None:
         """Stop if cancelled or out of time; return the seconds left (None: no deadline)."""
@@ -107,11 +133,20 @@ class PhaseSteps:
         prompt = build_prompt(spec, options.workspace)
         parsed = self.call_builder(predicted, budget, max_tokens, prompt)
         self._checkpoint("writing files")
+        self.snapshot = take_snapshot((path for path, _ in parsed.files), options.workspace)
         try:
             written = write_files_atomically(parsed.files, spec.scope_paths, options.workspace)
         except WorkspaceError as exc:
             raise PhaseFailed("scope", exc.message) from exc
         self.outcome.files_written = [str(p.relative_to(options.workspace)) for p in written]
+        self.outcome.written_files = {
+            relative: sha
+            for relative, sha in (
+                (relative, file_sha256(options.workspace / relative))
+                for relative in self.outcome.files_written
+            )
+            if sha is not None
+        }
         left = self._checkpoint("verification")
         pytest_timeout = (
             options.pytest_timeout_s if left is None else min(options.pytest_timeout_s, left)
@@ -171,6 +206,8 @@ class PhaseSteps:
                 else:
                     facts.failed_calls += 1
                 self._checkpoint("handling the failed builder call")
+                if is_provider_failure(exc):
+                    raise ProviderUnavailable(exc.message) from exc
                 raise PhaseFailed("llm_call", exc.message) from exc
             facts.answered_calls += 1
             outcome.llm_attempts += len(result.attempts)
@@ -227,6 +264,8 @@ class PhaseSteps:
         if write.usage_error is not None:
             facts.usage_write_error = write.usage_error
         if write.status is WriteStatus.WRITTEN:
+            if write.event_id is not None:
+                self.outcome.event_ids.append(write.event_id)
             facts.rows_written += 1
             self.outcome.telemetry_events += 1
         elif write.status is WriteStatus.REJECTED:
