@@ -18,7 +18,7 @@ from autopack.db.engine import Database, OpenMode, open_database
 from autopack.seed.model import SeedPhase, SeedRunSpec, create_seed_run
 from autopack.settings import resolve_target
 
-pytest_plugins = ["tests.fake_llm"]
+pytest_plugins = ["tests.fake_llm", "tests.drain_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,7 @@ import pytest
 
 import autopack.drain.controller as controller_module
 import autopack.drain.phase as phase_module
-from autopack.db.engine import Database, OpenMode, open_database
+from autopack.db.engine import Database
 from autopack.drain.attempt import PhaseOptions
 from autopack.drain.batch import run_batch
 from autopack.drain.controller import BatchOptions
@@ -26,61 +22,11 @@ from autopack.drain.triage import Limits
 from autopack.estimator import load_builtin_set
 from autopack.llm.clients import make_client
 from autopack.llm.settings import load_llm_settings
-from autopack.settings import resolve_target
 from tests.backlog_helpers import NEVER, add_run, good_reply, results, set_phase, set_run, states
 from tests.builder_replies import reply_for
 from tests.conftest import CliRunner, reference_seed_spec
+from tests.drain_fixtures import Drain, order, spawn_batch, wait_for
 from tests.fake_llm import FakeLlmServer, Reply
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backlog(request: pytest.FixtureRequest, cli: CliRunner, workdir: Path) -> Iterator[Database]:
-    """An initialised backlog DB (role general), on SQLite and on PostgreSQL."""
-    url = "sqlite:///backlog.db"
-    if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-    assert cli("db", "init", "--database-url", url).exit_code == 0
-    (workdir / "ws").mkdir()
-    db = open_database(resolve_target(None, url), OpenMode.READ_WRITE)
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def llm(fake_llm: FakeLlmServer) -> FakeLlmServer:
-    fake_llm.default_reply = good_reply()
-    return fake_llm
-
-
-Drain = Callable[..., tuple[int, dict[str, Any], str]]
-
-
-@pytest.fixture
-def drain(cli: CliRunner, llm: FakeLlmServer, backlog: Database) -> Drain:
-    """Run `autopack drain COMMAND --json …` against the backlog with the fake LLM."""
-
-    def run(
-        *args: str, env: dict[str, str] | None = None, command: str = "batch"
-    ) -> tuple[int, dict[str, Any], str]:
-        result = cli(
-            "drain",
-            command,
-            "--database-url",
-            backlog.target.url,
-            "--workspace",
-            "ws",
-            "--json",
-            *args,
-            env={**llm.env("anthropic"), **(env or {})},
-        )
-        doc = json.loads(result.stdout) if result.stdout.strip() else {}
-        return result.exit_code, doc, result.stderr
-
-    return run
-
-
-def order(doc: dict[str, Any]) -> list[str]:
-    return [entry["phase_id"] for entry in doc["results"]]
 
 
 def test_sample_first_gives_every_run_one_phase_before_any_gets_a_second(
@@ -474,39 +420,6 @@ def test_bad_options_are_refused(
     assert set(states(backlog.engine).values()) == {"QUEUED"}
 
 
-def _spawn_batch(workdir: Path, llm: FakeLlmServer, url: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **llm.env("anthropic"), "NO_COLOR": "1"}
-    env.pop("DATABASE_URL", None)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "autopack",
-            "drain",
-            "batch",
-            "--database-url",
-            url,
-            "--workspace",
-            "ws",
-            "--batch-size",
-            "6",
-            *args,
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
     cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, how: str, drain: Drain
@@ -514,9 +427,9 @@ def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
     for run in ("run-a", "run-b", "run-c"):
         add_run(backlog.engine, run, 2)
     llm.queue(good_reply(), good_reply(delay_s=60))
-    process = _spawn_batch(workdir, llm, backlog.target.url)
+    process = spawn_batch(workdir, llm, backlog.target.url)
     try:
-        _wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
+        wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
         assert states(backlog.engine)["run-b-p0"] == "EXECUTING"
         if how == "kill":
             process.kill()

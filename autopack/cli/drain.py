@@ -26,6 +26,7 @@ from autopack.drain.batch import (
     run_batch,
 )
 from autopack.drain.controller import BatchOptions
+from autopack.drain.gitwork import commit_pending
 from autopack.drain.phase import attempt_phase
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Filters
@@ -61,6 +62,12 @@ NoTelemetryOption = Annotated[
 ]
 AllowDirtyOption = Annotated[
     bool, typer.Option("--allow-dirty", help="Write into scope paths with uncommitted changes.")
+]
+NoCommitOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-commit", help="In a git workspace, do not commit each completed phase's files."
+    ),
 ]
 AllowEmptyOption = Annotated[
     bool, typer.Option("--allow-empty-db", help="Act on a DB with 0 runs and 0 phases.")
@@ -111,6 +118,7 @@ def _prepare(
     as_json: bool,
     needs_llm: bool = True,
     writable: bool = True,
+    commit: bool = True,
 ) -> Iterator[_Prepared]:
     """Everything a drain checks before it touches a phase, in the order an operator expects:
     LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
@@ -132,6 +140,8 @@ def _prepare(
                     "telemetry (autopack db upgrade adds the table)"
                 )
             telemetry = not no_telemetry
+            if writable and commit:
+                commit_pending(database.engine, root, _logger(quiet, as_json))
             if not quiet and not as_json:
                 builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
                 console.info(
@@ -160,6 +170,7 @@ def phase(
         bool, typer.Option("--requeue", help="Queue a FAILED phase again and drain it.")
     ] = False,
     allow_dirty: AllowDirtyOption = False,
+    no_commit: NoCommitOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -185,6 +196,7 @@ def phase(
         allow_empty_db=allow_empty_db,
         quiet=quiet,
         as_json=as_json,
+        commit=not no_commit,
     ) as prepared:
         engine = prepared.database.engine
         assert prepared.settings is not None
@@ -195,6 +207,7 @@ def phase(
             telemetry_tables_present=prepared.tables_present,
             requeue=requeue,
             allow_dirty=allow_dirty,
+            commit=not no_commit,
             pytest_timeout_s=pytest_timeout,
             temperature=prepared.settings.temperature,
         )
@@ -244,6 +257,7 @@ def queued(
     batch_size: BatchSizeOption = 25,
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
+    no_commit: NoCommitOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -270,6 +284,7 @@ def queued(
         allow_empty_db=allow_empty_db,
         quiet=quiet,
         as_json=as_json,
+        commit=not no_commit,
     ) as prepared:
         # One attempt per phase: a phase that failed or was refused is never retried in a
         # loop, so the command stops when nothing QUEUED is left or nothing made progress.
@@ -282,7 +297,9 @@ def queued(
                 max_fingerprint_repeats=None,
                 sample_first=False,
             ),
-            phase=_phase_options(prepared, allow_dirty, pytest_timeout, phase_timeout_seconds),
+            phase=_phase_options(
+                prepared, allow_dirty, no_commit, pytest_timeout, phase_timeout_seconds
+            ),
             kind="queued",
         )
         report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
@@ -334,6 +351,14 @@ def batch(
     max_total_tokens: Annotated[
         int | None, typer.Option("--max-total-tokens", min=1, help="Session token budget.")
     ] = None,
+    max_provider_failures: Annotated[
+        int,
+        typer.Option(
+            "--max-provider-failures",
+            min=1,
+            help="Stop after this many provider failures in a row (outage breaker).",
+        ),
+    ] = 3,
     workers: WorkersOption = 1,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Select and triage only: no LLM, no writes.")
@@ -346,6 +371,7 @@ def batch(
     ] = None,
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
+    no_commit: NoCommitOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -382,6 +408,7 @@ def batch(
         as_json=as_json,
         needs_llm=not dry_run,
         writable=not dry_run,
+        commit=not no_commit,
     ) as prepared:
         engine = prepared.database.engine
         if resume:
@@ -422,8 +449,11 @@ def batch(
                     max_consecutive_zero_yield=max_consecutive_zero_yield,
                     max_total_tokens=max_total_tokens,
                     sample_first=sample_first,
+                    max_provider_failures=max_provider_failures,
                 ),
-                phase=_phase_options(prepared, allow_dirty, pytest_timeout, phase_timeout_seconds),
+                phase=_phase_options(
+                    prepared, allow_dirty, no_commit, pytest_timeout, phase_timeout_seconds
+                ),
                 workers=workers,
                 dry_run=dry_run,
             )
@@ -434,7 +464,11 @@ def batch(
 
 
 def _phase_options(
-    prepared: _Prepared, allow_dirty: bool, pytest_timeout: float, phase_timeout: float
+    prepared: _Prepared,
+    allow_dirty: bool,
+    no_commit: bool,
+    pytest_timeout: float,
+    phase_timeout: float,
 ) -> PhaseOptions:
     return PhaseOptions(
         workspace=prepared.workspace,
@@ -442,6 +476,7 @@ def _phase_options(
         telemetry_enabled=prepared.telemetry,
         telemetry_tables_present=prepared.tables_present,
         allow_dirty=allow_dirty,
+        commit=not no_commit,
         pytest_timeout_s=min(pytest_timeout, phase_timeout),
         phase_timeout_s=phase_timeout,
         lease_seconds=phase_timeout + 120,

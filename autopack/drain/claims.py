@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of, utc_now
+from autopack.drain.holders import holder_label, parse_holder
 from autopack.errors import GuardError
 
 PHASES = table_of(Phase)
@@ -350,3 +351,83 @@ def live_lease_runs(engine: Engine, now: datetime | None = None) -> set[str]:
                 sa.select(CLAIMS.c.run_id).where(CLAIMS.c.lease_expires_at > moment).distinct()
             )
         }
+
+
+@dataclass(frozen=True)
+class HeldClaim:
+    """A claim as the waiting side sees it."""
+
+    run_id: str
+    phase_id: str
+    worker: str
+    session_id: str | None
+    previous_state: str
+    lease_expires_at: datetime
+
+    @property
+    def holder(self) -> str:
+        return holder_label(self.worker)
+
+
+def held_claims(engine: Engine) -> list[HeldClaim]:
+    """Every claim in the DB (a short list: one per phase in flight anywhere)."""
+    with engine.connect() as connection:
+        return [
+            HeldClaim(
+                row.run_id,
+                row.phase_id,
+                row.worker,
+                row.session_id,
+                row.previous_state,
+                row.lease_expires_at,
+            )
+            for row in connection.execute(
+                sa.select(
+                    CLAIMS.c.run_id,
+                    CLAIMS.c.phase_id,
+                    CLAIMS.c.worker,
+                    CLAIMS.c.session_id,
+                    CLAIMS.c.previous_state,
+                    CLAIMS.c.lease_expires_at,
+                ).order_by(CLAIMS.c.run_id, CLAIMS.c.phase_id)
+            )
+        ]
+
+
+def dead_local_claims(engine: Engine) -> list[HeldClaim]:
+    """Claims whose holder was a process on this machine that is gone (see drain/holders.py)."""
+    return [claim for claim in held_claims(engine) if _holder_dead(claim.worker)]
+
+
+def _holder_dead(worker: str) -> bool:
+    holder = parse_holder(worker)
+    return holder is not None and holder.is_dead()
+
+
+def reclaim_dead_local(engine: Engine) -> list[HeldClaim]:
+    """Give back at once the phases held by dead processes of this machine, to the state they
+    had before the claim (as `--resume` does for its own session). A claim is taken back only
+    if it is still the one that was judged dead (its holder unchanged)."""
+    reclaimed: list[HeldClaim] = []
+    for claim in dead_local_claims(engine):
+        with engine.begin() as connection:
+            gone = connection.execute(
+                sa.delete(CLAIMS).where(
+                    CLAIMS.c.run_id == claim.run_id,
+                    CLAIMS.c.phase_id == claim.phase_id,
+                    CLAIMS.c.worker == claim.worker,
+                )
+            ).rowcount
+            if not gone:
+                continue
+            connection.execute(
+                sa.update(PHASES)
+                .where(
+                    PHASES.c.run_id == claim.run_id,
+                    PHASES.c.phase_id == claim.phase_id,
+                    PHASES.c.state == PhaseState.EXECUTING.value,
+                )
+                .values(state=claim.previous_state, updated_at=utc_now())
+            )
+        reclaimed.append(claim)
+    return reclaimed

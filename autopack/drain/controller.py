@@ -27,6 +27,8 @@ from autopack.drain.claims import (
     ClaimRefused,
     PhaseNotFound,
     extend_leases,
+    held_claims,
+    reclaim_dead_local,
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
@@ -36,6 +38,7 @@ from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Candidate, Filters, Verdict, select_next
 from autopack.drain.sessions import save_session, session_entries
 from autopack.drain.triage import AttemptSummary, Limits, TriageState
+from autopack.executor.git import GIT_TIMEOUT_S
 from autopack.llm.base import LlmClient
 from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
 
@@ -88,6 +91,8 @@ class BatchController:
     _dry_keys: set[tuple[str, str]] = field(default_factory=set, init=False)
     _cooldown: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
     _attempts_started: int = field(default=0, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+    _announced_waits: set[tuple[str, str, str]] = field(default_factory=set, init=False)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -97,6 +102,8 @@ class BatchController:
         last_heartbeat = started
         status = "completed"
         try:
+            if not self.options.dry_run:
+                self._reclaim_dead()
             while True:
                 now = self.clock()
                 self.state.elapsed_s = base_elapsed + (now - started)
@@ -108,11 +115,12 @@ class BatchController:
                 if verdict is Verdict.PICK:
                     continue
                 if not self._in_flight:
-                    if verdict is Verdict.WAIT:
+                    if verdict is Verdict.WAIT and self._wait_for_claims():
                         time.sleep(self.options.poll_interval_s)
                         continue
                     break
                 self._collect(timeout=self._wait_timeout())
+            self._join_workers()
         except KeyboardInterrupt:
             status = "interrupted"
             self.state.stop_reason = "interrupted (Ctrl-C); resume with --resume"
@@ -186,9 +194,12 @@ class BatchController:
         token = f"{self.worker}:{self._attempts_started}"
         flight = _Flight(candidate, threading.Event(), self.clock(), utc_now(), token)
         self._in_flight[candidate.key] = flight
-        threading.Thread(
+        thread = threading.Thread(
             target=self._work, args=(flight,), name=f"drain-{candidate.phase_id}", daemon=True
-        ).start()
+        )
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
 
     def _work(self, flight: _Flight) -> None:
         candidate = flight.candidate
@@ -273,6 +284,49 @@ class BatchController:
         entry["bucket"] = candidate.bucket
         self._dry_entries.append(entry)
         self._fold(entry)
+
+    # -- other processes' claims ---------------------------------------------------------------
+
+    def _reclaim_dead(self) -> None:
+        """Phases held by dead processes of this machine are free now: give them back."""
+        for claim in reclaim_dead_local(self.engine):
+            self.log(
+                f"reclaimed {claim.run_id} / {claim.phase_id} from dead process {claim.holder} "
+                f"(session {str(claim.session_id or '?')[:12]}): back to {claim.previous_state}"
+            )
+
+    def _wait_for_claims(self) -> bool:
+        """Nothing can start because other workers hold what remains. Say what is waited for
+        (once per claim) and return True to wait; a dry run never waits: it stops, saying so."""
+        if not self.options.dry_run:
+            self._reclaim_dead()
+        claims = [c for c in held_claims(self.engine) if not c.worker.startswith(self.worker)]
+        if self.options.dry_run:
+            held = ", ".join(f"{c.run_id} / {c.phase_id} ({c.holder})" for c in claims[:5])
+            self._stop(
+                "the rest waits behind phases other workers hold"
+                + (f": {held}" if held else "")
+                + " (a dry run does not wait)"
+            )
+            return False
+        for claim in claims:
+            key = (claim.run_id, claim.phase_id, claim.worker)
+            if key in self._announced_waits:
+                continue
+            self._announced_waits.add(key)
+            expires = claim.lease_expires_at.strftime("%Y-%m-%d %H:%M:%S")
+            self.log(
+                f"waiting for {claim.run_id} / {claim.phase_id}: held by {claim.holder} "
+                f"until {expires} UTC (lease); Ctrl-C stops waiting (the session can be "
+                "resumed), or leave the run out with --skip-run-prefix"
+            )
+        return True
+
+    def _join_workers(self) -> None:
+        """Let finished attempts end their git commits before the session ends."""
+        for thread in self._threads:
+            thread.join(timeout=GIT_TIMEOUT_S)
+        self._threads.clear()
 
     # -- leases, timeouts, interruption -------------------------------------------------------
 
