@@ -67,6 +67,8 @@ class PhaseOutcome:
     event_ids: list[int] = field(default_factory=list)
     """The telemetry rows this attempt wrote (linked to its result when it is recorded)."""
     commit: str | None = None
+    """The git commit of the phase's files; "" when they are not to be committed (--no-commit,
+    or nothing left to commit); None while not committed yet (the next drain commits it)."""
     estimated_tokens: int | None = None
     result_id: int | None = None
     started_at: datetime | None = None
@@ -79,7 +81,6 @@ class PhaseOutcome:
         return {
             **self.result_values(),
             "result_id": self.result_id,
-            "commit": self.commit,
             "files_written": self.files_written,
             "estimated_tokens": self.estimated_tokens,
             "telemetry_per_minute": telemetry_per_minute(self.telemetry_events, self.duration_s),
@@ -104,6 +105,7 @@ class PhaseOutcome:
             "facts": self.facts.to_json(),
             "transcript_dir": self.transcript_dir,
             "written_files": self.written_files or None,
+            "commit_sha": self.commit,
             "duration_s": round(self.duration_s, 4),
             "llm_seconds": round(self.llm_seconds, 4),
             "started_at": self.started_at or utc_now(),

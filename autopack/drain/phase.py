@@ -27,7 +27,7 @@ from autopack.drain.claims import (
 )
 from autopack.drain.fingerprint import failure_fingerprint
 from autopack.drain.finish import finish_attempt
-from autopack.drain.gitwork import commit_result, is_git_workspace, own_files
+from autopack.drain.gitwork import NOT_COMMITTED, commit_result, is_git_workspace, own_files
 from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps, ProviderUnavailable
 from autopack.errors import AutopackError, GuardError
 from autopack.executor.git import GitError
@@ -166,6 +166,8 @@ def attempt_phase(
         outcome.fingerprint = failure_fingerprint(
             outcome.final_state or "UNKNOWN", outcome.failure_kind, outcome.failure_reason
         )
+    if in_git and not options.commit and outcome.written_files:
+        outcome.commit = NOT_COMMITTED  # the operator commits these; no later drain does
     recorded = finish_attempt(
         engine,
         session_id,
