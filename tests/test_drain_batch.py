@@ -58,6 +58,7 @@ def test_without_sample_first_no_run_is_deprioritised(
         "5",
         "--no-telemetry",
         "--no-sample-first",
+        "--ignore-order",  # the group order is the point here, not run order
     )
     assert code == 1
     # Plain bucket / phase-index order: b's repeated failure does not push it back.
@@ -98,6 +99,7 @@ def test_default_state_is_failed_for_a_legacy_db(
     cli: CliRunner, backlog: Database, llm: FakeLlmServer
 ) -> None:
     add_run(backlog.engine, "run-a", 2)
+    set_phase(backlog.engine, "run-a", 0, state="COMPLETE")
     set_phase(backlog.engine, "run-a", 1, state="FAILED")
     assert (
         cli("db", "stamp", "--database-url", backlog.target.url, "--role", "legacy").exit_code == 0
@@ -113,7 +115,7 @@ def test_default_state_is_failed_for_a_legacy_db(
     )
     assert result.exit_code == 0
     assert "draining failed phases (default for a legacy database)" in result.stderr
-    assert states(backlog.engine) == {"run-a-p0": "QUEUED", "run-a-p1": "COMPLETE"}
+    assert states(backlog.engine) == {"run-a-p0": "COMPLETE", "run-a-p1": "COMPLETE"}
 
 
 def test_repeated_fingerprint_deprioritises_a_run_sample(
@@ -122,7 +124,9 @@ def test_repeated_fingerprint_deprioritises_a_run_sample(
     add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-b", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-c", 2)
-    code, doc, _ = drain("--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry")
+    code, doc, _ = drain(
+        "--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry", "--ignore-order"
+    )
     assert code == 1
     # a fails first (new fingerprint: normal priority), b fails the same way: deprioritised,
     # so a's and c's second phases come before b's.
@@ -136,7 +140,7 @@ def test_max_fingerprint_repeats_stops_the_run(
 ) -> None:
     add_run(backlog.engine, "run-bad", 4, deliverables={i: NEVER for i in range(4)})
     add_run(backlog.engine, "run-ok", 1)
-    code, doc, _ = drain("--batch-size", "10", "--max-fingerprint-repeats", "2")
+    code, doc, _ = drain("--batch-size", "10", "--max-fingerprint-repeats", "2", "--ignore-order")
     assert code == 1
     assert order(doc) == ["run-bad-p0", "run-ok-p0", "run-bad-p1"]
     assert "fingerprint repeated 2" in doc["stopped_runs"]["run-bad"]
@@ -256,6 +260,7 @@ def test_phase_timeout_and_max_timeouts_per_run(
         "1",
         "--max-timeouts-per-run",
         "2",
+        "--ignore-order",
         env={"AUTOPACK_LLM_MAX_RETRIES": "0"},
     )
     assert code == 1
@@ -379,8 +384,11 @@ def test_drain_queued_never_loops_on_a_phase_that_cannot_progress(
     add_run(backlog.engine, "run-a", 3, deliverables={1: NEVER})
     code, doc, _ = drain("--run-id", "run-a", command="queued")
     assert code == 1
-    assert order(doc) == ["run-a-p0", "run-a-p1", "run-a-p2"]
+    # p2 builds on p1, which failed: it waits, and the report says why.
+    assert order(doc) == ["run-a-p0", "run-a-p1"]
     assert doc["stop_reason"] == "no eligible phase remains"
+    assert "waits behind run-a-p1 (FAILED)" in doc["blocked_runs"]["run-a"]
+    assert states(backlog.engine)["run-a-p2"] == "QUEUED"
 
 
 def test_sessions_list_and_show(

@@ -213,3 +213,130 @@ def test_telemetry_rows_join_their_drain_result_through_the_export(
     rows = [json.loads(line) for line in exported.stdout.splitlines() if line.strip()]
     assert len(rows) == 2
     assert {row["phase_id"]: row["drain_result_id"] for row in rows} == ids
+
+
+def _run_and_tier_states(backlog: Database, run_id: str) -> tuple[str, list[str]]:
+    with backlog.engine.connect() as connection:
+        run = connection.execute(
+            sa.text("SELECT state FROM runs WHERE id = :r"), {"r": run_id}
+        ).scalar_one()
+        tiers = connection.execute(
+            sa.text("SELECT state FROM tiers WHERE run_id = :r"), {"r": run_id}
+        ).scalars()
+        return run, list(tiers)
+
+
+def test_a_failed_head_holds_its_runs_later_phases(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
+    add_run(backlog.engine, "run-a", 3)
+    set_phase(backlog.engine, "run-a", 0, state="FAILED", last_failure_reason="boom")
+    add_run(backlog.engine, "run-b", 1)
+    code, doc, stderr = drain("--state", "queued", "--batch-size", "10", "--dry-run")
+    assert code == 0, stderr
+    assert [e["phase_id"] for e in doc["results"]] == ["run-b-p0"]
+    assert "waits behind run-a-p0 (FAILED)" in doc["blocked_runs"]["run-a"]
+    code, doc, _ = drain("--state", "queued", "--batch-size", "10")
+    assert [e["phase_id"] for e in doc["results"]] == ["run-b-p0"]
+    assert states(backlog.engine)["run-a-p1"] == "QUEUED"
+    # drain phase refuses a phase whose predecessors are not COMPLETE, unless told otherwise.
+    code, doc, stderr = drain("run-a", "run-a-p1", command="phase")
+    assert code == 2
+    assert (
+        "waits behind earlier phases that are not COMPLETE: run-a-p0 (FAILED)"
+        in (doc["results"][0]["failure_reason"])
+    )
+    code, doc, _ = drain("run-a", "run-a-p1", "--ignore-order", command="phase")
+    assert code == 0
+    assert states(backlog.engine)["run-a-p1"] == "COMPLETE"
+
+
+def test_runs_and_tiers_follow_their_phases(
+    backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
+    add_run(backlog.engine, "run-a", 2)
+    add_run(backlog.engine, "run-gate", 1)
+    with backlog.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE runs SET state = 'GATE' WHERE id = 'run-gate'"))
+    assert _run_and_tier_states(backlog, "run-a") == ("RUN_CREATED", ["PENDING"])
+    code, _, _ = drain("--batch-size", "1", "--run-id", "run-a")
+    assert code == 0
+    assert _run_and_tier_states(backlog, "run-a") == ("PHASE_EXECUTION", ["IN_PROGRESS"])
+    code, _, _ = drain("--batch-size", "5")
+    assert code == 0
+    assert _run_and_tier_states(backlog, "run-a") == ("DONE_SUCCESS", ["COMPLETE"])
+    # A run in a state the drain does not own is left alone (its tier still follows).
+    assert _run_and_tier_states(backlog, "run-gate")[0] == "GATE"
+
+
+def test_unknown_ids_are_refused_with_a_guess_and_nothing_is_written(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer, drain: Drain
+) -> None:
+    add_run(backlog.engine, "telemetry-run", 1)
+    code, _, stderr = drain("--run-id", "telemetry-rnu", command="queued")
+    assert code == 2
+    assert "run 'telemetry-rnu' is not in this database (did you mean 'telemetry-run'?)" in stderr
+    code, _, stderr = drain("--run-id", "nope")
+    assert code == 2
+    code, _, stderr = drain("telemetry-run", "telemetry-run-p9", command="phase")
+    assert code == 2
+    assert "did you mean 'telemetry-run-p0'" in stderr
+    with backlog.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(SESSIONS)).scalar() == 0
+    url = backlog.target.url
+    for command in ("explain", "analyze"):
+        result = cli("telemetry", command, "--database-url", url, "--run-id", "nope")
+        assert result.exit_code == 2, (command, result.stderr)
+        assert "run 'nope' is not in this database" in result.stderr
+
+
+def test_a_dry_run_plans_a_legacy_db_that_was_not_upgraded(
+    cli: CliRunner, original_db: tuple[Any, dict[str, int]], workdir: Any
+) -> None:
+    path, _ = original_db
+    (workdir / "ws").mkdir()
+    before = path.read_bytes()
+    result = cli(
+        "drain", "batch", "--db", "legacy", "--workspace", "ws", "--dry-run", "--json",
+        "--max-total-tokens", "1000", "--state", "all",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "the real drain needs `autopack db upgrade` first" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["dry_run"] is True
+    assert doc["results"], "the backlog is planned"
+    assert all(e["estimated_tokens"] and e["selected_budget"] for e in doc["results"])
+    forecast = doc["forecast"]
+    assert forecast["predicted_output_tokens"] == sum(e["estimated_tokens"] for e in doc["results"])
+    assert forecast["max_total_tokens"] == 1000
+    assert forecast["within_max_total_tokens"] is (forecast["predicted_output_tokens"] <= 1000)
+    assert path.read_bytes() == before
+    # The real drain is refused, saying what to do.
+    real = cli("drain", "batch", "--db", "legacy", "--workspace", "ws", "--dry-run")
+    assert real.exit_code == 0
+    refused = cli(
+        "drain", "batch", "--db", "legacy", "--workspace", "ws",
+        env={"AUTOPACK_LLM_PROVIDER": "anthropic", "AUTOPACK_LLM_MODEL": "m",
+             "AUTOPACK_LLM_API_KEY": "k"},
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "autopack db upgrade" in refused.stderr
+
+
+def test_an_answered_call_that_failed_verification_is_not_promising(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    """The sample rule: succeeded, a clean telemetry sample, or timed out — and the triage
+    output says which. A reply whose files fail verification is no clean sample."""
+    add_run(backlog.engine, "run-a", 2, deliverables={0: "shared/never.py"})
+    add_run(backlog.engine, "run-b", 2, deliverables={0: "shared/never.py"})
+    add_run(backlog.engine, "run-c", 1)
+    result = cli(
+        "drain", "batch", "--database-url", backlog.target.url, "--workspace", "ws",
+        "--batch-size", "3", "--max-fingerprint-repeats", "5",
+        env=llm.env("anthropic"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "sample run-a: failed with a new failure; kept at normal priority" in result.stderr
+    assert "sample run-b: deprioritised" in result.stderr
+    assert "sample run-c: promising (succeeded)" in result.stderr

@@ -396,7 +396,7 @@ def test_failing_tests_phase_names_the_check(
         }
     )
     fake_llm.queue(Reply.ok(broken, output_tokens=120))
-    code, doc, _ = _drain(cli, fake_llm.env("anthropic"), workspace, phase_id)
+    code, doc, _ = _drain(cli, fake_llm.env("anthropic"), workspace, phase_id, "--ignore-order")
     assert code == 1
     entry = doc["results"][0]
     assert entry["failure_kind"] == "verification"

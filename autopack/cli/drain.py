@@ -15,6 +15,7 @@ from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption,
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode, translated_errors
 from autopack.db.identity import TargetPanel
+from autopack.db.lookup import require_known_phase, require_known_runs
 from autopack.db.meta import read_stamp
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
@@ -47,6 +48,9 @@ from autopack.llm.settings import LlmSettings, load_llm_settings
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
 from autopack.telemetry.recorder import telemetry_tables_present
 
+# What a dry run reads: the original tables (nothing of autopack's is needed to plan).
+PLAN_TABLES = ("runs", "tiers", "phases")
+
 app = typer.Typer(
     help="Drain phases through the builder LLM, with telemetry.", no_args_is_help=True
 )
@@ -67,6 +71,13 @@ NoCommitOption = Annotated[
     bool,
     typer.Option(
         "--no-commit", help="In a git workspace, do not commit each completed phase's files."
+    ),
+]
+IgnoreOrderOption = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-order",
+        help="Drain a phase although an earlier phase of its run is not COMPLETE.",
     ),
 ]
 AllowEmptyOption = Annotated[
@@ -102,6 +113,8 @@ class _Prepared:
     workspace: Path
     telemetry: bool
     tables_present: bool
+    drain_tables: bool = True
+    """False on a legacy DB not upgraded yet: only a dry run gets this far."""
 
 
 @contextmanager
@@ -131,7 +144,7 @@ def _prepare(
     with open_named(db, database_url, mode) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
-            require_tables(database, DRAIN_TABLES)
+            drain_tables = _require_drain_tables(database, writable=writable)
             refuse_empty(database, panel, allow_empty=allow_empty_db)
             tables_present = telemetry_tables_present(database.engine)
             if not tables_present:
@@ -149,7 +162,25 @@ def _prepare(
                     + ("on (--no-telemetry turns it off)" if telemetry else "off (--no-telemetry)")
                     + f"; workspace {root}"
                 )
-            yield _Prepared(database, panel, settings, chosen, root, telemetry, tables_present)
+            yield _Prepared(
+                database, panel, settings, chosen, root, telemetry, tables_present, drain_tables
+            )
+
+
+def _require_drain_tables(database: Database, *, writable: bool) -> bool:
+    """A drain needs autopack's tables; a dry run writes nothing, so it plans from the
+    original tables alone on a DB not upgraded yet (and says what the real drain needs)."""
+    if writable:
+        require_tables(database, DRAIN_TABLES)
+        return True
+    state = require_tables(database, PLAN_TABLES)
+    if all(name in state.existing_tables for name in DRAIN_TABLES):
+        return True
+    console.warn(
+        "this database has not been upgraded: the dry run plans from the original tables "
+        "alone; the real drain needs `autopack db upgrade` first"
+    )
+    return False
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
@@ -171,6 +202,7 @@ def phase(
     ] = False,
     allow_dirty: AllowDirtyOption = False,
     no_commit: NoCommitOption = False,
+    ignore_order: IgnoreOrderOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -208,9 +240,12 @@ def phase(
             requeue=requeue,
             allow_dirty=allow_dirty,
             commit=not no_commit,
+            ignore_order=ignore_order,
             pytest_timeout_s=pytest_timeout,
             temperature=prepared.settings.temperature,
         )
+        with engine.connect() as connection:
+            require_known_phase(connection, run_id, phase_id)  # nothing written for a typo
         session_id = start_session(
             engine,
             kind="phase",
@@ -258,6 +293,7 @@ def queued(
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
     no_commit: NoCommitOption = False,
+    ignore_order: IgnoreOrderOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -286,10 +322,14 @@ def queued(
         as_json=as_json,
         commit=not no_commit,
     ) as prepared:
+        with prepared.database.engine.connect() as connection:
+            require_known_runs(connection, [run_id])
         # One attempt per phase: a phase that failed or was refused is never retried in a
         # loop, so the command stops when nothing QUEUED is left or nothing made progress.
         options = BatchOptions(
-            filters=Filters(states=STATE_CHOICES["queued"], run_ids=(run_id,)),
+            filters=Filters(
+                states=STATE_CHOICES["queued"], run_ids=(run_id,), ignore_order=ignore_order
+            ),
             limits=Limits(
                 batch_size=batch_size,
                 max_timeouts_per_run=None,
@@ -298,7 +338,12 @@ def queued(
                 sample_first=False,
             ),
             phase=_phase_options(
-                prepared, allow_dirty, no_commit, pytest_timeout, phase_timeout_seconds
+                prepared,
+                allow_dirty,
+                no_commit,
+                pytest_timeout,
+                phase_timeout_seconds,
+                ignore_order=ignore_order,
             ),
             kind="queued",
         )
@@ -372,6 +417,7 @@ def batch(
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
     no_commit: NoCommitOption = False,
+    ignore_order: IgnoreOrderOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -425,6 +471,7 @@ def batch(
                 )
         else:
             with engine.connect() as connection:
+                require_known_runs(connection, run_id or [])
                 stamp = read_stamp(connection)
             choice = state or default_state_choice(stamp.role, stamp.stamped)
             if not quiet and not as_json:
@@ -439,6 +486,7 @@ def batch(
                     states=STATE_CHOICES[choice],
                     run_ids=tuple(run_id or ()),
                     skip_run_prefixes=tuple(skip_run_prefix or ()),
+                    ignore_order=ignore_order,
                 ),
                 limits=Limits(
                     batch_size=batch_size,
@@ -452,10 +500,16 @@ def batch(
                     max_provider_failures=max_provider_failures,
                 ),
                 phase=_phase_options(
-                    prepared, allow_dirty, no_commit, pytest_timeout, phase_timeout_seconds
+                    prepared,
+                    allow_dirty,
+                    no_commit,
+                    pytest_timeout,
+                    phase_timeout_seconds,
+                    ignore_order=ignore_order,
                 ),
                 workers=workers,
                 dry_run=dry_run,
+                claims_table=prepared.drain_tables,
             )
             report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
@@ -469,6 +523,8 @@ def _phase_options(
     no_commit: bool,
     pytest_timeout: float,
     phase_timeout: float,
+    *,
+    ignore_order: bool = False,
 ) -> PhaseOptions:
     return PhaseOptions(
         workspace=prepared.workspace,
@@ -477,6 +533,7 @@ def _phase_options(
         telemetry_tables_present=prepared.tables_present,
         allow_dirty=allow_dirty,
         commit=not no_commit,
+        ignore_order=ignore_order,
         pytest_timeout_s=min(pytest_timeout, phase_timeout),
         phase_timeout_s=phase_timeout,
         lease_seconds=phase_timeout + 120,

@@ -31,6 +31,8 @@ class PhaseOptions:
     phase_timeout_s: float | None = None
     """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
     commit: bool = True
+    ignore_order: bool = False
+    """Drain the phase although an earlier phase of its run is not COMPLETE."""
     """In a git workspace: commit each completed phase's files (`--no-commit` turns it off)."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or

@@ -78,6 +78,7 @@ def options_from_json(
             states=tuple(filters["states"]),
             run_ids=tuple(filters["run_ids"]),
             skip_run_prefixes=tuple(filters["skip_run_prefixes"]),
+            ignore_order=bool(filters.get("ignore_order", False)),
         ),
         limits=Limits(**data["limits"]),
         phase=PhaseOptions(
@@ -87,6 +88,7 @@ def options_from_json(
             telemetry_tables_present=telemetry_tables_present,
             allow_dirty=phase["allow_dirty"],
             commit=phase.get("commit", True),
+            ignore_order=bool(filters.get("ignore_order", False)),
             lease_seconds=phase["lease_seconds"],
             pytest_timeout_s=phase["pytest_timeout_s"],
             phase_timeout_s=phase["phase_timeout_s"],

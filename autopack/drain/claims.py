@@ -71,7 +71,7 @@ def phase_state(connection: sa.Connection, run_id: str, phase_id: str) -> str | 
     ).scalar_one_or_none()
 
 
-def _independent(column: sa.Column[object]) -> sa.ColumnElement[bool]:
+def independent_clause(column: sa.Column[object]) -> sa.ColumnElement[bool]:
     """The phase's scope says it does not depend on its run's other phases."""
     return sa.func.coalesce(sa.type_coerce(column, sa.JSON)["independent"].as_boolean(), False)
 
@@ -131,7 +131,7 @@ def claim_phase(
                 PHASES.c.run_id == run_id,
                 PHASES.c.phase_id == phase_id,
                 PHASES.c.state == PhaseState.QUEUED.value,
-                sa.or_(_independent(PHASES.c.scope), sa.not_(run_busy)),
+                sa.or_(independent_clause(PHASES.c.scope), sa.not_(run_busy)),
             )
             .values(
                 state=PhaseState.EXECUTING.value,
@@ -176,7 +176,7 @@ def _is_independent(connection: sa.Connection, run_id: str, phase_id: str) -> bo
     """Independent phases do not serialise on their run (they may run side by side)."""
     return bool(
         connection.execute(
-            sa.select(_independent(PHASES.c.scope)).where(
+            sa.select(independent_clause(PHASES.c.scope)).where(
                 PHASES.c.run_id == run_id, PHASES.c.phase_id == phase_id
             )
         ).scalar()

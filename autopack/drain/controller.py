@@ -33,17 +33,22 @@ from autopack.drain.claims import (
 )
 from autopack.drain.fingerprint import failure_fingerprint
 from autopack.drain.finish import finish_attempt
-from autopack.drain.phase import attempt_phase
+from autopack.drain.phase import attempt_phase, load_phase_spec
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Candidate, Filters, Verdict, select_next
 from autopack.drain.sessions import save_session, session_entries
+from autopack.drain.steps import predict
 from autopack.drain.triage import AttemptSummary, Limits, TriageState
 from autopack.executor.git import GIT_TIMEOUT_S
+from autopack.executor.prompts import PhaseSpecError
 from autopack.llm.base import LlmClient
 from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
 
 # A phase is abandoned this long after its own timeout if it still has not come back.
 ABANDON_GRACE_S = 30.0
+# The report names at most this many runs held back by run order (a legacy backlog may
+# have thousands).
+MAX_BLOCKED_SHOWN = 100
 # A running session saves itself at least this often (see sessions.session_alive).
 SESSION_HEARTBEAT_S = 30.0
 
@@ -57,6 +62,8 @@ class BatchOptions:
     workers: int = 1
     dry_run: bool = False
     poll_interval_s: float = 2.0
+    claims_table: bool = True
+    """False when a dry run plans on a DB not upgraded yet (no claims to look at)."""
 
 
 @dataclass
@@ -93,6 +100,8 @@ class BatchController:
     _attempts_started: int = field(default=0, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
     _announced_waits: set[tuple[str, str, str]] = field(default_factory=set, init=False)
+    _blocked_runs: dict[str, str] = field(default_factory=dict, init=False)
+    """Runs held back by an earlier phase that is not COMPLETE (shown in the report)."""
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -156,6 +165,8 @@ class BatchController:
             # Phases in flight may not be claimed yet: pass over them like a dry run's picks.
             done_keys=self._dry_keys | self._in_flight_keys(),
             cooldown_keys=self._cooling_keys(),
+            blocked=self._blocked_runs,
+            leases=self.options.claims_table,
         )
         for key, reason in (selection.skipped or {}).items():
             self.state.skipped_phases[key] = reason
@@ -207,6 +218,7 @@ class BatchController:
             self.options.phase,
             requeue=candidate.state == PhaseState.FAILED.value,
             raise_claim_refusals=True,
+            ignore_order=True,  # the selection put it in order (and passed over capped phases)
         )
         delivered = False
 
@@ -282,8 +294,18 @@ class BatchController:
             candidate.run_id, candidate.phase_id, "dry_run", candidate.state
         ).result_values()
         entry["bucket"] = candidate.bucket
+        entry["estimated_tokens"], entry["selected_budget"] = self._predict(candidate)
         self._dry_entries.append(entry)
         self._fold(entry)
+
+    def _predict(self, candidate: Candidate) -> tuple[int | None, int | None]:
+        """The plan's figures for a phase: predicted output tokens and the selected budget."""
+        try:
+            spec, row = load_phase_spec(self.engine, candidate.run_id, candidate.phase_id)
+            forecast = predict(spec, row, self.options.phase)
+        except (PhaseSpecError, PhaseNotFound):
+            return None, None  # the real attempt refuses it; nothing to predict
+        return forecast.estimate.estimated_tokens, forecast.budget
 
     # -- other processes' claims ---------------------------------------------------------------
 
@@ -300,7 +322,11 @@ class BatchController:
         (once per claim) and return True to wait; a dry run never waits: it stops, saying so."""
         if not self.options.dry_run:
             self._reclaim_dead()
-        claims = [c for c in held_claims(self.engine) if not c.worker.startswith(self.worker)]
+        claims = [
+            c
+            for c in (held_claims(self.engine) if self.options.claims_table else [])
+            if not c.worker.startswith(self.worker)
+        ]
         if self.options.dry_run:
             held = ", ".join(f"{c.run_id} / {c.phase_id} ({c.holder})" for c in claims[:5])
             self._stop(
@@ -474,6 +500,8 @@ class BatchController:
             stopped_runs=dict(self.state.stopped_runs),
             skipped_phases=dict(self.state.skipped_phases),
             stop_reason=self.state.stop_reason,
+            blocked_runs=dict(sorted(self._blocked_runs.items())[:MAX_BLOCKED_SHOWN]),
+            max_total_tokens=self.options.limits.max_total_tokens,
         )
 
 

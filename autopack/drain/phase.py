@@ -28,6 +28,7 @@ from autopack.drain.claims import (
 from autopack.drain.fingerprint import failure_fingerprint
 from autopack.drain.finish import finish_attempt
 from autopack.drain.gitwork import NOT_COMMITTED, commit_result, is_git_workspace, own_files
+from autopack.drain.selection import scope_is_independent, unfinished_predecessors
 from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps, ProviderUnavailable
 from autopack.errors import AutopackError, GuardError
 from autopack.executor.git import GitError
@@ -99,7 +100,7 @@ def attempt_phase(
     try:
         spec, row = load_phase_spec(engine, run_id, phase_id)
         outcome.final_state = row.state
-        _preflight(engine, spec, options, in_git=in_git)
+        _preflight(engine, spec, row, options, in_git=in_git)
         claim = claim_phase(
             engine,
             run_id,
@@ -206,9 +207,24 @@ def _refused(outcome: PhaseOutcome, kind: str, reason: str, hint: str | None) ->
     outcome.failure_kind, outcome.failure_reason, outcome.hint = kind, reason, hint
 
 
-def _preflight(engine: Engine, spec: PhaseSpec, options: PhaseOptions, *, in_git: bool) -> None:
+def _preflight(
+    engine: Engine, spec: PhaseSpec, row: sa.Row[Any], options: PhaseOptions, *, in_git: bool
+) -> None:
     if not spec.deliverables:
         raise PhaseSpecError(f"phase {spec.phase_id!r} lists no deliverables in its scope.")
+    if not options.ignore_order and not scope_is_independent(row.scope):
+        with engine.connect() as connection:
+            waiting = unfinished_predecessors(connection, spec.run_id, row.phase_index or 0)
+        if waiting:
+            before = ", ".join(f"{phase_id} ({state})" for phase_id, state in waiting[:3])
+            raise GuardError(
+                f"phase {spec.phase_id!r} of run {spec.run_id!r} waits behind earlier phases "
+                f"that are not COMPLETE: {before}"
+                + (f" and {len(waiting) - 3} more" if len(waiting) > 3 else "")
+                + ".",
+                hint="drain them first (a run's phases build on each other), or pass "
+                "--ignore-order",
+            )
     if not options.allow_dirty and in_git:
         ours = own_files(engine, options.workspace)
         dirty = dirty_scope_paths(spec.scope_paths, options.workspace, ours)

@@ -72,6 +72,41 @@ class PhaseFailed(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """What the estimator predicts for a phase, and the budgets it selects."""
+
+    estimate: TokenEstimate
+    budget: int
+    max_tokens: int
+
+
+def predict(spec: PhaseSpec, row: sa.Row[Any], options: PhaseOptions) -> Forecast:
+    """Predicted output tokens, the selected budget and the provider ceiling (no DB, no LLM:
+    a dry run's plan shows the same figures the real attempt will use)."""
+    complexity = row.complexity or "medium"
+    category = phase_category(row.task_category, list(spec.deliverables))
+    predicted = estimate(
+        list(spec.deliverables),
+        category,
+        complexity,
+        coefficients=options.coefficients,
+        workspace=options.workspace,
+        task_description=spec.description,
+        scope_paths=list(spec.scope_paths),
+    )
+    budget = select_budget(predicted, complexity, coefficients=options.coefficients)
+    max_tokens = provider_max_tokens(
+        budget,
+        complexity,
+        coefficients=options.coefficients,
+        task_category=row.task_category,
+        scope_paths=list(spec.scope_paths),
+        builder_mode=row.builder_mode,
+    ).max_tokens
+    return Forecast(predicted, budget, max_tokens)
+
+
 @dataclass
 class PhaseSteps:
     """The steps after the claim, sharing one phase's context; deadline-aware.
@@ -108,28 +143,10 @@ class PhaseSteps:
         return left
 
     def build(self) -> None:
-        spec, row, options = self.spec, self.row, self.options
-        complexity = row.complexity or "medium"
-        category = phase_category(row.task_category, list(spec.deliverables))
-        predicted = estimate(
-            list(spec.deliverables),
-            category,
-            complexity,
-            coefficients=options.coefficients,
-            workspace=options.workspace,
-            task_description=spec.description,
-            scope_paths=list(spec.scope_paths),
-        )
+        spec, options = self.spec, self.options
+        forecast = predict(spec, self.row, options)
+        predicted, budget, max_tokens = forecast.estimate, forecast.budget, forecast.max_tokens
         self.outcome.estimated_tokens = predicted.estimated_tokens
-        budget = select_budget(predicted, complexity, coefficients=options.coefficients)
-        max_tokens = provider_max_tokens(
-            budget,
-            complexity,
-            coefficients=options.coefficients,
-            task_category=row.task_category,
-            scope_paths=list(spec.scope_paths),
-            builder_mode=row.builder_mode,
-        ).max_tokens
         prompt = build_prompt(spec, options.workspace)
         parsed = self.call_builder(predicted, budget, max_tokens, prompt)
         self._checkpoint("writing files")

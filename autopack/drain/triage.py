@@ -34,6 +34,23 @@ def failure_bucket(last_failure_reason: str | None) -> str:
     return "other"
 
 
+# Failures whose telemetry row is no clean sample: the reply did not parse, was cut off, or
+# its files failed verification (an answered call alone proves nothing about the run).
+_UNCLEAN_FAILURES = frozenset({"parse", "truncation", "verification"})
+
+
+def promising_because(attempt: AttemptSummary) -> str | None:
+    """Why a run's sample makes it promising (the drain issue's rule), or None: it succeeded,
+    it produced a clean telemetry sample, or it timed out."""
+    if attempt.outcome in ("complete", "dry_run"):
+        return "succeeded" if attempt.outcome == "complete" else "dry run: counted as succeeded"
+    if attempt.outcome == "timeout":
+        return "timed out"
+    if attempt.telemetry_events > 0 and attempt.failure_kind not in _UNCLEAN_FAILURES:
+        return "clean telemetry sample"
+    return None
+
+
 def phase_key(run_id: str, phase_id: str) -> str:
     # phase_id is unique only within a run; the separator cannot occur in either id.
     return f"{run_id}\x1f{phase_id}"
@@ -66,6 +83,7 @@ class AttemptSummary:
     fingerprint: str | None
     tokens: int
     failure_reason: str | None = None
+    failure_kind: str | None = None
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> AttemptSummary:
@@ -78,6 +96,7 @@ class AttemptSummary:
             fingerprint=entry["fingerprint"],
             tokens=(entry.get("input_tokens") or 0) + (entry.get("output_tokens") or 0),
             failure_reason=entry.get("failure_reason"),
+            failure_kind=entry.get("failure_kind"),
         )
 
 
@@ -180,12 +199,10 @@ class TriageState(BaseModel):
     def _evaluate_sample(self, attempt: AttemptSummary, fingerprint_seen: bool) -> str:
         """A run's first attempt decides its priority (the runbook's rule, without the
         original's extra leniency for first-time fingerprints)."""
-        promising = (
-            attempt.outcome in ("complete", "dry_run", "timeout") or attempt.telemetry_events > 0
-        )
-        if promising:
+        why = promising_because(attempt)
+        if why is not None:
             self.promising_runs.append(attempt.run_id)
-            return f"sample {attempt.run_id}: promising"
+            return f"sample {attempt.run_id}: promising ({why})"
         if fingerprint_seen:
             self.deprioritized_runs.append(attempt.run_id)
             return f"sample {attempt.run_id}: deprioritised (zero telemetry, repeated failure)"
