@@ -5,8 +5,13 @@ Every case runs through the CLI, on SQLite and on PostgreSQL (the `backlog` fixt
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -340,3 +345,73 @@ def test_an_answered_call_that_failed_verification_is_not_promising(
     assert "sample run-a: failed with a new failure; kept at normal priority" in result.stderr
     assert "sample run-b: deprioritised" in result.stderr
     assert "sample run-c: promising (succeeded)" in result.stderr
+
+
+def _read_all(fd: int, until: float) -> bytes:
+    chunks: list[bytes] = []
+    while time.monotonic() < until:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_ctrl_c_on_a_terminal_prints_the_summary_and_the_resume_command(
+    backlog: Database, llm: FakeLlmServer, workdir: Any
+) -> None:
+    """On a pseudo-terminal: the live display runs, and Ctrl-C prints what finished, the
+    session and the exact --resume command, then exits 130."""
+    add_run(backlog.engine, "run-a", 1)
+    add_run(backlog.engine, "run-b", 1)
+    llm.queue(good_reply(), good_reply(delay_s=60))
+    master, slave = pty.openpty()
+    env = {**os.environ, **llm.env("anthropic"), "TERM": "xterm", "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "autopack", "drain", "batch", "--database-url",
+            backlog.target.url, "--workspace", "ws", "--batch-size", "5",
+        ],
+        cwd=workdir, env=env, stdin=slave, stdout=slave, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
+        time.sleep(0.5)  # a refresh or two of the live display
+        process.send_signal(signal.SIGINT)
+        output = _read_all(master, time.monotonic() + 30).decode("utf-8", errors="replace")
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    assert code == 130, output
+    (session,) = {row.session_id for row in results(backlog.engine)}
+    assert "phase in flight" in output  # the live display ran
+    assert "complete: run-a / run-a-p0 — predicted" in output  # the kept line
+    assert "processed 1: 1 complete" in output  # the summary of what finished
+    assert f"interrupted: session {session} saved" in output
+    assert f"--resume --session {session}" in output
+    assert states(backlog.engine)["run-b-p0"] == "QUEUED"  # given back
+
+
+def test_without_a_terminal_the_progress_is_plain_lines_and_quiet_hides_it(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    add_run(backlog.engine, "run-a", 2)
+    args = ("drain", "batch", "--database-url", backlog.target.url, "--workspace", "ws")
+    plain = cli(*args, "--batch-size", "1", env=llm.env("anthropic"))
+    assert plain.exit_code == 0, plain.stderr
+    assert "complete: run-a / run-a-p0 — predicted " in plain.stderr
+    assert "\x1b[" not in plain.stderr  # no live display, no cursor movement
+    quiet = cli(*args, "--batch-size", "1", "--quiet", env=llm.env("anthropic"))
+    assert quiet.exit_code == 0
+    assert "run-a-p1 — predicted" not in quiet.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from autopack.drain.batch import (
     resume_batch,
     run_batch,
 )
-from autopack.drain.controller import BatchOptions
+from autopack.drain.controller import BatchOptions, DrainInterrupted
 from autopack.drain.gitwork import commit_pending
 from autopack.drain.phase import attempt_phase
 from autopack.drain.report import DrainReport, summarise
@@ -40,12 +41,13 @@ from autopack.drain.sessions import (
     worker_name,
 )
 from autopack.drain.triage import Limits
-from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_REFUSED, GuardError
+from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_INTERRUPTED, EXIT_REFUSED, GuardError
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
 from autopack.llm.clients import make_client
 from autopack.llm.settings import LlmSettings, load_llm_settings
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
+from autopack.render.drain_live import drain_display
 from autopack.telemetry.recorder import telemetry_tables_present
 
 # What a dry run reads: the original tables (nothing of autopack's is needed to plan).
@@ -347,7 +349,10 @@ def queued(
             ),
             kind="queued",
         )
-        report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+        try:
+            report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+        except DrainInterrupted as stop:
+            raise _interrupted(stop, prepared, "", as_json=as_json, quiet=quiet) from None
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
     if report.any_failed:
         raise typer.Exit(EXIT_FOUND_PROBLEMS)
@@ -457,18 +462,31 @@ def batch(
         commit=not no_commit,
     ) as prepared:
         engine = prepared.database.engine
+        target = _target_words(db, database_url, prepared)
         if resume:
             assert prepared.settings is not None
-            with make_client(prepared.settings) as client:
-                report = resume_batch(
-                    engine,
-                    client,
-                    session_id=session,
-                    kinds=("batch",),
-                    telemetry_tables_present=prepared.tables_present,
-                    workers=workers,
-                    log=_logger(quiet, as_json),
-                )
+            with (
+                make_client(prepared.settings) as client,
+                drain_display(
+                    quiet=quiet, as_json=as_json, max_total_tokens=max_total_tokens
+                ) as display,
+            ):
+                try:
+                    report = resume_batch(
+                        engine,
+                        client,
+                        session_id=session,
+                        kinds=("batch",),
+                        telemetry_tables_present=prepared.tables_present,
+                        workers=workers,
+                        log=display.log,
+                        on_result=display.on_result,
+                        progress=display.progress,
+                    )
+                except DrainInterrupted as stop:
+                    raise _interrupted(
+                        stop, prepared, target, as_json=as_json, quiet=quiet
+                    ) from None
         else:
             with engine.connect() as connection:
                 require_known_runs(connection, run_id or [])
@@ -511,7 +529,10 @@ def batch(
                 dry_run=dry_run,
                 claims_table=prepared.drain_tables,
             )
-            report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+            try:
+                report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+            except DrainInterrupted as stop:
+                raise _interrupted(stop, prepared, target, as_json=as_json, quiet=quiet) from None
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
     if report.any_failed:
         raise typer.Exit(EXIT_FOUND_PROBLEMS)
@@ -554,12 +575,53 @@ def _run(
     as_json: bool,
 ) -> DrainReport:
     engine = prepared.database.engine
-    log = _logger(quiet, as_json)
-    if options.dry_run:
-        return run_batch(engine, None, options, log=log)
-    assert prepared.settings is not None
-    with make_client(prepared.settings) as client:
-        return run_batch(engine, client, options, coefficients_file=coefficients_file, log=log)
+    with drain_display(
+        quiet=quiet, as_json=as_json, max_total_tokens=options.limits.max_total_tokens
+    ) as display:
+        if options.dry_run:
+            return run_batch(
+                engine,
+                None,
+                options,
+                log=display.log,
+                on_result=display.on_result,
+                progress=display.progress,
+            )
+        assert prepared.settings is not None
+        with make_client(prepared.settings) as client:
+            return run_batch(
+                engine,
+                client,
+                options,
+                coefficients_file=coefficients_file,
+                log=display.log,
+                on_result=display.on_result,
+                progress=display.progress,
+            )
+
+
+def _interrupted(
+    stop: DrainInterrupted, prepared: _Prepared, target: str, *, as_json: bool, quiet: bool
+) -> typer.Exit:
+    """Ctrl-C: what finished, the session, and the exact command that resumes it."""
+    _emit(stop.report, prepared.panel, as_json=as_json, quiet=quiet)
+    session = stop.report.session_id
+    if stop.report.kind == "batch":
+        command = f"autopack drain batch {target}--resume --session {session}".replace("  ", " ")
+        console.log_line(f"interrupted: session {session} saved; resume it with:\n  {command}")
+    else:
+        console.log_line(f"interrupted: session {session} saved; run the same command to go on")
+    return typer.Exit(EXIT_INTERRUPTED)
+
+
+def _target_words(db: str | None, database_url: str | None, prepared: _Prepared) -> str:
+    """How the resume command names the DB: as the operator did (a URL with its password
+    masked: secrets never reach output), or nothing when it came from DATABASE_URL."""
+    if db is not None:
+        return f"--db {shlex.quote(db)} "
+    if database_url is not None:
+        return f"--database-url {shlex.quote(prepared.database.target.display_url)} "
+    return ""
 
 
 @app.command()

@@ -13,6 +13,7 @@ from autopack.db.models import PhaseState
 from autopack.drain.attempt import PhaseOptions
 from autopack.drain.claims import reclaim_session
 from autopack.drain.controller import BatchController, BatchOptions, replay_state
+from autopack.drain.progress import DrainProgress
 from autopack.drain.report import DrainReport
 from autopack.drain.selection import Filters
 from autopack.drain.sessions import (
@@ -108,6 +109,7 @@ def run_batch(
     coefficients_file: Path | None = None,
     log: Callable[[str], None] = lambda _message: None,
     on_result: Callable[[dict[str, Any]], None] = lambda _entry: None,
+    progress: DrainProgress | None = None,
 ) -> DrainReport:
     """A new session: drain until the batch is done, a stop condition holds, or nothing remains.
 
@@ -131,6 +133,7 @@ def run_batch(
         f"{worker_name()}:{session_id[:8]}",
         log=log,
         on_result=on_result,
+        progress=progress or DrainProgress(),
     )
     return controller.run()
 
@@ -145,6 +148,7 @@ def resume_batch(
     workers: int | None = None,
     log: Callable[[str], None] = lambda _message: None,
     on_result: Callable[[dict[str, Any]], None] = lambda _entry: None,
+    progress: DrainProgress | None = None,
 ) -> DrainReport:
     """Continue a session with its options, counters, fingerprints and triage state.
 
@@ -188,5 +192,6 @@ def resume_batch(
         state=state,
         log=log,
         on_result=on_result,
+        progress=progress or DrainProgress(),
     )
     return controller.run()

@@ -34,6 +34,7 @@ from autopack.drain.claims import (
 from autopack.drain.fingerprint import failure_fingerprint
 from autopack.drain.finish import finish_attempt
 from autopack.drain.phase import attempt_phase, load_phase_spec
+from autopack.drain.progress import DrainProgress
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Candidate, Filters, Verdict, select_next
 from autopack.drain.sessions import save_session, session_entries
@@ -51,6 +52,15 @@ ABANDON_GRACE_S = 30.0
 MAX_BLOCKED_SHOWN = 100
 # A running session saves itself at least this often (see sessions.session_alive).
 SESSION_HEARTBEAT_S = 30.0
+
+
+class DrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM handled as it) stopped the session: its phases in flight were given
+    back and it is saved as `interrupted`; `report` holds what finished before."""
+
+    def __init__(self, report: DrainReport) -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class BatchController:
     log: Callable[[str], None] = lambda _message: None
     on_result: Callable[[dict[str, Any]], None] = lambda _entry: None
     clock: Callable[[], float] = time.monotonic
+    progress: DrainProgress = field(default_factory=DrainProgress)
 
     _results: queue.Queue[tuple[_Flight, PhaseOutcome | None, BaseException | None]] = field(
         default_factory=queue.Queue, init=False
@@ -134,7 +145,6 @@ class BatchController:
             status = "interrupted"
             self.state.stop_reason = "interrupted (Ctrl-C); resume with --resume"
             self._give_back_in_flight()
-            raise
         except BaseException:
             status = "failed"
             self._give_back_in_flight()
@@ -142,6 +152,9 @@ class BatchController:
         finally:
             self.state.elapsed_s = base_elapsed + (self.clock() - started)
             self._save(status)
+        if status == "interrupted":
+            # What finished is recorded; the caller shows it and how to resume.
+            raise DrainInterrupted(self.report())
         return self.report()
 
     def _dispatch_one(self) -> Verdict:
@@ -205,6 +218,7 @@ class BatchController:
         token = f"{self.worker}:{self._attempts_started}"
         flight = _Flight(candidate, threading.Event(), self.clock(), utc_now(), token)
         self._in_flight[candidate.key] = flight
+        self.progress.start(candidate.key, candidate.run_id, candidate.phase_id)
         thread = threading.Thread(
             target=self._work, args=(flight,), name=f"drain-{candidate.phase_id}", daemon=True
         )
@@ -255,6 +269,7 @@ class BatchController:
         if self._in_flight.get(flight.candidate.key) is not flight:
             return  # abandoned earlier: its late result is discarded
         del self._in_flight[flight.candidate.key]
+        self.progress.end(flight.candidate.key)
         key = (flight.candidate.run_id, flight.candidate.phase_id)
         if isinstance(error, ClaimRefused | PhaseNotFound):
             # Another worker got there first (or the phase went away): not an attempt.
@@ -282,6 +297,7 @@ class BatchController:
             AttemptSummary.from_entry(entry),
             self.options.limits,
         )
+        self.progress.finished(entry)
         self.on_result(entry)
         for event in events:
             self.log(event)
@@ -380,6 +396,7 @@ class BatchController:
             flight.cancel.set()
             if self._release_abandoned(flight, now - flight.started):
                 del self._in_flight[key]
+                self.progress.end(key)
             else:
                 # Not claimed yet, or it finished just now: its outcome comes through the queue
                 # ("abandoned", or a real result) and decides; nothing is recorded twice.
@@ -470,6 +487,7 @@ class BatchController:
                     previous_state=candidate.state,
                 ),
             )
+            self.progress.end(flight.candidate.key)
         self._in_flight.clear()
 
     # -- persistence and reporting -------------------------------------------------------------
