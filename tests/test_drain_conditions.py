@@ -15,8 +15,10 @@ import sys
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+import autopack.drain.finish as finish_module
 from autopack.db.engine import Database
 from autopack.db.models import DrainSession, table_of
 from autopack.db.names import ORIGINAL_TABLES
@@ -415,3 +417,27 @@ def test_without_a_terminal_the_progress_is_plain_lines_and_quiet_hides_it(
     quiet = cli(*args, "--batch-size", "1", "--quiet", env=llm.env("anthropic"))
     assert quiet.exit_code == 0
     assert "run-a-p1 — predicted" not in quiet.stderr
+
+
+def test_state_result_claim_and_link_commit_together_or_not_at_all(
+    backlog: Database, llm: FakeLlmServer, drain: Drain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 D3: a failure at the last step of the finishing transaction (the telemetry
+    link) leaves no COMPLETE phase without its result, and no result without its state."""
+    add_run(backlog.engine, "run-a", 1)
+
+    def broken_link(*_args: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(finish_module, "link_telemetry", broken_link)
+    code, _, _ = drain("run-a", "run-a-p0", command="phase")
+    assert code == 70
+    assert states(backlog.engine) == {"run-a-p0": "QUEUED"}  # given back, not COMPLETE
+    assert results(backlog.engine) == []
+    with backlog.engine.connect() as connection:
+        telemetry = connection.execute(
+            sa.text("SELECT count(*) FROM token_estimation_v2_events")
+        ).scalar_one()
+        claims = connection.execute(sa.text("SELECT count(*) FROM autopack_phase_claims"))
+        assert claims.scalar_one() == 0
+    assert telemetry == 1  # the reply's row was committed when it arrived

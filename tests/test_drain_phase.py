@@ -439,7 +439,7 @@ def test_unknown_phase_is_refused(
         env=fake_llm.env("anthropic"),
     )
     assert result.exit_code == 2
-    assert "does not exist" in result.stderr
+    assert f"phase 'nope' is not in run {RUN!r}" in result.stderr
 
 
 def test_transcripts_keep_prompt_and_reply_without_the_key(

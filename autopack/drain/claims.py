@@ -217,58 +217,6 @@ def _refuse(run_id: str, phase_id: str, state: str | None, *, run_busy: bool) ->
     )
 
 
-def release_phase(
-    engine: Engine,
-    claim: Claim,
-    *,
-    final_state: PhaseState,
-    failure_reason: str | None,
-    builder_attempts: int,
-    tokens_used: int,
-) -> bool:
-    """Set the outcome and drop the lease, only if this worker still holds the phase.
-
-    Returns False when the claim was no longer held (e.g. recovered after its lease expired).
-    """
-    now = utc_now()
-    values: dict[str, object] = {
-        "state": final_state.value,
-        "updated_at": now,
-        "builder_attempts": PHASES.c.builder_attempts + builder_attempts,
-        "tokens_used": PHASES.c.tokens_used + tokens_used,
-    }
-    if final_state is PhaseState.COMPLETE:
-        values["completed_at"] = now
-    if failure_reason is not None:
-        values["last_failure_reason"] = failure_reason
-    with engine.begin() as connection:
-        held = connection.execute(
-            sa.delete(CLAIMS).where(
-                CLAIMS.c.run_id == claim.run_id,
-                CLAIMS.c.phase_id == claim.phase_id,
-                CLAIMS.c.worker == claim.worker,
-            )
-        ).rowcount
-        if not held:
-            return False
-        connection.execute(
-            sa.update(PHASES)
-            .where(
-                PHASES.c.run_id == claim.run_id,
-                PHASES.c.phase_id == claim.phase_id,
-                PHASES.c.state == PhaseState.EXECUTING.value,
-            )
-            .values(**values)
-        )
-        if tokens_used:
-            connection.execute(
-                sa.update(RUNS)
-                .where(RUNS.c.id == claim.run_id)
-                .values(tokens_used=RUNS.c.tokens_used + tokens_used)
-            )
-    return True
-
-
 def unclaim(engine: Engine, claim: Claim) -> None:
     """Give the phase back untouched (interrupted before it ran): its previous state returns."""
     with engine.begin() as connection:

@@ -8,6 +8,7 @@ release (estimate, prompt, call, record telemetry, write, verify) are `drain/ste
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -169,15 +170,27 @@ def attempt_phase(
         )
     if in_git and not options.commit and outcome.written_files:
         outcome.commit = NOT_COMMITTED  # the operator commits these; no later drain does
-    recorded = finish_attempt(
-        engine,
-        session_id,
-        outcome,
-        claim,
-        give_back=outcome.outcome == "provider_unavailable",
-        on_recorded=on_recorded,
-    )
+    try:
+        recorded = finish_attempt(
+            engine,
+            session_id,
+            outcome,
+            claim,
+            give_back=outcome.outcome == "provider_unavailable",
+            on_recorded=on_recorded,
+        )
+    except BaseException:
+        # Nothing of the ending was committed: give the phase (and its scope) back as it was.
+        if in_git and step is not None and step.snapshot:
+            restore(step.snapshot)
+        if claim is not None:
+            with contextlib.suppress(Exception):
+                unclaim(engine, claim)
+        raise
     if not recorded:
+        # The claim was lost (recovered after its lease expired): this attempt leaves nothing.
+        if in_git and step is not None and step.snapshot:
+            restore(step.snapshot)
         outcome.outcome = "abandoned"
         return outcome
     if outcome.outcome == "complete" and in_git and options.commit and outcome.written_files:

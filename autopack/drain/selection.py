@@ -98,59 +98,34 @@ def head_candidates(
     executing: set[str] | None = None,
 ) -> list[Candidate]:
     """Each run's head, when it is in a drained state: its lowest-index phase that is not
-    finished (COMPLETE or SKIPPED), ignoring independent phases, which neither wait nor hold
-    others back. With `ignore_order`, the lowest-index phase in a drained state instead.
-    Phases in `exclude_keys` count as finished (in flight, or done in a dry run).
+    finished (COMPLETE or SKIPPED). An independent phase neither waits nor holds the others
+    back: when the lowest is one that is not drained, the run's head is looked up past it.
+    With `ignore_order`, the lowest-index phase in a drained state instead. Phases in
+    `exclude_keys` count as finished (in flight, or done in a dry run).
 
     `blocked`, when given, receives the runs whose head is in another state (run → why), and
     `executing` the runs whose head is EXECUTING (someone is on it: the run may wait)."""
-    runs = _run_filters(filters, exclude_runs)
-    drained: sa.ColumnElement[bool] = PHASES.c.state.in_(filters.states)
-    conditions = [*runs]
+    conditions = _run_filters(filters, exclude_runs)
     if exclude_keys:
         conditions.append(sa.tuple_(PHASES.c.run_id, PHASES.c.phase_id).not_in(list(exclude_keys)))
-    if filters.ignore_order:
-        in_line: sa.ColumnElement[bool] = drained
-    else:
-        independent = independent_clause(PHASES.c.scope)
-        in_line = sa.or_(
-            sa.and_(PHASES.c.state.not_in(FINISHED_STATES), sa.not_(independent)),
-            sa.and_(drained, independent),
-        )
-    heads = (
-        sa.select(PHASES.c.run_id, sa.func.min(PHASES.c.phase_index).label("head_index"))
-        .where(in_line, *conditions)
-        .group_by(PHASES.c.run_id)
-        .subquery("heads")
-    )
-    query = (
-        sa.select(
-            PHASES.c.run_id,
-            PHASES.c.phase_id,
-            PHASES.c.phase_index,
-            PHASES.c.state,
-            PHASES.c.last_failure_reason,
-            PHASES.c.scope,
-            PHASES.c.tokens_used,
-            PHASES.c.incident_token_cap,
-            RUNS.c.tokens_used.label("run_tokens_used"),
-            RUNS.c.token_cap.label("run_token_cap"),
-        )
-        .join(
-            heads,
-            sa.and_(PHASES.c.run_id == heads.c.run_id, PHASES.c.phase_index == heads.c.head_index),
-        )
-        .join(RUNS, RUNS.c.id == PHASES.c.run_id)
-        .where(in_line, *conditions)
-        .order_by(PHASES.c.run_id, PHASES.c.phase_id)
-    )
-    seen: set[str] = set()
+    drained: sa.ColumnElement[bool] = PHASES.c.state.in_(filters.states)
+    # No JSON in the big query: a backlog of a million phases must not parse a million
+    # scopes per selection. Independence is looked at on the heads only.
+    in_line = drained if filters.ignore_order else PHASES.c.state.not_in(FINISHED_STATES)
     candidates: list[Candidate] = []
     with engine.connect() as connection:
-        for row in connection.execute(query):
-            if row.run_id in seen:
-                continue
-            seen.add(row.run_id)
+        for row in _heads(connection, in_line, conditions):
+            if (
+                not filters.ignore_order
+                and row.state not in filters.states
+                and scope_is_independent(row.scope)
+            ):
+                past = _heads(
+                    connection, _in_line_past_independent(drained), conditions, row.run_id
+                )
+                row = past[0] if past else None
+                if row is None:
+                    continue
             if row.state not in filters.states:
                 if row.state == PhaseState.EXECUTING.value and executing is not None:
                     executing.add(row.run_id)
@@ -175,6 +150,59 @@ def head_candidates(
                 )
             )
     return candidates
+
+
+def _in_line_past_independent(drained: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """Phases that hold a run's line: unfinished dependent ones, and drained independent
+    ones (which may go now). Parses scopes: used for one run at a time."""
+    independent = independent_clause(PHASES.c.scope)
+    return sa.or_(
+        sa.and_(PHASES.c.state.not_in(FINISHED_STATES), sa.not_(independent)),
+        sa.and_(drained, independent),
+    )
+
+
+def _heads(
+    connection: sa.Connection,
+    in_line: sa.ColumnElement[bool],
+    conditions: list[sa.ColumnElement[bool]],
+    run_id: str | None = None,
+) -> list[Any]:
+    """Per run, the lowest-index phase matching `in_line` (ties: lowest phase_id)."""
+    where = [in_line, *conditions]
+    if run_id is not None:
+        where.append(PHASES.c.run_id == run_id)
+    heads = (
+        sa.select(PHASES.c.run_id, sa.func.min(PHASES.c.phase_index).label("head_index"))
+        .where(*where)
+        .group_by(PHASES.c.run_id)
+        .subquery("heads")
+    )
+    query = (
+        sa.select(
+            PHASES.c.run_id,
+            PHASES.c.phase_id,
+            PHASES.c.phase_index,
+            PHASES.c.state,
+            PHASES.c.last_failure_reason,
+            PHASES.c.scope,
+            PHASES.c.tokens_used,
+            PHASES.c.incident_token_cap,
+            RUNS.c.tokens_used.label("run_tokens_used"),
+            RUNS.c.token_cap.label("run_token_cap"),
+        )
+        .join(
+            heads,
+            sa.and_(PHASES.c.run_id == heads.c.run_id, PHASES.c.phase_index == heads.c.head_index),
+        )
+        .join(RUNS, RUNS.c.id == PHASES.c.run_id)
+        .where(*where)
+        .order_by(PHASES.c.run_id, PHASES.c.phase_id)
+    )
+    first: dict[str, Any] = {}
+    for row in connection.execute(query):
+        first.setdefault(row.run_id, row)
+    return list(first.values())
 
 
 def unfinished_predecessors(

@@ -67,20 +67,6 @@ def next_seq(connection: sa.Connection, session_id: str) -> int:
 SEQ_LOCK = threading.Lock()
 
 
-def record_result(engine: Engine, session_id: str, values: dict[str, Any]) -> int:
-    """Append one attempt's result (its seq is the next in the session); return its id."""
-    with SEQ_LOCK, engine.begin() as connection:
-        seq = next_seq(connection, session_id)
-        key = connection.execute(
-            sa.insert(RESULTS).values(session_id=session_id, seq=seq, **values)
-        ).inserted_primary_key
-        connection.execute(
-            sa.update(SESSIONS).where(SESSIONS.c.id == session_id).values(updated_at=utc_now())
-        )
-    assert key is not None
-    return int(key[0])
-
-
 def finish_session(
     engine: Engine, session_id: str, *, status: str, stop_reason: str | None = None
 ) -> None:
