@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 
 import autopack.drain.finish as finish_module
 from autopack.db.engine import Database
-from autopack.db.models import DrainSession, table_of
+from autopack.db.models import DrainSession, PhaseClaim, table_of
 from autopack.db.names import ORIGINAL_TABLES
 from autopack.drain.holders import this_process
 from tests.backlog_helpers import add_run, good_reply, results, set_phase, states
@@ -441,3 +442,35 @@ def test_state_result_claim_and_link_commit_together_or_not_at_all(
         claims = connection.execute(sa.text("SELECT count(*) FROM autopack_phase_claims"))
         assert claims.scalar_one() == 0
     assert telemetry == 1  # the reply's row was committed when it arrived
+
+
+def test_waiting_on_a_live_claim_says_what_it_waits_for(
+    cli: CliRunner, backlog: Database, llm: FakeLlmServer
+) -> None:
+    """A claim held by a live process (here: this test's own) is waited for, and the drain
+    says for what, until when, and how to stop; once its lease runs out the drain ends."""
+    add_run(backlog.engine, "run-a", 1)
+    holder = this_process()
+    expires = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=3)
+    set_phase(backlog.engine, "run-a", 0, state="EXECUTING")
+    with backlog.engine.begin() as connection:
+        connection.execute(
+            sa.insert(table_of(PhaseClaim)).values(
+                run_id="run-a",
+                phase_id="run-a-p0",
+                session_id="elsewhere",
+                worker=f"{holder.text()}:elsewhere:1",
+                previous_state="QUEUED",
+                lease_expires_at=expires,
+            )
+        )
+    result = cli(
+        "drain", "batch", "--database-url", backlog.target.url, "--workspace", "ws",
+        env=llm.env("anthropic"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert f"waiting for run-a / run-a-p0: held by {holder.host}:{holder.pid} until " in (
+        result.stderr
+    )
+    assert "Ctrl-C stops waiting" in result.stderr
+    assert states(backlog.engine) == {"run-a-p0": "EXECUTING"}  # never taken from a live holder
