@@ -24,6 +24,8 @@ from autopack.db.engine import Database
 from autopack.db.models import DrainSession, PhaseClaim, table_of
 from autopack.db.names import ORIGINAL_TABLES
 from autopack.drain.holders import this_process
+from autopack.drain.sessions import start_session, take_over_session
+from autopack.errors import GuardError
 from tests.backlog_helpers import add_run, good_reply, results, set_phase, states
 from tests.conftest import CliRunner
 from tests.drain_fixtures import Drain, spawn_batch, wait_for
@@ -474,3 +476,25 @@ def test_waiting_on_a_live_claim_says_what_it_waits_for(
     )
     assert "Ctrl-C stops waiting" in result.stderr
     assert states(backlog.engine) == {"run-a-p0": "EXECUTING"}  # never taken from a live holder
+
+
+def test_of_two_resumes_that_read_the_same_dead_holder_only_one_takes_over(
+    backlog: Database,
+) -> None:
+    """The compare-and-set itself: both resumes read the session while its holder was dead;
+    the first writes its holder, the second's write matches nothing and is refused."""
+    session = start_session(backlog.engine, kind="batch", options={}, telemetry_enabled=True)
+    me = this_process()
+    with backlog.engine.begin() as connection:
+        connection.execute(
+            sa.update(SESSIONS)
+            .where(SESSIONS.c.id == session)
+            .values(status="interrupted", worker=f"{me.host}:4194304:{me.machine}:1")
+        )
+        seen = connection.execute(sa.select(SESSIONS).where(SESSIONS.c.id == session)).one()
+    take_over_session(backlog.engine, seen, f"{me.host}:1:{me.machine}:first")
+    with pytest.raises(GuardError, match="taken over by another process"):
+        take_over_session(backlog.engine, seen, f"{me.host}:2:{me.machine}:second")
+    with backlog.engine.connect() as connection:
+        row = connection.execute(sa.select(SESSIONS).where(SESSIONS.c.id == session)).one()
+    assert (row.worker, row.status) == (f"{me.host}:1:{me.machine}:first", "running")
