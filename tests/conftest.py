@@ -20,7 +20,7 @@ from autopack.environment import Environment
 from autopack.seed.model import SeedPhase, SeedRunSpec, create_seed_run
 from autopack.settings import resolve_target
 
-pytest_plugins = ["tests.fake_llm"]
+pytest_plugins = ["tests.fake_llm", "tests.drain_fixtures"]
 
 # Reference facts (seed-run specs, golden cases, sample log and CSV, the original's schema),
 # copied into the repository so the suite runs from any clone.

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from autopack.db.engine import Database
-from autopack.db.models import Phase, PhaseClaim, PhaseState, table_of
-from autopack.drain.claims import PhaseNotFound, claim_phase, release_phase
+from autopack.db.models import Phase, PhaseClaim, table_of
+from autopack.drain.attempt import PhaseOutcome
+from autopack.drain.claims import Claim, PhaseNotFound, claim_phase
+from autopack.drain.finish import finish_attempt
+from autopack.drain.sessions import start_session
 from autopack.errors import GuardError
 
 RUN = "telemetry-collection-v4"
@@ -63,14 +67,7 @@ def test_racing_claims_have_exactly_one_winner(seed_db: Database) -> None:
 
 def test_failed_phase_needs_explicit_requeue(seed_db: Database) -> None:
     claim = claim_phase(seed_db.engine, RUN, PHASE, worker="w", session_id=None, lease_seconds=60)
-    release_phase(
-        seed_db.engine,
-        claim,
-        final_state=PhaseState.FAILED,
-        failure_reason="boom",
-        builder_attempts=1,
-        tokens_used=10,
-    )
+    assert _finish(seed_db, claim, "failed", "FAILED", failure_reason="boom")
     assert _state(seed_db) == "FAILED"
     with pytest.raises(GuardError, match="not re-run silently") as info:
         claim_phase(seed_db.engine, RUN, PHASE, worker="w", session_id=None, lease_seconds=60)
@@ -96,21 +93,14 @@ def test_missing_phase_is_refused(seed_db: Database) -> None:
 def test_release_by_a_worker_that_lost_the_claim_changes_nothing(seed_db: Database) -> None:
     claim = claim_phase(seed_db.engine, RUN, PHASE, worker="w1", session_id=None, lease_seconds=60)
     impostor = type(claim)(claim.run_id, claim.phase_id, "w2", None, False)
-    release_phase(
-        seed_db.engine,
-        impostor,
-        final_state=PhaseState.COMPLETE,
-        failure_reason=None,
-        builder_attempts=1,
-        tokens_used=1,
-    )
+    assert not _finish(seed_db, impostor, "complete", "COMPLETE")
     assert _state(seed_db) == "EXECUTING"
-    release_phase(
-        seed_db.engine,
-        claim,
-        final_state=PhaseState.COMPLETE,
-        failure_reason=None,
-        builder_attempts=1,
-        tokens_used=1,
-    )
+    assert _finish(seed_db, claim, "complete", "COMPLETE")
     assert _state(seed_db) == "COMPLETE"
+
+
+def _finish(db: Database, claim: Claim, outcome: str, state: str, **values: Any) -> bool:
+    """End the attempt as the drain does: state, result and claim release in one go."""
+    session = start_session(db.engine, kind="phase", options={}, telemetry_enabled=True)
+    attempt = PhaseOutcome(claim.run_id, claim.phase_id, outcome, state, llm_calls=1, **values)
+    return finish_attempt(db.engine, session, attempt, claim)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,7 @@ import pytest
 
 import autopack.drain.controller as controller_module
 import autopack.drain.phase as phase_module
-from autopack.db.engine import Database, OpenMode, open_database
+from autopack.db.engine import Database
 from autopack.drain.attempt import PhaseOptions
 from autopack.drain.batch import run_batch
 from autopack.drain.controller import BatchOptions
@@ -26,61 +22,11 @@ from autopack.drain.triage import Limits
 from autopack.estimator import load_builtin_set
 from autopack.llm.clients import make_client
 from autopack.llm.settings import load_llm_settings
-from autopack.settings import resolve_target
 from tests.backlog_helpers import NEVER, add_run, good_reply, results, set_phase, set_run, states
 from tests.builder_replies import reply_for
 from tests.conftest import CliRunner, reference_seed_spec
+from tests.drain_fixtures import Drain, order, spawn_batch, wait_for
 from tests.fake_llm import FakeLlmServer, Reply
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backlog(request: pytest.FixtureRequest, cli: CliRunner, workdir: Path) -> Iterator[Database]:
-    """An initialised backlog DB (role general), on SQLite and on PostgreSQL."""
-    url = "sqlite:///backlog.db"
-    if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-    assert cli("db", "init", "--database-url", url).exit_code == 0
-    (workdir / "ws").mkdir()
-    db = open_database(resolve_target(None, url), OpenMode.READ_WRITE)
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def llm(fake_llm: FakeLlmServer) -> FakeLlmServer:
-    fake_llm.default_reply = good_reply()
-    return fake_llm
-
-
-Drain = Callable[..., tuple[int, dict[str, Any], str]]
-
-
-@pytest.fixture
-def drain(cli: CliRunner, llm: FakeLlmServer, backlog: Database) -> Drain:
-    """Run `autopack drain COMMAND --json …` against the backlog with the fake LLM."""
-
-    def run(
-        *args: str, env: dict[str, str] | None = None, command: str = "batch"
-    ) -> tuple[int, dict[str, Any], str]:
-        result = cli(
-            "drain",
-            command,
-            "--database-url",
-            backlog.target.url,
-            "--workspace",
-            "ws",
-            "--json",
-            *args,
-            env={**llm.env("anthropic"), **(env or {})},
-        )
-        doc = json.loads(result.stdout) if result.stdout.strip() else {}
-        return result.exit_code, doc, result.stderr
-
-    return run
-
-
-def order(doc: dict[str, Any]) -> list[str]:
-    return [entry["phase_id"] for entry in doc["results"]]
 
 
 def test_sample_first_gives_every_run_one_phase_before_any_gets_a_second(
@@ -112,6 +58,7 @@ def test_without_sample_first_no_run_is_deprioritised(
         "5",
         "--no-telemetry",
         "--no-sample-first",
+        "--ignore-order",  # the group order is the point here, not run order
     )
     assert code == 1
     # Plain bucket / phase-index order: b's repeated failure does not push it back.
@@ -152,6 +99,7 @@ def test_default_state_is_failed_for_a_legacy_db(
     cli: CliRunner, backlog: Database, llm: FakeLlmServer
 ) -> None:
     add_run(backlog.engine, "run-a", 2)
+    set_phase(backlog.engine, "run-a", 0, state="COMPLETE")
     set_phase(backlog.engine, "run-a", 1, state="FAILED")
     assert (
         cli("db", "stamp", "--database-url", backlog.target.url, "--role", "legacy").exit_code == 0
@@ -167,7 +115,7 @@ def test_default_state_is_failed_for_a_legacy_db(
     )
     assert result.exit_code == 0
     assert "draining failed phases (default for a legacy database)" in result.stderr
-    assert states(backlog.engine) == {"run-a-p0": "QUEUED", "run-a-p1": "COMPLETE"}
+    assert states(backlog.engine) == {"run-a-p0": "COMPLETE", "run-a-p1": "COMPLETE"}
 
 
 def test_repeated_fingerprint_deprioritises_a_run_sample(
@@ -176,7 +124,9 @@ def test_repeated_fingerprint_deprioritises_a_run_sample(
     add_run(backlog.engine, "run-a", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-b", 2, deliverables={0: NEVER})
     add_run(backlog.engine, "run-c", 2)
-    code, doc, _ = drain("--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry")
+    code, doc, _ = drain(
+        "--batch-size", "6", "--max-fingerprint-repeats", "5", "--no-telemetry", "--ignore-order"
+    )
     assert code == 1
     # a fails first (new fingerprint: normal priority), b fails the same way: deprioritised,
     # so a's and c's second phases come before b's.
@@ -190,7 +140,7 @@ def test_max_fingerprint_repeats_stops_the_run(
 ) -> None:
     add_run(backlog.engine, "run-bad", 4, deliverables={i: NEVER for i in range(4)})
     add_run(backlog.engine, "run-ok", 1)
-    code, doc, _ = drain("--batch-size", "10", "--max-fingerprint-repeats", "2")
+    code, doc, _ = drain("--batch-size", "10", "--max-fingerprint-repeats", "2", "--ignore-order")
     assert code == 1
     assert order(doc) == ["run-bad-p0", "run-ok-p0", "run-bad-p1"]
     assert "fingerprint repeated 2" in doc["stopped_runs"]["run-bad"]
@@ -310,6 +260,7 @@ def test_phase_timeout_and_max_timeouts_per_run(
         "1",
         "--max-timeouts-per-run",
         "2",
+        "--ignore-order",
         env={"AUTOPACK_LLM_MAX_RETRIES": "0"},
     )
     assert code == 1
@@ -433,8 +384,11 @@ def test_drain_queued_never_loops_on_a_phase_that_cannot_progress(
     add_run(backlog.engine, "run-a", 3, deliverables={1: NEVER})
     code, doc, _ = drain("--run-id", "run-a", command="queued")
     assert code == 1
-    assert order(doc) == ["run-a-p0", "run-a-p1", "run-a-p2"]
+    # p2 builds on p1, which failed: it waits, and the report says why.
+    assert order(doc) == ["run-a-p0", "run-a-p1"]
     assert doc["stop_reason"] == "no eligible phase remains"
+    assert "waits behind run-a-p1 (FAILED)" in doc["blocked_runs"]["run-a"]
+    assert states(backlog.engine)["run-a-p2"] == "QUEUED"
 
 
 def test_sessions_list_and_show(
@@ -474,39 +428,6 @@ def test_bad_options_are_refused(
     assert set(states(backlog.engine).values()) == {"QUEUED"}
 
 
-def _spawn_batch(workdir: Path, llm: FakeLlmServer, url: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **llm.env("anthropic"), "NO_COLOR": "1"}
-    env.pop("DATABASE_URL", None)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "autopack",
-            "drain",
-            "batch",
-            "--database-url",
-            url,
-            "--workspace",
-            "ws",
-            "--batch-size",
-            "6",
-            *args,
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("how", ["kill", "interrupt", "terminate"])
 def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
     cli: CliRunner, backlog: Database, llm: FakeLlmServer, workdir: Path, how: str, drain: Drain
@@ -514,9 +435,9 @@ def test_resume_after_a_crash_or_ctrl_c_finishes_without_duplicates(
     for run in ("run-a", "run-b", "run-c"):
         add_run(backlog.engine, run, 2)
     llm.queue(good_reply(), good_reply(delay_s=60))
-    process = _spawn_batch(workdir, llm, backlog.target.url)
+    process = spawn_batch(workdir, llm, backlog.target.url)
     try:
-        _wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
+        wait_for(lambda: len(llm.requests) >= 2 and len(results(backlog.engine)) >= 1)
         assert states(backlog.engine)["run-b-p0"] == "EXECUTING"
         if how == "kill":
             process.kill()
@@ -555,8 +476,8 @@ def test_resume_refuses_a_session_whose_process_is_alive(
 ) -> None:
     add_run(backlog.engine, "run-a", 1)
     # A batch session started by this (living) process, as another terminal would see it.
-    start_session(backlog.engine, kind="batch", options={}, telemetry_enabled=True)
-    code, _, stderr = drain("--resume")
+    live = start_session(backlog.engine, kind="batch", options={}, telemetry_enabled=True)
+    code, _, stderr = drain("--resume", "--session", live[:7])  # any unique prefix names it
     assert code == 2
     assert "still running" in stderr
     assert states(backlog.engine) == {"run-a-p0": "QUEUED"}

@@ -35,6 +35,7 @@ def _drain(
         "--workspace",
         str(workspace),
         "--json",
+        "--ignore-order",  # each phase stands for one reason; their run's order is not the point
         *extra,
         env={**llm.env("anthropic"), **(env or {})},
     )

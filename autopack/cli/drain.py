@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption,
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import Database, OpenMode, translated_errors
 from autopack.db.identity import TargetPanel
+from autopack.db.lookup import require_known_runs
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
 from autopack.drain import (
@@ -32,13 +34,19 @@ from autopack.drain import (
     run_batch,
     session_report,
 )
-from autopack.errors import GuardError
+from autopack.drain.controller import DrainInterrupted
+from autopack.drain.gitwork import commit_pending
+from autopack.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, GuardError
 from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
 from autopack.llm import LlmSettings, load_llm_settings, make_client
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
+from autopack.render.drain_live import drain_display
 from autopack.telemetry.recorder import telemetry_tables_present
+
+# What a dry run reads: the original tables (nothing of autopack's is needed to plan).
+PLAN_TABLES = ("runs", "tiers", "phases")
 
 app = typer.Typer(
     help="Drain phases through the builder LLM, with telemetry.", no_args_is_help=True
@@ -55,6 +63,19 @@ NoTelemetryOption = Annotated[
 ]
 AllowDirtyOption = Annotated[
     bool, typer.Option("--allow-dirty", help="Write into scope paths with uncommitted changes.")
+]
+NoCommitOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-commit", help="In a git workspace, do not commit each completed phase's files."
+    ),
+]
+IgnoreOrderOption = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-order",
+        help="Drain a phase although an earlier phase of its run is not COMPLETE.",
+    ),
 ]
 AllowEmptyOption = Annotated[
     bool, typer.Option("--allow-empty-db", help="Act on a DB with 0 runs and 0 phases.")
@@ -108,6 +129,8 @@ class _Prepared:
     tables_present: bool
     active_set_model: str | None = None
     """Follow the DB's active set for this model, per phase attempt (no --coefficients)."""
+    drain_tables: bool = True
+    """False on a legacy DB not upgraded yet: only a dry run gets this far."""
 
 
 @contextmanager
@@ -124,6 +147,7 @@ def _prepare(
     as_json: bool,
     needs_llm: bool = True,
     writable: bool = True,
+    commit: bool = True,
 ) -> Iterator[_Prepared]:
     """Everything a drain checks before it touches a phase, in the order an operator expects:
     LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
@@ -137,7 +161,7 @@ def _prepare(
     with open_named(db, database_url, mode) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
-            require_tables(database, DRAIN_TABLES)
+            drain_tables = _require_drain_tables(database, writable=writable)
             refuse_empty(database, panel, allow_empty=allow_empty_db)
             tables_present = telemetry_tables_present(database.engine)
             if not tables_present:
@@ -151,6 +175,8 @@ def _prepare(
                 database.engine, model=model, name=coefficients, file=coefficients_file
             )
             follow = model if coefficients is None and coefficients_file is None else None
+            if writable and commit:
+                commit_pending(database.engine, root, _logger(quiet, as_json))
             if not quiet and not as_json:
                 builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
                 console.info(
@@ -159,8 +185,32 @@ def _prepare(
                     + (" (the DB's active set, read per phase)" if follow else "")
                 )
             yield _Prepared(
-                database, panel, settings, chosen, root, telemetry, tables_present, follow
+                database,
+                panel,
+                settings,
+                chosen,
+                root,
+                telemetry,
+                tables_present,
+                active_set_model=follow,
+                drain_tables=drain_tables,
             )
+
+
+def _require_drain_tables(database: Database, *, writable: bool) -> bool:
+    """A drain needs autopack's tables; a dry run writes nothing, so it plans from the
+    original tables alone on a DB not upgraded yet (and says what the real drain needs)."""
+    if writable:
+        require_tables(database, DRAIN_TABLES)
+        return True
+    state = require_tables(database, PLAN_TABLES)
+    if all(name in state.existing_tables for name in DRAIN_TABLES):
+        return True
+    console.warn(
+        "this database has not been upgraded: the dry run plans from the original tables "
+        "alone; the real drain needs `autopack db upgrade` first"
+    )
+    return False
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
@@ -179,6 +229,8 @@ def phase(
         bool, typer.Option("--requeue", help="Queue a FAILED phase again and drain it.")
     ] = False,
     allow_dirty: AllowDirtyOption = False,
+    no_commit: NoCommitOption = False,
+    ignore_order: IgnoreOrderOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -204,6 +256,7 @@ def phase(
         allow_empty_db=allow_empty_db,
         quiet=quiet,
         as_json=as_json,
+        commit=not no_commit,
     ) as prepared:
         assert prepared.settings is not None
         options = PhaseOptions(
@@ -214,6 +267,8 @@ def phase(
             telemetry_tables_present=prepared.tables_present,
             requeue=requeue,
             allow_dirty=allow_dirty,
+            commit=not no_commit,
+            ignore_order=ignore_order,
             pytest_timeout_s=pytest_timeout,
             temperature=prepared.settings.temperature,
         )
@@ -233,6 +288,8 @@ def queued(
     batch_size: BatchSizeOption = 25,
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
+    no_commit: NoCommitOption = False,
+    ignore_order: IgnoreOrderOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -259,11 +316,16 @@ def queued(
         allow_empty_db=allow_empty_db,
         quiet=quiet,
         as_json=as_json,
+        commit=not no_commit,
     ) as prepared:
+        with prepared.database.engine.connect() as connection:
+            require_known_runs(connection, [run_id])
         # One attempt per phase: a phase that failed or was refused is never retried in a
         # loop, so the command stops when nothing QUEUED is left or nothing made progress.
         options = BatchOptions(
-            filters=Filters(states=STATE_CHOICES["queued"], run_ids=(run_id,)),
+            filters=Filters(
+                states=STATE_CHOICES["queued"], run_ids=(run_id,), ignore_order=ignore_order
+            ),
             limits=Limits(
                 batch_size=batch_size,
                 max_timeouts_per_run=None,
@@ -271,10 +333,20 @@ def queued(
                 max_fingerprint_repeats=None,
                 sample_first=False,
             ),
-            phase=_phase_options(prepared, allow_dirty, pytest_timeout, phase_timeout_seconds),
+            phase=_phase_options(
+                prepared,
+                allow_dirty,
+                no_commit,
+                pytest_timeout,
+                phase_timeout_seconds,
+                ignore_order=ignore_order,
+            ),
             kind="queued",
         )
-        report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+        try:
+            report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+        except DrainInterrupted as stop:
+            raise _interrupted(stop, prepared, "", as_json=as_json, quiet=quiet) from None
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
@@ -323,6 +395,14 @@ def batch(
     max_total_tokens: Annotated[
         int | None, typer.Option("--max-total-tokens", min=1, help="Session token budget.")
     ] = None,
+    max_provider_failures: Annotated[
+        int,
+        typer.Option(
+            "--max-provider-failures",
+            min=1,
+            help="Stop after this many provider failures in a row (outage breaker).",
+        ),
+    ] = 3,
     workers: WorkersOption = 1,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Select and triage only: no LLM, no writes.")
@@ -335,6 +415,8 @@ def batch(
     ] = None,
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
+    no_commit: NoCommitOption = False,
+    ignore_order: IgnoreOrderOption = False,
     no_telemetry: NoTelemetryOption = False,
     allow_empty_db: AllowEmptyOption = False,
     coefficients: CoefficientsOption = None,
@@ -368,21 +450,37 @@ def batch(
         as_json=as_json,
         needs_llm=not dry_run,
         writable=not dry_run,
+        commit=not no_commit,
     ) as prepared:
         engine = prepared.database.engine
+        target = _target_words(db, database_url, prepared)
         if resume:
             assert prepared.settings is not None
-            with make_client(prepared.settings) as client:
-                report = resume_batch(
-                    engine,
-                    client,
-                    session_id=session,
-                    kinds=("batch",),
-                    telemetry_tables_present=prepared.tables_present,
-                    workers=workers,
-                    log=_logger(quiet, as_json),
-                )
+            with (
+                make_client(prepared.settings) as client,
+                drain_display(
+                    quiet=quiet, as_json=as_json, max_total_tokens=max_total_tokens
+                ) as display,
+            ):
+                try:
+                    report = resume_batch(
+                        engine,
+                        client,
+                        session_id=session,
+                        kinds=("batch",),
+                        telemetry_tables_present=prepared.tables_present,
+                        workers=workers,
+                        log=display.log,
+                        on_result=display.on_result,
+                        progress=display.progress,
+                    )
+                except DrainInterrupted as stop:
+                    raise _interrupted(
+                        stop, prepared, target, as_json=as_json, quiet=quiet
+                    ) from None
         else:
+            with engine.connect() as connection:
+                require_known_runs(connection, run_id or [])
             choice = choose_states(engine, state)
             if not quiet and not as_json:
                 console.info(
@@ -400,6 +498,7 @@ def batch(
                     states=choice.states,
                     run_ids=tuple(run_id or ()),
                     skip_run_prefixes=tuple(skip_run_prefix or ()),
+                    ignore_order=ignore_order,
                 ),
                 limits=Limits(
                     batch_size=batch_size,
@@ -410,19 +509,37 @@ def batch(
                     max_consecutive_zero_yield=max_consecutive_zero_yield,
                     max_total_tokens=max_total_tokens,
                     sample_first=sample_first,
+                    max_provider_failures=max_provider_failures,
                 ),
-                phase=_phase_options(prepared, allow_dirty, pytest_timeout, phase_timeout_seconds),
+                phase=_phase_options(
+                    prepared,
+                    allow_dirty,
+                    no_commit,
+                    pytest_timeout,
+                    phase_timeout_seconds,
+                    ignore_order=ignore_order,
+                ),
                 workers=workers,
                 dry_run=dry_run,
+                claims_table=prepared.drain_tables,
             )
-            report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+            try:
+                report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
+            except DrainInterrupted as stop:
+                raise _interrupted(stop, prepared, target, as_json=as_json, quiet=quiet) from None
         _emit(report, prepared.panel, as_json=as_json, quiet=quiet)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
 
 def _phase_options(
-    prepared: _Prepared, allow_dirty: bool, pytest_timeout: float, phase_timeout: float
+    prepared: _Prepared,
+    allow_dirty: bool,
+    no_commit: bool,
+    pytest_timeout: float,
+    phase_timeout: float,
+    *,
+    ignore_order: bool = False,
 ) -> PhaseOptions:
     return PhaseOptions(
         workspace=prepared.workspace,
@@ -431,6 +548,8 @@ def _phase_options(
         telemetry_enabled=prepared.telemetry,
         telemetry_tables_present=prepared.tables_present,
         allow_dirty=allow_dirty,
+        commit=not no_commit,
+        ignore_order=ignore_order,
         pytest_timeout_s=min(pytest_timeout, phase_timeout),
         phase_timeout_s=phase_timeout,
         lease_seconds=phase_timeout + 120,
@@ -451,12 +570,53 @@ def _run(
     as_json: bool,
 ) -> DrainReport:
     engine = prepared.database.engine
-    log = _logger(quiet, as_json)
-    if options.dry_run:
-        return run_batch(engine, None, options, log=log)
-    assert prepared.settings is not None
-    with make_client(prepared.settings) as client:
-        return run_batch(engine, client, options, coefficients_file=coefficients_file, log=log)
+    with drain_display(
+        quiet=quiet, as_json=as_json, max_total_tokens=options.limits.max_total_tokens
+    ) as display:
+        if options.dry_run:
+            return run_batch(
+                engine,
+                None,
+                options,
+                log=display.log,
+                on_result=display.on_result,
+                progress=display.progress,
+            )
+        assert prepared.settings is not None
+        with make_client(prepared.settings) as client:
+            return run_batch(
+                engine,
+                client,
+                options,
+                coefficients_file=coefficients_file,
+                log=display.log,
+                on_result=display.on_result,
+                progress=display.progress,
+            )
+
+
+def _interrupted(
+    stop: DrainInterrupted, prepared: _Prepared, target: str, *, as_json: bool, quiet: bool
+) -> typer.Exit:
+    """Ctrl-C: what finished, the session, and the exact command that resumes it."""
+    _emit(stop.report, prepared.panel, as_json=as_json, quiet=quiet)
+    session = stop.report.session_id
+    if stop.report.kind == "batch":
+        command = f"autopack drain batch {target}--resume --session {session}".replace("  ", " ")
+        console.log_line(f"interrupted: session {session} saved; resume it with:\n  {command}")
+    else:
+        console.log_line(f"interrupted: session {session} saved; run the same command to go on")
+    return typer.Exit(EXIT_TERMINATED if stop.terminated else EXIT_INTERRUPTED)
+
+
+def _target_words(db: str | None, database_url: str | None, prepared: _Prepared) -> str:
+    """How the resume command names the DB: as the operator did (a URL with its password
+    masked: secrets never reach output), or nothing when it came from DATABASE_URL."""
+    if db is not None:
+        return f"--db {shlex.quote(db)} "
+    if database_url is not None:
+        return f"--database-url {shlex.quote(prepared.database.target.display_url)} "
+    return ""
 
 
 @app.command()

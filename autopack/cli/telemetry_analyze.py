@@ -10,7 +10,8 @@ import typer
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named
-from autopack.db.engine import OpenMode
+from autopack.db.engine import OpenMode, translated_errors
+from autopack.db.lookup import require_known_runs
 from autopack.errors import EXIT_FOUND_PROBLEMS
 from autopack.render.telemetry_analyze import (
     output_path,
@@ -113,6 +114,10 @@ def analyze_command(
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         destination = output_path(output, panel.target) if output is not None else None
+        if options.run_ids:
+            with translated_errors(database), database.engine.connect() as connection:
+                # A run known only from imported telemetry is a run too.
+                require_known_runs(connection, options.run_ids, or_telemetry=True)
         report = analyze_telemetry(database, options)
     written = write_markdown(report, destination, panel.target) if destination else None
     if as_json:

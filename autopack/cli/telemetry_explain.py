@@ -10,6 +10,7 @@ from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import OpenMode, translated_errors
+from autopack.db.lookup import require_known_runs
 from autopack.db.models import DRAIN_TABLES
 from autopack.db.schema import require_tables
 from autopack.errors import EXIT_FOUND_PROBLEMS, GuardError
@@ -46,6 +47,9 @@ def explain_command(
                     f"there is no drain session {session!r} in this database.",
                     hint="list them with `autopack drain sessions`",
                 )
+            if run_id is not None:
+                with database.engine.connect() as connection:
+                    require_known_runs(connection, [run_id])
             report = explain_zero_yield(database.engine, session_id=session, run_id=run_id)
     if as_json:
         console.print_json(

@@ -361,6 +361,11 @@ class DrainResult(SQLModel, table=True):
     zero_yield_reason: str | None = Field(default=None, index=True)
     facts: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     transcript_dir: str | None = None
+    written_files: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    """Workspace-relative path → sha256 of each file the attempt wrote (revision 0008): a
+    git workspace's dirty check tells autopack's own output from the operator's edits."""
+    commit_sha: str | None = None
+    """The git commit holding the phase's files (None: not committed, or not a git workspace)."""
 
 
 class PhaseClaim(SQLModel, table=True):

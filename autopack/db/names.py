@@ -11,7 +11,17 @@ from enum import StrEnum
 # Every migration revision this autopack knows, oldest first, and the newest of them.
 # tests/test_schema_head.py checks them against Alembic's chain, so these constants and
 # autopack/db/migrations/versions/ cannot drift apart.
-KNOWN_REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
+KNOWN_REVISIONS: tuple[str, ...] = (
+    "0001",
+    "0002",
+    "0003",
+    "0004",
+    "0005",
+    "0006",
+    "0007",
+    "0008",
+    "0009",
+)
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The oldest revision whose code still works on a schema at HEAD_REVISION: the revision before
 # the newest run of revisions that declare `additive = True` (autopack.db.compat explains the

@@ -34,6 +34,10 @@ class PhaseOptions:
     """When set, every phase attempt reads the DB's active coefficient set for this model
     (falling back to the built-in default), so a fleet switches cleanly after `calibrate
     apply`; `coefficients` is then only the set shown before the first attempt."""
+    commit: bool = True
+    """In a git workspace: commit each completed phase's files (`--no-commit` turns it off)."""
+    ignore_order: bool = False
+    """Drain the phase although an earlier phase of its run is not COMPLETE."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or
     changed by another worker since it was selected. `drain phase` records the refusal."""
@@ -46,7 +50,8 @@ class PhaseOutcome:
     run_id: str
     phase_id: str
     outcome: str
-    """complete | failed | timeout | refused | abandoned (cancelled by the controller)"""
+    """complete | failed | timeout | refused | provider_unavailable (an outage: the phase was
+    given back unchanged) | abandoned (cancelled by the controller)"""
     final_state: str | None
     failure_kind: str | None = None
     failure_reason: str | None = None
@@ -63,6 +68,13 @@ class PhaseOutcome:
     duration_s: float = 0.0
     llm_seconds: float = 0.0
     files_written: list[str] = field(default_factory=list)
+    written_files: dict[str, str] = field(default_factory=dict)
+    """Workspace-relative path → sha256 of what autopack wrote (the dirty check's memory)."""
+    event_ids: list[int] = field(default_factory=list)
+    """The telemetry rows this attempt wrote (linked to its result when it is recorded)."""
+    commit: str | None = None
+    """The git commit of the phase's files; "" when they are not to be committed (--no-commit,
+    or nothing left to commit); None while not committed yet (the next drain commits it)."""
     estimated_tokens: int | None = None
     result_id: int | None = None
     started_at: datetime | None = None
@@ -98,6 +110,8 @@ class PhaseOutcome:
             "zero_yield_reason": self.zero_yield_reason,
             "facts": self.facts.to_json(),
             "transcript_dir": self.transcript_dir,
+            "written_files": self.written_files or None,
+            "commit_sha": self.commit,
             "duration_s": round(self.duration_s, 4),
             "llm_seconds": round(self.llm_seconds, 4),
             "started_at": self.started_at or utc_now(),

@@ -14,6 +14,7 @@ from autopack.db.models import PhaseState
 from autopack.drain.attempt import PhaseOptions
 from autopack.drain.claims import reclaim_session
 from autopack.drain.controller import BatchController, BatchOptions, replay_state
+from autopack.drain.progress import DrainProgress
 from autopack.drain.report import DrainReport
 from autopack.drain.selection import Filters
 from autopack.drain.sessions import (
@@ -21,6 +22,7 @@ from autopack.drain.sessions import (
     new_session_id,
     session_alive,
     start_session,
+    take_over_session,
     worker_name,
 )
 from autopack.drain.triage import Limits
@@ -85,6 +87,7 @@ def options_to_json(options: BatchOptions, coefficients_file: Path | None) -> di
             "active_set_model": phase.active_set_model,
             "telemetry_enabled": phase.telemetry_enabled,
             "allow_dirty": phase.allow_dirty,
+            "commit": phase.commit,
             "lease_seconds": phase.lease_seconds,
             "pytest_timeout_s": phase.pytest_timeout_s,
             "phase_timeout_s": phase.phase_timeout_s,
@@ -117,6 +120,7 @@ def options_from_json(
             states=tuple(filters["states"]),
             run_ids=tuple(filters["run_ids"]),
             skip_run_prefixes=tuple(filters["skip_run_prefixes"]),
+            ignore_order=bool(filters.get("ignore_order", False)),
         ),
         limits=Limits(**data["limits"]),
         phase=PhaseOptions(
@@ -126,6 +130,8 @@ def options_from_json(
             telemetry_enabled=phase["telemetry_enabled"],
             telemetry_tables_present=telemetry_tables_present,
             allow_dirty=phase["allow_dirty"],
+            commit=phase.get("commit", True),
+            ignore_order=bool(filters.get("ignore_order", False)),
             lease_seconds=phase["lease_seconds"],
             pytest_timeout_s=phase["pytest_timeout_s"],
             phase_timeout_s=phase["phase_timeout_s"],
@@ -145,6 +151,7 @@ def run_batch(
     coefficients_file: Path | None = None,
     log: Callable[[str], None] = lambda _message: None,
     on_result: Callable[[dict[str, Any]], None] = lambda _entry: None,
+    progress: DrainProgress | None = None,
 ) -> DrainReport:
     """A new session: drain until the batch is done, a stop condition holds, or nothing remains.
 
@@ -168,6 +175,7 @@ def run_batch(
         f"{worker_name()}:{session_id[:8]}",
         log=log,
         on_result=on_result,
+        progress=progress or DrainProgress(),
     )
     return controller.run()
 
@@ -182,6 +190,7 @@ def resume_batch(
     workers: int | None = None,
     log: Callable[[str], None] = lambda _message: None,
     on_result: Callable[[dict[str, Any]], None] = lambda _entry: None,
+    progress: DrainProgress | None = None,
 ) -> DrainReport:
     """Continue a session with its options, counters, fingerprints and triage state.
 
@@ -206,12 +215,15 @@ def resume_batch(
             f"session {row.id} is completed; there is nothing to resume.",
             hint="start a new drain",
         )
+    if session_id is None:
+        log(f"resuming session {row.id} (the newest unfinished one with work to take over)")
     options = options_from_json(
         row.options,
         telemetry_tables_present=telemetry_tables_present,
         workers=workers,
         engine=engine,
     )
+    take_over_session(engine, row, worker_name())
     for run_id, phase_id, previous in reclaim_session(engine, row.id):
         log(f"reclaimed {run_id} / {phase_id} from the interrupted session: back to {previous}")
     state = replay_state(engine, row.id, options.limits, row.state)
@@ -225,5 +237,6 @@ def resume_batch(
         state=state,
         log=log,
         on_result=on_result,
+        progress=progress or DrainProgress(),
     )
     return controller.run()

@@ -13,14 +13,16 @@ the phase and until when, so a dead worker's phase can be recovered once its lea
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.clock import utc_now
 from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of
+from autopack.drain.holders import holder_label, parse_holder
 from autopack.errors import GuardError
 
 PHASES = table_of(Phase)
@@ -55,6 +57,13 @@ class Claim:
     session_id: str | None
     requeued: bool
     previous_state: str = PhaseState.QUEUED.value
+    previous_values: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The columns the claim changed, as they were: a phase given back untouched gets them
+    back (an outage leaves the original tables as they were)."""
+
+
+# The phase columns a claim writes besides its state.
+CLAIM_TOUCHED = ("started_at", "updated_at", "last_attempt_timestamp")
 
 
 def phase_state(connection: sa.Connection, run_id: str, phase_id: str) -> str | None:
@@ -63,7 +72,7 @@ def phase_state(connection: sa.Connection, run_id: str, phase_id: str) -> str | 
     ).scalar_one_or_none()
 
 
-def _independent(column: sa.Column[object]) -> sa.ColumnElement[bool]:
+def independent_clause(column: sa.Column[object]) -> sa.ColumnElement[bool]:
     """The phase's scope says it does not depend on its run's other phases."""
     return sa.func.coalesce(sa.type_coerce(column, sa.JSON)["independent"].as_boolean(), False)
 
@@ -93,7 +102,12 @@ def claim_phase(
                     hint="try again in a moment",
                     retryable=True,
                 )
-        previous = phase_state(connection, run_id, phase_id)
+        before = connection.execute(
+            sa.select(PHASES.c.state, *(PHASES.c[name] for name in CLAIM_TOUCHED)).where(
+                PHASES.c.run_id == run_id, PHASES.c.phase_id == phase_id
+            )
+        ).first()
+        previous = before.state if before is not None else None
         requeued = False
         if requeue_failed and previous == PhaseState.FAILED.value:
             connection.execute(
@@ -118,7 +132,7 @@ def claim_phase(
                 PHASES.c.run_id == run_id,
                 PHASES.c.phase_id == phase_id,
                 PHASES.c.state == PhaseState.QUEUED.value,
-                sa.or_(_independent(PHASES.c.scope), sa.not_(run_busy)),
+                sa.or_(independent_clause(PHASES.c.scope), sa.not_(run_busy)),
             )
             .values(
                 state=PhaseState.EXECUTING.value,
@@ -147,14 +161,23 @@ def claim_phase(
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
             )
         )
-    return Claim(run_id, phase_id, worker, session_id, requeued, previous or "QUEUED")
+    assert before is not None  # the claim above found the phase
+    return Claim(
+        run_id,
+        phase_id,
+        worker,
+        session_id,
+        requeued,
+        previous or "QUEUED",
+        {name: before._mapping[name] for name in CLAIM_TOUCHED},
+    )
 
 
 def _is_independent(connection: sa.Connection, run_id: str, phase_id: str) -> bool:
     """Independent phases do not serialise on their run (they may run side by side)."""
     return bool(
         connection.execute(
-            sa.select(_independent(PHASES.c.scope)).where(
+            sa.select(independent_clause(PHASES.c.scope)).where(
                 PHASES.c.run_id == run_id, PHASES.c.phase_id == phase_id
             )
         ).scalar()
@@ -195,58 +218,6 @@ def _refuse(run_id: str, phase_id: str, state: str | None, *, run_busy: bool) ->
     )
 
 
-def release_phase(
-    engine: Engine,
-    claim: Claim,
-    *,
-    final_state: PhaseState,
-    failure_reason: str | None,
-    builder_attempts: int,
-    tokens_used: int,
-) -> bool:
-    """Set the outcome and drop the lease, only if this worker still holds the phase.
-
-    Returns False when the claim was no longer held (e.g. recovered after its lease expired).
-    """
-    now = utc_now()
-    values: dict[str, object] = {
-        "state": final_state.value,
-        "updated_at": now,
-        "builder_attempts": PHASES.c.builder_attempts + builder_attempts,
-        "tokens_used": PHASES.c.tokens_used + tokens_used,
-    }
-    if final_state is PhaseState.COMPLETE:
-        values["completed_at"] = now
-    if failure_reason is not None:
-        values["last_failure_reason"] = failure_reason
-    with engine.begin() as connection:
-        held = connection.execute(
-            sa.delete(CLAIMS).where(
-                CLAIMS.c.run_id == claim.run_id,
-                CLAIMS.c.phase_id == claim.phase_id,
-                CLAIMS.c.worker == claim.worker,
-            )
-        ).rowcount
-        if not held:
-            return False
-        connection.execute(
-            sa.update(PHASES)
-            .where(
-                PHASES.c.run_id == claim.run_id,
-                PHASES.c.phase_id == claim.phase_id,
-                PHASES.c.state == PhaseState.EXECUTING.value,
-            )
-            .values(**values)
-        )
-        if tokens_used:
-            connection.execute(
-                sa.update(RUNS)
-                .where(RUNS.c.id == claim.run_id)
-                .values(tokens_used=RUNS.c.tokens_used + tokens_used)
-            )
-    return True
-
-
 def unclaim(engine: Engine, claim: Claim) -> None:
     """Give the phase back untouched (interrupted before it ran): its previous state returns."""
     with engine.begin() as connection:
@@ -265,7 +236,10 @@ def unclaim(engine: Engine, claim: Claim) -> None:
                     PHASES.c.phase_id == claim.phase_id,
                     PHASES.c.state == PhaseState.EXECUTING.value,
                 )
-                .values(state=claim.previous_state, updated_at=utc_now())
+                .values(
+                    state=claim.previous_state,
+                    **(claim.previous_values or {"updated_at": utc_now()}),
+                )
             )
 
 
@@ -326,3 +300,83 @@ def live_lease_runs(engine: Engine, now: datetime | None = None) -> set[str]:
                 sa.select(CLAIMS.c.run_id).where(CLAIMS.c.lease_expires_at > moment).distinct()
             )
         }
+
+
+@dataclass(frozen=True)
+class HeldClaim:
+    """A claim as the waiting side sees it."""
+
+    run_id: str
+    phase_id: str
+    worker: str
+    session_id: str | None
+    previous_state: str
+    lease_expires_at: datetime
+
+    @property
+    def holder(self) -> str:
+        return holder_label(self.worker)
+
+
+def held_claims(engine: Engine) -> list[HeldClaim]:
+    """Every claim in the DB (a short list: one per phase in flight anywhere)."""
+    with engine.connect() as connection:
+        return [
+            HeldClaim(
+                row.run_id,
+                row.phase_id,
+                row.worker,
+                row.session_id,
+                row.previous_state,
+                row.lease_expires_at,
+            )
+            for row in connection.execute(
+                sa.select(
+                    CLAIMS.c.run_id,
+                    CLAIMS.c.phase_id,
+                    CLAIMS.c.worker,
+                    CLAIMS.c.session_id,
+                    CLAIMS.c.previous_state,
+                    CLAIMS.c.lease_expires_at,
+                ).order_by(CLAIMS.c.run_id, CLAIMS.c.phase_id)
+            )
+        ]
+
+
+def dead_local_claims(engine: Engine) -> list[HeldClaim]:
+    """Claims whose holder was a process on this machine that is gone (see drain/holders.py)."""
+    return [claim for claim in held_claims(engine) if _holder_dead(claim.worker)]
+
+
+def _holder_dead(worker: str) -> bool:
+    holder = parse_holder(worker)
+    return holder is not None and holder.is_dead()
+
+
+def reclaim_dead_local(engine: Engine) -> list[HeldClaim]:
+    """Give back at once the phases held by dead processes of this machine, to the state they
+    had before the claim (as `--resume` does for its own session). A claim is taken back only
+    if it is still the one that was judged dead (its holder unchanged)."""
+    reclaimed: list[HeldClaim] = []
+    for claim in dead_local_claims(engine):
+        with engine.begin() as connection:
+            gone = connection.execute(
+                sa.delete(CLAIMS).where(
+                    CLAIMS.c.run_id == claim.run_id,
+                    CLAIMS.c.phase_id == claim.phase_id,
+                    CLAIMS.c.worker == claim.worker,
+                )
+            ).rowcount
+            if not gone:
+                continue
+            connection.execute(
+                sa.update(PHASES)
+                .where(
+                    PHASES.c.run_id == claim.run_id,
+                    PHASES.c.phase_id == claim.phase_id,
+                    PHASES.c.state == PhaseState.EXECUTING.value,
+                )
+                .values(state=claim.previous_state, updated_at=utc_now())
+            )
+        reclaimed.append(claim)
+    return reclaimed

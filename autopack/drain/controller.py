@@ -28,22 +28,43 @@ from autopack.drain.claims import (
     ClaimRefused,
     PhaseNotFound,
     extend_leases,
-    release_phase,
+    held_claims,
+    reclaim_dead_local,
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
-from autopack.drain.phase import attempt_phase
+from autopack.drain.finish import finish_attempt
+from autopack.drain.phase import attempt_phase, load_phase_spec
+from autopack.drain.progress import DrainProgress
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Candidate, Filters, Verdict, select_next
-from autopack.drain.sessions import record_result, save_session, session_entries
+from autopack.drain.sessions import save_session, session_entries
+from autopack.drain.steps import predict
 from autopack.drain.triage import AttemptSummary, Limits, TriageState
+from autopack.errors import Terminated
+from autopack.executor.git import GIT_TIMEOUT_S
+from autopack.executor.prompts import PhaseSpecError
 from autopack.llm.base import LlmClient
 from autopack.telemetry.zero_yield import DrainFacts, zero_yield_reason
 
 # A phase is abandoned this long after its own timeout if it still has not come back.
 ABANDON_GRACE_S = 30.0
+# The report names at most this many runs held back by run order (a legacy backlog may
+# have thousands).
+MAX_BLOCKED_SHOWN = 100
 # A running session saves itself at least this often (see sessions.session_alive).
 SESSION_HEARTBEAT_S = 30.0
+
+
+class DrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM handled as it) stopped the session: its phases in flight were given
+    back and it is saved as `interrupted`; `report` holds what finished before."""
+
+    def __init__(self, report: DrainReport, *, terminated: bool = False) -> None:
+        super().__init__("interrupted")
+        self.report = report
+        self.terminated = terminated
+        """SIGTERM rather than Ctrl-C: the command exits 143, not 130."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,8 @@ class BatchOptions:
     workers: int = 1
     dry_run: bool = False
     poll_interval_s: float = 2.0
+    claims_table: bool = True
+    """False when a dry run plans on a DB not upgraded yet (no claims to look at)."""
 
 
 @dataclass
@@ -80,6 +103,7 @@ class BatchController:
     log: Callable[[str], None] = lambda _message: None
     on_result: Callable[[dict[str, Any]], None] = lambda _entry: None
     clock: Callable[[], float] = time.monotonic
+    progress: DrainProgress = field(default_factory=DrainProgress)
 
     _results: queue.Queue[tuple[_Flight, PhaseOutcome | None, BaseException | None]] = field(
         default_factory=queue.Queue, init=False
@@ -89,6 +113,10 @@ class BatchController:
     _dry_keys: set[tuple[str, str]] = field(default_factory=set, init=False)
     _cooldown: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
     _attempts_started: int = field(default=0, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+    _announced_waits: set[tuple[str, str, str]] = field(default_factory=set, init=False)
+    _blocked_runs: dict[str, str] = field(default_factory=dict, init=False)
+    """Runs held back by an earlier phase that is not COMPLETE (shown in the report)."""
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -97,7 +125,10 @@ class BatchController:
         base_elapsed = self.state.elapsed_s
         last_heartbeat = started
         status = "completed"
+        terminated = False
         try:
+            if not self.options.dry_run:
+                self._reclaim_dead()
             while True:
                 now = self.clock()
                 self.state.elapsed_s = base_elapsed + (now - started)
@@ -109,16 +140,18 @@ class BatchController:
                 if verdict is Verdict.PICK:
                     continue
                 if not self._in_flight:
-                    if verdict is Verdict.WAIT:
+                    if verdict is Verdict.WAIT and self._wait_for_claims():
                         time.sleep(self.options.poll_interval_s)
                         continue
                     break
                 self._collect(timeout=self._wait_timeout())
-        except KeyboardInterrupt:
+            self._join_workers()
+        except KeyboardInterrupt as stop:
             status = "interrupted"
-            self.state.stop_reason = "interrupted (Ctrl-C); resume with --resume"
+            terminated = isinstance(stop, Terminated)
+            signal_name = "SIGTERM" if terminated else "Ctrl-C"
+            self.state.stop_reason = f"interrupted ({signal_name}); resume with --resume"
             self._give_back_in_flight()
-            raise
         except BaseException:
             status = "failed"
             self._give_back_in_flight()
@@ -126,6 +159,9 @@ class BatchController:
         finally:
             self.state.elapsed_s = base_elapsed + (self.clock() - started)
             self._save(status)
+        if status == "interrupted":
+            # What finished is recorded; the caller shows it and how to resume.
+            raise DrainInterrupted(self.report(), terminated=terminated)
         return self.report()
 
     def _dispatch_one(self) -> Verdict:
@@ -149,6 +185,8 @@ class BatchController:
             # Phases in flight may not be claimed yet: pass over them like a dry run's picks.
             done_keys=self._dry_keys | self._in_flight_keys(),
             cooldown_keys=self._cooling_keys(),
+            blocked=self._blocked_runs,
+            leases=self.options.claims_table,
         )
         for key, reason in (selection.skipped or {}).items():
             self.state.skipped_phases[key] = reason
@@ -187,9 +225,13 @@ class BatchController:
         token = f"{self.worker}:{self._attempts_started}"
         flight = _Flight(candidate, threading.Event(), self.clock(), utc_now(), token)
         self._in_flight[candidate.key] = flight
-        threading.Thread(
+        self.progress.start(candidate.key, candidate.run_id, candidate.phase_id)
+        thread = threading.Thread(
             target=self._work, args=(flight,), name=f"drain-{candidate.phase_id}", daemon=True
-        ).start()
+        )
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
 
     def _work(self, flight: _Flight) -> None:
         candidate = flight.candidate
@@ -197,7 +239,16 @@ class BatchController:
             self.options.phase,
             requeue=candidate.state == PhaseState.FAILED.value,
             raise_claim_refusals=True,
+            ignore_order=True,  # the selection put it in order (and passed over capped phases)
         )
+        delivered = False
+
+        def deliver(outcome: PhaseOutcome) -> None:
+            # Called as the result is numbered: the main thread folds in the recorded order.
+            nonlocal delivered
+            delivered = True
+            self._results.put((flight, outcome, None))
+
         try:
             assert self.client is not None  # only dry runs go without a client
             outcome = attempt_phase(
@@ -209,12 +260,13 @@ class BatchController:
                 session_id=self.session_id,
                 worker=flight.worker,
                 cancelled=flight.cancel,
-                record=False,
+                on_recorded=deliver,
             )
         except BaseException as exc:  # handed to the main thread, which decides
             self._results.put((flight, None, exc))
         else:
-            self._results.put((flight, outcome, None))
+            if not delivered:
+                self._results.put((flight, outcome, None))
 
     def _collect(self, timeout: float) -> None:
         try:
@@ -224,6 +276,7 @@ class BatchController:
         if self._in_flight.get(flight.candidate.key) is not flight:
             return  # abandoned earlier: its late result is discarded
         del self._in_flight[flight.candidate.key]
+        self.progress.end(flight.candidate.key)
         key = (flight.candidate.run_id, flight.candidate.phase_id)
         if isinstance(error, ClaimRefused | PhaseNotFound):
             # Another worker got there first (or the phase went away): not an attempt.
@@ -241,23 +294,17 @@ class BatchController:
                     flight, waited, flight.candidate.state, self._timeout_reason(waited)
                 )
             return
-        # Results are recorded here, by the thread that folds them, in the order it folds them:
-        # a resumed session replays exactly the state this one had.
-        outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
+        # The attempt recorded its result (with its state change, in one transaction) and
+        # handed it over in the order results are numbered: a resumed session replays exactly
+        # the state this one had.
         self._fold(outcome.entry())
 
     def _fold(self, entry: dict[str, Any]) -> None:
         events = self.state.apply(
-            AttemptSummary(
-                run_id=entry["run_id"],
-                phase_id=entry["phase_id"],
-                outcome=entry["outcome"],
-                telemetry_events=entry["telemetry_events"],
-                fingerprint=entry["fingerprint"],
-                tokens=(entry.get("input_tokens") or 0) + (entry.get("output_tokens") or 0),
-            ),
+            AttemptSummary.from_entry(entry),
             self.options.limits,
         )
+        self.progress.finished(entry)
         self.on_result(entry)
         for event in events:
             self.log(event)
@@ -270,8 +317,65 @@ class BatchController:
             candidate.run_id, candidate.phase_id, "dry_run", candidate.state
         ).result_values()
         entry["bucket"] = candidate.bucket
+        entry["estimated_tokens"], entry["selected_budget"] = self._predict(candidate)
         self._dry_entries.append(entry)
         self._fold(entry)
+
+    def _predict(self, candidate: Candidate) -> tuple[int | None, int | None]:
+        """The plan's figures for a phase: predicted output tokens and the selected budget."""
+        try:
+            spec, row = load_phase_spec(self.engine, candidate.run_id, candidate.phase_id)
+            forecast = predict(spec, row, self.options.phase)
+        except (PhaseSpecError, PhaseNotFound):
+            return None, None  # the real attempt refuses it; nothing to predict
+        return forecast.estimate.estimated_tokens, forecast.budget
+
+    # -- other processes' claims ---------------------------------------------------------------
+
+    def _reclaim_dead(self) -> None:
+        """Phases held by dead processes of this machine are free now: give them back."""
+        for claim in reclaim_dead_local(self.engine):
+            self.log(
+                f"reclaimed {claim.run_id} / {claim.phase_id} from dead process {claim.holder} "
+                f"(session {str(claim.session_id or '?')[:12]}): back to {claim.previous_state}"
+            )
+
+    def _wait_for_claims(self) -> bool:
+        """Nothing can start because other workers hold what remains. Say what is waited for
+        (once per claim) and return True to wait; a dry run never waits: it stops, saying so."""
+        if not self.options.dry_run:
+            self._reclaim_dead()
+        claims = [
+            c
+            for c in (held_claims(self.engine) if self.options.claims_table else [])
+            if not c.worker.startswith(self.worker)
+        ]
+        if self.options.dry_run:
+            held = ", ".join(f"{c.run_id} / {c.phase_id} ({c.holder})" for c in claims[:5])
+            self._stop(
+                "the rest waits behind phases other workers hold"
+                + (f": {held}" if held else "")
+                + " (a dry run does not wait)"
+            )
+            return False
+        for claim in claims:
+            key = (claim.run_id, claim.phase_id, claim.worker)
+            if key in self._announced_waits:
+                continue
+            self._announced_waits.add(key)
+            expires = claim.lease_expires_at.strftime("%Y-%m-%d %H:%M:%S")
+            self.log(
+                f"waiting for {claim.run_id} / {claim.phase_id}: held by {claim.holder} "
+                f"until {expires} UTC (lease); Ctrl-C stops waiting (the session can be "
+                "resumed), or leave the run out with --skip-run-prefix"
+            )
+        return True
+
+    def _join_workers(self) -> None:
+        """Let finished attempts end their git commits before the session ends."""
+        for thread in self._threads:
+            thread.join(timeout=GIT_TIMEOUT_S)
+        self._threads.clear()
 
     # -- leases, timeouts, interruption -------------------------------------------------------
 
@@ -299,37 +403,36 @@ class BatchController:
             flight.cancel.set()
             if self._release_abandoned(flight, now - flight.started):
                 del self._in_flight[key]
+                self.progress.end(key)
             else:
                 # Not claimed yet, or it finished just now: its outcome comes through the queue
                 # ("abandoned", or a real result) and decides; nothing is recorded twice.
                 flight.abandoning = True
 
     def _release_abandoned(self, flight: _Flight, waited_s: float) -> bool:
-        """Take the overdue phase from its attempt: FAILED, recorded as a timeout. False if the
-        attempt does not hold the claim (then nothing is changed or recorded here)."""
+        """Take the overdue phase from its attempt: FAILED, recorded as a timeout, in one
+        transaction. False if the attempt does not hold the claim (then nothing is changed or
+        recorded here)."""
         candidate = flight.candidate
         claim = Claim(candidate.run_id, candidate.phase_id, flight.worker, self.session_id, False)
-        reason = self._timeout_reason(waited_s)
-        released = release_phase(
-            self.engine,
-            claim,
-            final_state=PhaseState.FAILED,
-            failure_reason=reason,
-            builder_attempts=0,
-            tokens_used=0,
+        return self._record_timeout(
+            flight, waited_s, PhaseState.FAILED.value, self._timeout_reason(waited_s), claim
         )
-        if released:
-            self._record_timeout(flight, waited_s, PhaseState.FAILED.value, reason)
-        return released
 
     def _timeout_reason(self, waited_s: float) -> str:
         limit = self.options.phase.phase_timeout_s or 0.0
         return f"[TIMEOUT] abandoned after {waited_s:.0f} s (phase timeout {limit:g} s)"
 
     def _record_timeout(
-        self, flight: _Flight, waited_s: float, final_state: str, reason: str
-    ) -> None:
-        """One timeout attempt, recorded and folded (it counts toward the run's timeouts)."""
+        self,
+        flight: _Flight,
+        waited_s: float,
+        final_state: str,
+        reason: str,
+        claim: Claim | None = None,
+    ) -> bool:
+        """One timeout attempt, recorded and folded (it counts toward the run's timeouts).
+        With `claim`, the phase is released FAILED in the same transaction, if still held."""
         candidate = flight.candidate
         rows = self._rows_written_since(candidate, flight.started_at_utc)
         # What the worker did is unknown; the rows it wrote are not: they decide the reason.
@@ -355,9 +458,11 @@ class BatchController:
         found = zero_yield_reason(facts)
         outcome.zero_yield_reason = found.value if found else None
         outcome.fingerprint = failure_fingerprint(final_state, "timeout", reason)
-        outcome.result_id = record_result(self.engine, self.session_id, outcome.result_values())
+        if not finish_attempt(self.engine, self.session_id, outcome, claim):
+            return False
         self.log(f"abandoned {candidate.run_id} / {candidate.phase_id}: {reason}")
         self._fold(outcome.entry())
+        return True
 
     def _rows_written_since(self, candidate: Candidate, since: Any) -> int:
         if not self.options.phase.telemetry_tables_present:
@@ -389,6 +494,7 @@ class BatchController:
                     previous_state=candidate.state,
                 ),
             )
+            self.progress.end(flight.candidate.key)
         self._in_flight.clear()
 
     # -- persistence and reporting -------------------------------------------------------------
@@ -419,6 +525,8 @@ class BatchController:
             stopped_runs=dict(self.state.stopped_runs),
             skipped_phases=dict(self.state.skipped_phases),
             stop_reason=self.state.stop_reason,
+            blocked_runs=dict(sorted(self._blocked_runs.items())[:MAX_BLOCKED_SHOWN]),
+            max_total_tokens=self.options.limits.max_total_tokens,
         )
 
 
@@ -430,14 +538,7 @@ def replay_state(engine: Engine, session_id: str, limits: Limits, cached: Any) -
         state.skipped_phases = dict(cached.get("skipped_phases") or {})
     for entry in session_entries(engine, session_id):
         state.apply(
-            AttemptSummary(
-                run_id=entry["run_id"],
-                phase_id=entry["phase_id"],
-                outcome=entry["outcome"],
-                telemetry_events=entry["telemetry_events"],
-                fingerprint=entry["fingerprint"],
-                tokens=(entry["input_tokens"] or 0) + (entry["output_tokens"] or 0),
-            ),
+            AttemptSummary.from_entry(entry),
             limits,
         )
     if isinstance(cached, dict):

@@ -10,6 +10,7 @@ telemetry, write, verify) are `drain/steps.py`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.clock import utc_now
+from autopack.db.lookup import require_known_phase
 from autopack.db.models import Phase, PhaseState, table_of
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.claims import (
@@ -26,15 +28,19 @@ from autopack.drain.claims import (
     ClaimRefused,
     PhaseNotFound,
     claim_phase,
-    release_phase,
     unclaim,
 )
 from autopack.drain.fingerprint import failure_fingerprint
+from autopack.drain.finish import finish_attempt
+from autopack.drain.gitwork import NOT_COMMITTED, commit_result, is_git_workspace, own_files
 from autopack.drain.report import DrainReport, summarise
-from autopack.drain.sessions import finish_session, record_result, start_session, worker_name
-from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps
+from autopack.drain.selection import scope_is_independent, unfinished_predecessors
+from autopack.drain.sessions import finish_session, start_session, worker_name
+from autopack.drain.steps import PhaseCancelled, PhaseFailed, PhaseSteps, ProviderUnavailable
 from autopack.errors import AutopackError, GuardError
+from autopack.executor.git import GitError
 from autopack.executor.prompts import PhaseSpec, PhaseSpecError
+from autopack.executor.rollback import restore
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.workspace import dirty_scope_paths
 from autopack.llm.base import LlmClient
@@ -52,6 +58,8 @@ def drain_phase(
     `report.hint`); `report.exit_code` is the command's. Raises PhaseNotFound for a phase
     that does not exist. A crash or Ctrl-C marks the session failed and is raised again.
     """
+    with engine.connect() as connection:
+        require_known_phase(connection, run_id, phase_id)  # nothing written for a typo
     session_id = start_session(
         engine,
         kind="phase",
@@ -113,18 +121,23 @@ def attempt_phase(
     session_id: str,
     worker: str,
     cancelled: threading.Event | None = None,
-    record: bool = True,
+    on_recorded: Callable[[PhaseOutcome], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> PhaseOutcome:
     """Drain one phase; record and return its outcome.
+
+    The phase's new state, its drain result, its claim release and its telemetry link commit
+    in one transaction (`drain/finish.py`); `on_recorded` sees the outcome right after, in the
+    order results are numbered. In a git workspace the phase's files are then committed (one
+    commit per completed phase) or, when it failed, put back as they were.
 
     Raises PhaseNotFound for a phase that does not exist (there is no attempt to record), and
     ClaimRefused when `options.raise_claim_refusals` (a batch lost a race for the phase).
     If `cancelled` is set while it runs (the controller abandoned it), nothing more is
     written: no files, no result; a claim still held is given back. If the claim was lost
     meanwhile (its lease expired and the phase was recovered), the outcome is "abandoned" and
-    nothing is recorded either. `record=False` leaves recording the result to the caller (the
-    batch controller records every result from one thread, in the order it folds them).
+    nothing is recorded either. A provider outage gives the phase back unchanged and is
+    recorded as `provider_unavailable`.
     """
     started = clock()
     deadline = started + options.phase_timeout_s if options.phase_timeout_s else None
@@ -132,10 +145,12 @@ def attempt_phase(
     outcome.facts.telemetry_enabled = options.telemetry_enabled
     outcome.facts.telemetry_tables_present = options.telemetry_tables_present
     claim: Claim | None = None
+    step: PhaseSteps | None = None
+    in_git = is_git_workspace(options.workspace)
     try:
         spec, row = load_phase_spec(engine, run_id, phase_id)
         outcome.final_state = row.state
-        _preflight(spec, options)
+        _preflight(engine, spec, row, options, in_git=in_git)
         claim = claim_phase(
             engine,
             run_id,
@@ -163,9 +178,12 @@ def attempt_phase(
         _refused(outcome, "preflight", exc.message, exc.hint)
     except PhaseCancelled:
         outcome.outcome = "abandoned"
-        return outcome
     except GuardError as exc:
         _refused(outcome, "preflight", exc.message, exc.hint)
+    except ProviderUnavailable as exc:
+        outcome.outcome = "provider_unavailable"
+        outcome.final_state = claim.previous_state if claim is not None else outcome.final_state
+        outcome.failure_kind, outcome.failure_reason = "provider", exc.reason
     except PhaseFailed as exc:
         outcome.outcome = "timeout" if exc.kind == "timeout" else "failed"
         outcome.final_state = PhaseState.FAILED.value
@@ -174,34 +192,76 @@ def attempt_phase(
         outcome.outcome, outcome.final_state = "failed", PhaseState.FAILED.value
         message = exc.message if isinstance(exc, AutopackError) else str(exc)
         outcome.failure_kind, outcome.failure_reason = "exception", message
+    except BaseException:
+        # Ctrl-C, or a bug: the phase goes back as it was, and nothing is recorded.
+        if claim is not None:
+            unclaim(engine, claim)
+        outcome.outcome = "abandoned"
+        raise
     finally:
-        lost = False
-        if claim is not None and cancelled is not None and cancelled.is_set():
-            unclaim(engine, claim)  # a no-op when the controller already released it
-            lost = True
-        elif claim is not None:
-            lost = not release_phase(
-                engine,
-                claim,
-                final_state=PhaseState(outcome.final_state or PhaseState.FAILED.value),
-                failure_reason=outcome.failure_reason,
-                builder_attempts=outcome.llm_calls,
-                tokens_used=outcome.input_tokens + outcome.output_tokens,
-            )
+        if outcome.outcome != "complete" and in_git and step is not None and step.snapshot:
+            restore(step.snapshot)  # the next attempt starts from the scope as it was
+            outcome.written_files = {}
     outcome.duration_s = clock() - started
     outcome.finished_at = utc_now()
-    if lost or (cancelled is not None and cancelled.is_set()):
+    if cancelled is not None and cancelled.is_set():
+        if claim is not None:
+            unclaim(engine, claim)  # a no-op when the controller already released it
         outcome.outcome = "abandoned"
+        return outcome
+    if outcome.outcome == "abandoned":
         return outcome
     reason = zero_yield_reason(outcome.facts)
     outcome.zero_yield_reason = reason.value if reason else None
-    if outcome.outcome != "complete":
+    if outcome.outcome not in ("complete", "provider_unavailable"):
         outcome.fingerprint = failure_fingerprint(
             outcome.final_state or "UNKNOWN", outcome.failure_kind, outcome.failure_reason
         )
-    if record:
-        outcome.result_id = record_result(engine, session_id, outcome.result_values())
+    if in_git and not options.commit and outcome.written_files:
+        outcome.commit = NOT_COMMITTED  # the operator commits these; no later drain does
+    try:
+        recorded = finish_attempt(
+            engine,
+            session_id,
+            outcome,
+            claim,
+            give_back=outcome.outcome == "provider_unavailable",
+            on_recorded=on_recorded,
+        )
+    except BaseException:
+        # Nothing of the ending was committed: give the phase (and its scope) back as it was.
+        if in_git and step is not None and step.snapshot:
+            restore(step.snapshot)
+        if claim is not None:
+            with contextlib.suppress(Exception):
+                unclaim(engine, claim)
+        raise
+    if not recorded:
+        # The claim was lost (recovered after its lease expired): this attempt leaves nothing.
+        if in_git and step is not None and step.snapshot:
+            restore(step.snapshot)
+        outcome.outcome = "abandoned"
+        return outcome
+    if outcome.outcome == "complete" and in_git and options.commit and outcome.written_files:
+        _commit(engine, options, outcome, session_id)
     return outcome
+
+
+def _commit(engine: Engine, options: PhaseOptions, outcome: PhaseOutcome, session: str) -> None:
+    """Commit a recorded phase's files; a failed commit is left for the next drain."""
+    assert outcome.result_id is not None
+    try:
+        outcome.commit = commit_result(
+            engine,
+            options.workspace,
+            outcome.result_id,
+            outcome.run_id,
+            outcome.phase_id,
+            session,
+            outcome.written_files,
+        )
+    except GitError as exc:
+        outcome.hint = f"not committed ({exc.message}); the next drain commits it"
 
 
 def _refused(outcome: PhaseOutcome, kind: str, reason: str, hint: str | None) -> None:
@@ -209,11 +269,27 @@ def _refused(outcome: PhaseOutcome, kind: str, reason: str, hint: str | None) ->
     outcome.failure_kind, outcome.failure_reason, outcome.hint = kind, reason, hint
 
 
-def _preflight(spec: PhaseSpec, options: PhaseOptions) -> None:
+def _preflight(
+    engine: Engine, spec: PhaseSpec, row: sa.Row[Any], options: PhaseOptions, *, in_git: bool
+) -> None:
     if not spec.deliverables:
         raise PhaseSpecError(f"phase {spec.phase_id!r} lists no deliverables in its scope.")
-    if not options.allow_dirty:
-        dirty = dirty_scope_paths(spec.scope_paths, options.workspace)
+    if not options.ignore_order and not scope_is_independent(row.scope):
+        with engine.connect() as connection:
+            waiting = unfinished_predecessors(connection, spec.run_id, row.phase_index or 0)
+        if waiting:
+            before = ", ".join(f"{phase_id} ({state})" for phase_id, state in waiting[:3])
+            raise GuardError(
+                f"phase {spec.phase_id!r} of run {spec.run_id!r} waits behind earlier phases "
+                f"that are not COMPLETE: {before}"
+                + (f" and {len(waiting) - 3} more" if len(waiting) > 3 else "")
+                + ".",
+                hint="drain them first (a run's phases build on each other), or pass "
+                "--ignore-order",
+            )
+    if not options.allow_dirty and in_git:
+        ours = own_files(engine, options.workspace)
+        dirty = dirty_scope_paths(spec.scope_paths, options.workspace, ours)
         if dirty:
             raise GuardError(
                 f"scope paths with uncommitted changes: {', '.join(dirty)}.",

@@ -26,6 +26,7 @@ class DrainTotals(BaseModel):
     failed: int = 0
     refused: int = 0
     timeouts: int = 0
+    provider_unavailable: int = 0
     dry_run: int = 0
     telemetry_events: int = 0
     escalation_events: int = 0
@@ -46,6 +47,16 @@ class RunSummary(BaseModel):
     stopped: str | None = None
 
 
+class Forecast(BaseModel):
+    """The dry-run plan's token forecast. The estimator predicts output tokens only, while
+    --max-total-tokens counts input and output: the forecast is a lower bound of the use."""
+
+    predicted_output_tokens: int = 0
+    selected_budget_tokens: int = 0
+    max_total_tokens: int | None = None
+    within_max_total_tokens: bool | None = None
+
+
 class DrainReport(BaseModel):
     session_id: str
     kind: str = "phase"
@@ -56,13 +67,21 @@ class DrainReport(BaseModel):
     runs: dict[str, RunSummary] = Field(default_factory=dict)
     stopped_runs: dict[str, str] = Field(default_factory=dict)
     skipped_phases: dict[str, str] = Field(default_factory=dict)
+    blocked_runs: dict[str, str] = Field(default_factory=dict)
+    forecast: Forecast | None = None
+    """A dry run's plan: the selected phases' predicted tokens against the token budget."""
+    """Runs whose head is not in a drained state: their later phases wait (run → why)."""
     stop_reason: str | None = None
     hint: str | None = Field(default=None, exclude=True)
     """For a refused `drain phase`: what the operator can do (shown, not part of the JSON)."""
 
     @property
     def any_failed(self) -> bool:
-        return self.totals.failed > 0 or self.totals.timeouts > 0
+        return (
+            self.totals.failed > 0
+            or self.totals.timeouts > 0
+            or self.totals.provider_unavailable > 0
+        )
 
     @property
     def refused(self) -> bool:
@@ -85,6 +104,7 @@ _COUNTERS = {
     "complete": "succeeded",
     "timeout": "timeouts",
     "refused": "refused",
+    "provider_unavailable": "provider_unavailable",
     "dry_run": "dry_run",
 }
 
@@ -100,6 +120,8 @@ def summarise(
     skipped_phases: dict[str, str] | None = None,
     stop_reason: str | None = None,
     hint: str | None = None,
+    blocked_runs: dict[str, str] | None = None,
+    max_total_tokens: int | None = None,
 ) -> DrainReport:
     """Totals and per-run figures over result entries (DrainResult rows as dicts, in order)."""
     totals = DrainTotals(processed=len(entries))
@@ -129,7 +151,9 @@ def summarise(
     totals.zero_yield_reasons = dict(sorted(reasons.items()))
     totals.telemetry_per_minute = telemetry_per_minute(totals.telemetry_events, totals.duration_s)
     totals.duration_s = round(totals.duration_s, 3)
+    forecast = _forecast(entries, max_total_tokens) if dry_run else None
     return DrainReport(
+        forecast=forecast,
         session_id=session_id,
         kind=kind,
         dry_run=dry_run,
@@ -139,6 +163,7 @@ def summarise(
         runs=dict(sorted(runs.items())),
         stopped_runs=stopped_runs or {},
         skipped_phases=skipped_phases or {},
+        blocked_runs=blocked_runs or {},
         stop_reason=stop_reason,
         hint=hint,
     )
@@ -167,3 +192,13 @@ class SessionList(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The document of docs/json.md (without `target`, which the command adds)."""
         return self.model_dump(mode="json")
+
+
+def _forecast(entries: Sequence[dict[str, Any]], max_total_tokens: int | None) -> Forecast:
+    predicted = sum(entry.get("estimated_tokens") or 0 for entry in entries)
+    return Forecast(
+        predicted_output_tokens=predicted,
+        selected_budget_tokens=sum(entry.get("selected_budget") or 0 for entry in entries),
+        max_total_tokens=max_total_tokens,
+        within_max_total_tokens=None if max_total_tokens is None else predicted <= max_total_tokens,
+    )

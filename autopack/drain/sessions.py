@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import uuid
 from typing import Any
@@ -12,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.clock import utc_now
-from autopack.db.models import DrainResult, DrainSession, table_of
+from autopack.db.models import DrainResult, DrainSession, PhaseClaim, table_of
+from autopack.drain.holders import parse_holder, this_process
 from autopack.drain.report import (
     DrainReport,
     SessionList,
@@ -24,10 +23,12 @@ from autopack.errors import GuardError
 
 SESSIONS = table_of(DrainSession)
 RESULTS = table_of(DrainResult)
+CLAIMS = table_of(PhaseClaim)
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as a session's or claim's holder (see drain/holders.py)."""
+    return this_process().text()
 
 
 def new_session_id() -> str:
@@ -70,21 +71,7 @@ def next_seq(connection: sa.Connection, session_id: str) -> int:
 
 
 # A session belongs to one process; its worker threads take turns numbering results.
-_SEQ_LOCK = threading.Lock()
-
-
-def record_result(engine: Engine, session_id: str, values: dict[str, Any]) -> int:
-    """Append one attempt's result (its seq is the next in the session); return its id."""
-    with _SEQ_LOCK, engine.begin() as connection:
-        seq = next_seq(connection, session_id)
-        key = connection.execute(
-            sa.insert(RESULTS).values(session_id=session_id, seq=seq, **values)
-        ).inserted_primary_key
-        connection.execute(
-            sa.update(SESSIONS).where(SESSIONS.c.id == session_id).values(updated_at=utc_now())
-        )
-    assert key is not None
-    return int(key[0])
+SEQ_LOCK = threading.Lock()
 
 
 def finish_session(
@@ -124,35 +111,82 @@ SESSION_STALE_AFTER_S = 120.0
 
 def session_alive(row: Any) -> bool:
     """Is this session's process still running? Resuming a live session would run its phases
-    twice. On this machine the process id answers; elsewhere, how recently it saved."""
+    twice. On this machine its pid and start time answer; elsewhere, how recently it saved."""
     if row.status != "running":
         return False
-    host, _, pid = str(row.worker or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    holder = parse_holder(row.worker)
+    if holder is not None and holder.is_local():
+        return not holder.is_dead()
     age = float((utc_now() - row.updated_at).total_seconds())
     return age < SESSION_STALE_AFTER_S
 
 
+def shown_status(row: Any) -> str:
+    """The status to show: a `running` session whose local process is gone is `dead`."""
+    if row.status == "running":
+        holder = parse_holder(row.worker)
+        if holder is not None and holder.is_dead():
+            return "dead"
+    return str(row.status)
+
+
 def find_session(engine: Engine, session_id: str | None, *, kinds: tuple[str, ...]) -> Any:
-    """A named session, or the newest unfinished one of these kinds; None if there is none."""
-    query = sa.select(SESSIONS)
-    if session_id is not None:
-        query = query.where(SESSIONS.c.id == session_id)
-    else:
-        query = (
-            query.where(SESSIONS.c.kind.in_(kinds), SESSIONS.c.status.in_(RESUMABLE))
+    """A session named by its id or any unique prefix of it (as git abbreviates commits), or
+    the newest unfinished one of these kinds that has claims or results to take over; None
+    if there is none. An ambiguous prefix is refused."""
+    with engine.connect() as connection:
+        if session_id is not None:
+            exact = connection.execute(
+                sa.select(SESSIONS).where(SESSIONS.c.id == session_id)
+            ).first()
+            if exact is not None:
+                return exact
+            matches = connection.execute(
+                sa.select(SESSIONS)
+                .where(SESSIONS.c.id.startswith(session_id, autoescape=True))
+                .order_by(SESSIONS.c.id)
+                .limit(5)
+            ).all()
+            if len(matches) > 1:
+                raise GuardError(
+                    f"session id {session_id!r} is ambiguous: it starts "
+                    + ", ".join(row.id[:12] for row in matches)
+                    + ("…" if len(matches) == 5 else "")
+                    + ".",
+                    hint="give more characters of the id (`autopack drain sessions` lists them)",
+                )
+            return matches[0] if matches else None
+        has_work = sa.or_(
+            sa.exists().where(RESULTS.c.session_id == SESSIONS.c.id),
+            sa.exists().where(CLAIMS.c.session_id == SESSIONS.c.id),
+        )
+        return connection.execute(
+            sa.select(SESSIONS)
+            .where(SESSIONS.c.kind.in_(kinds), SESSIONS.c.status.in_(RESUMABLE), has_work)
             .order_by(SESSIONS.c.started_at.desc(), SESSIONS.c.id.desc())
             .limit(1)
+        ).first()
+
+
+def take_over_session(engine: Engine, row: Any, worker: str) -> None:
+    """Make this process the session's holder, atomically: a compare-and-set of the new
+    holder on the one that was read. Of two resumes of one dead session, exactly one wins;
+    the other is refused (it would run the same phases twice)."""
+    with engine.begin() as connection:
+        taken = connection.execute(
+            sa.update(SESSIONS)
+            .where(
+                SESSIONS.c.id == row.id,
+                SESSIONS.c.worker == row.worker,
+                SESSIONS.c.status == row.status,
+            )
+            .values(worker=worker, status="running", updated_at=utc_now(), finished_at=None)
+        ).rowcount
+    if taken != 1:
+        raise GuardError(
+            f"session {row.id} was taken over by another process while this one resumed it.",
+            hint="only one resume of a session runs; see `autopack drain sessions`",
         )
-    with engine.connect() as connection:
-        return connection.execute(query).first()
 
 
 def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
@@ -230,4 +264,9 @@ def list_sessions(engine: Engine, limit: int = 50) -> SessionList:
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    return SessionList(sessions=[SessionSummary.model_validate(row._mapping) for row in rows])
+    return SessionList(
+        sessions=[
+            SessionSummary.model_validate({**row._mapping, "status": shown_status(row)})
+            for row in rows
+        ]
+    )

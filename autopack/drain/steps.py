@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,9 +22,10 @@ from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.provider import escalation_budget, provider_max_tokens
 from autopack.executor.output import ChangeSet, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
+from autopack.executor.rollback import Snapshot, take_snapshot
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.verify import verify_deliverables
-from autopack.executor.workspace import WorkspaceError, write_files_atomically
+from autopack.executor.workspace import WorkspaceError, file_sha256, write_files_atomically
 from autopack.llm.base import LlmCallError, LlmClient, LlmRequest, LlmResult
 from autopack.telemetry.recorder import (
     BuilderCall,
@@ -41,6 +42,29 @@ class PhaseCancelled(Exception):
     """The controller abandoned this phase: stop without writing anything more."""
 
 
+class ProviderUnavailable(Exception):
+    """The builder could not be reached or refused us (not the phase): give the phase back."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Statuses that say the provider refused *us* (key, permission, model name), not the request.
+_PROVIDER_STATUSES = frozenset({401, 403, 404})
+
+
+def is_provider_failure(error: LlmCallError) -> bool:
+    """A failed call that says nothing about the phase: transport errors, 401/403, 404 (model
+    not found), and 429/5xx once the retries are spent. A 400 (e.g. a prompt too long) or a
+    malformed 2xx body is about the request, so it fails the phase as before."""
+    if error.kind in ("connection_exhausted", "timeout_exhausted"):
+        return True
+    if error.kind in ("http_5xx_exhausted", "rate_limited_exhausted"):
+        return True
+    return error.kind == "http_4xx" and error.status in _PROVIDER_STATUSES
+
+
 class PhaseFailed(Exception):
     """Ends the steps with a FAILED phase of a known kind."""
 
@@ -48,6 +72,41 @@ class PhaseFailed(Exception):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """What the estimator predicts for a phase, and the budgets it selects."""
+
+    estimate: TokenEstimate
+    budget: int
+    max_tokens: int
+
+
+def predict(spec: PhaseSpec, row: sa.Row[Any], options: PhaseOptions) -> Forecast:
+    """Predicted output tokens, the selected budget and the provider ceiling (no DB, no LLM:
+    a dry run's plan shows the same figures the real attempt will use)."""
+    complexity = row.complexity or "medium"
+    category = phase_category(row.task_category, list(spec.deliverables))
+    predicted = estimate(
+        list(spec.deliverables),
+        category,
+        complexity,
+        coefficients=options.coefficients,
+        workspace=options.workspace,
+        task_description=spec.description,
+        scope_paths=list(spec.scope_paths),
+    )
+    budget = select_budget(predicted, complexity, coefficients=options.coefficients)
+    max_tokens = provider_max_tokens(
+        budget,
+        complexity,
+        coefficients=options.coefficients,
+        task_category=row.task_category,
+        scope_paths=list(spec.scope_paths),
+        builder_mode=row.builder_mode,
+    ).max_tokens
+    return Forecast(predicted, budget, max_tokens)
 
 
 @dataclass
@@ -68,6 +127,8 @@ class PhaseSteps:
     transcripts: TranscriptWriter
     deadline: float | None
     cancelled: threading.Event | None
+    snapshot: Snapshot | None = field(default=None, init=False)
+    """The written files as they were before (restored if the phase fails in git)."""
 
     def _checkpoint(self, step: str) -> float | None:
         """Stop if cancelled or out of time; return the seconds left (None: no deadline)."""
@@ -89,36 +150,27 @@ class PhaseSteps:
             # apply between two attempts takes effect at the next one.
             active = resolve_coefficients(self.engine, model=self.options.active_set_model)
             self.options = replace(self.options, coefficients=active)
-        spec, row, options = self.spec, self.row, self.options
-        complexity = row.complexity or "medium"
-        category = phase_category(row.task_category, list(spec.deliverables))
-        predicted = estimate(
-            list(spec.deliverables),
-            category,
-            complexity,
-            coefficients=options.coefficients,
-            workspace=options.workspace,
-            task_description=spec.description,
-            scope_paths=list(spec.scope_paths),
-        )
+        spec, options = self.spec, self.options
+        forecast = predict(spec, self.row, options)
+        predicted, budget, max_tokens = forecast.estimate, forecast.budget, forecast.max_tokens
         self.outcome.estimated_tokens = predicted.estimated_tokens
-        budget = select_budget(predicted, complexity, coefficients=options.coefficients)
-        max_tokens = provider_max_tokens(
-            budget,
-            complexity,
-            coefficients=options.coefficients,
-            task_category=row.task_category,
-            scope_paths=list(spec.scope_paths),
-            builder_mode=row.builder_mode,
-        ).max_tokens
         prompt = build_prompt(spec, options.workspace)
         parsed = self.call_builder(predicted, budget, max_tokens, prompt)
         self._checkpoint("writing files")
+        self.snapshot = take_snapshot((path for path, _ in parsed.files), options.workspace)
         try:
             written = write_files_atomically(parsed.files, spec.scope_paths, options.workspace)
         except WorkspaceError as exc:
             raise PhaseFailed("scope", exc.message) from exc
         self.outcome.files_written = [str(p.relative_to(options.workspace)) for p in written]
+        self.outcome.written_files = {
+            relative: sha
+            for relative, sha in (
+                (relative, file_sha256(options.workspace / relative))
+                for relative in self.outcome.files_written
+            )
+            if sha is not None
+        }
         left = self._checkpoint("verification")
         pytest_timeout = (
             options.pytest_timeout_s if left is None else min(options.pytest_timeout_s, left)
@@ -178,6 +230,8 @@ class PhaseSteps:
                 else:
                     facts.failed_calls += 1
                 self._checkpoint("handling the failed builder call")
+                if is_provider_failure(exc):
+                    raise ProviderUnavailable(exc.message) from exc
                 raise PhaseFailed("llm_call", exc.message) from exc
             facts.answered_calls += 1
             outcome.llm_attempts += len(result.attempts)
@@ -234,6 +288,8 @@ class PhaseSteps:
         if write.usage_error is not None:
             facts.usage_write_error = write.usage_error
         if write.status is WriteStatus.WRITTEN:
+            if write.event_id is not None:
+                self.outcome.event_ids.append(write.event_id)
             facts.rows_written += 1
             self.outcome.telemetry_events += 1
         elif write.status is WriteStatus.REJECTED:

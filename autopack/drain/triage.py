@@ -7,7 +7,9 @@ process. It is also cached as JSON on the session row for people and tools to re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +34,23 @@ def failure_bucket(last_failure_reason: str | None) -> str:
     return "other"
 
 
+# Failures whose telemetry row is no clean sample: the reply did not parse, was cut off, or
+# its files failed verification (an answered call alone proves nothing about the run).
+_UNCLEAN_FAILURES = frozenset({"parse", "truncation", "verification"})
+
+
+def promising_because(attempt: AttemptSummary) -> str | None:
+    """Why a run's sample makes it promising (the drain issue's rule), or None: it succeeded,
+    it produced a clean telemetry sample, or it timed out."""
+    if attempt.outcome in ("complete", "dry_run"):
+        return "succeeded" if attempt.outcome == "complete" else "dry run: counted as succeeded"
+    if attempt.outcome == "timeout":
+        return "timed out"
+    if attempt.telemetry_events > 0 and attempt.failure_kind not in _UNCLEAN_FAILURES:
+        return "clean telemetry sample"
+    return None
+
+
 def phase_key(run_id: str, phase_id: str) -> str:
     # phase_id is unique only within a run; the separator cannot occur in either id.
     return f"{run_id}\x1f{phase_id}"
@@ -49,6 +68,8 @@ class Limits:
     max_consecutive_zero_yield: int | None = None
     max_total_tokens: int | None = None
     sample_first: bool = True
+    max_provider_failures: int | None = 3
+    """Circuit breaker: stop the session after this many provider failures in a row."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,22 @@ class AttemptSummary:
     telemetry_events: int
     fingerprint: str | None
     tokens: int
+    failure_reason: str | None = None
+    failure_kind: str | None = None
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> AttemptSummary:
+        """From a result entry (a recorded row, or an outcome's entry)."""
+        return cls(
+            run_id=entry["run_id"],
+            phase_id=entry["phase_id"],
+            outcome=entry["outcome"],
+            telemetry_events=entry["telemetry_events"],
+            fingerprint=entry["fingerprint"],
+            tokens=(entry.get("input_tokens") or 0) + (entry.get("output_tokens") or 0),
+            failure_reason=entry.get("failure_reason"),
+            failure_kind=entry.get("failure_kind"),
+        )
 
 
 class TriageState(BaseModel):
@@ -70,6 +107,9 @@ class TriageState(BaseModel):
     timeouts: int = 0
     refused: int = 0
     dry_run: int = 0
+    provider_unavailable: int = 0
+    consecutive_provider_failures: int = 0
+    last_provider_failure: str | None = None
     telemetry_events: int = 0
     tokens_used: int = 0
     consecutive_zero_yield: int = 0
@@ -102,6 +142,14 @@ class TriageState(BaseModel):
         events: list[str] = []
         key = phase_key(attempt.run_id, attempt.phase_id)
         self.processed += 1
+        if attempt.outcome == "provider_unavailable":
+            # Says nothing about the phase or its run: no attempt counted, no sample judged.
+            self.provider_unavailable += 1
+            self.consecutive_provider_failures += 1
+            self.last_provider_failure = attempt.failure_reason
+            return events
+        if attempt.outcome not in ("refused", "dry_run"):
+            self.consecutive_provider_failures = 0
         self.phase_attempts[key] = self.phase_attempts.get(key, 0) + 1
         self.tokens_used += attempt.tokens
         self.telemetry_events += attempt.telemetry_events
@@ -151,12 +199,10 @@ class TriageState(BaseModel):
     def _evaluate_sample(self, attempt: AttemptSummary, fingerprint_seen: bool) -> str:
         """A run's first attempt decides its priority (the runbook's rule, without the
         original's extra leniency for first-time fingerprints)."""
-        promising = (
-            attempt.outcome in ("complete", "dry_run", "timeout") or attempt.telemetry_events > 0
-        )
-        if promising:
+        why = promising_because(attempt)
+        if why is not None:
             self.promising_runs.append(attempt.run_id)
-            return f"sample {attempt.run_id}: promising"
+            return f"sample {attempt.run_id}: promising ({why})"
         if fingerprint_seen:
             self.deprioritized_runs.append(attempt.run_id)
             return f"sample {attempt.run_id}: deprioritised (zero telemetry, repeated failure)"
@@ -177,6 +223,9 @@ class TriageState(BaseModel):
             return f"max total time {limits.max_total_minutes:g} min reached"
         if limits.max_total_tokens is not None and self.tokens_used >= limits.max_total_tokens:
             return f"max total tokens {limits.max_total_tokens:,} reached ({self.tokens_used:,})"
+        breaker = limits.max_provider_failures
+        if breaker is not None and self.consecutive_provider_failures >= breaker:
+            return f"provider unavailable: {self.last_provider_failure or 'no reply'}"[:500]
         zero = limits.max_consecutive_zero_yield
         if zero is not None and self.consecutive_zero_yield >= zero:
             return (

@@ -36,6 +36,10 @@ class TranscriptWriter:
     ) -> TranscriptWriter:
         directory = workspace / LOG_ROOT / _safe(session_id) / _safe(run_id) / _safe(phase_id)
         directory.mkdir(parents=True, exist_ok=True)
+        ignore = workspace / LOG_ROOT.parent / ".gitignore"
+        if not ignore.exists():
+            # Transcripts are never untracked noise in the operator's repository.
+            ignore.write_text("# written by autopack: its transcripts stay out of git\n*\n")
         return cls(directory)
 
     def write_prompt(self, attempt: int, prompt: BuiltPrompt, max_tokens: int) -> None:

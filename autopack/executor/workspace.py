@@ -20,19 +20,18 @@ refuse to overwrite an operator's work in progress.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from autopack.errors import AutopackError
+from autopack.executor.git import GitError, inside_work_tree, run_git
 
-_GIT_TIMEOUT_S: Final = 30.0
-_GIT_ENV_OVERRIDES: Final = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX")
 _TEMP_SUFFIX: Final = ".autopack-tmp"
 
 FileItem = tuple[str, str]
@@ -275,34 +274,6 @@ def write_files_atomically(
     return written
 
 
-def _git_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in _GIT_ENV_OVERRIDES}
-    env["LC_ALL"] = "C"
-    env["GIT_OPTIONAL_LOCKS"] = "0"
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    return env
-
-
-def _run_git(args: Sequence[str], root: Path) -> subprocess.CompletedProcess[bytes] | None:
-    """Run git in the workspace; `None` when git is not installed."""
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=root,
-            env=_git_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=_GIT_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError:
-        return None
-    except subprocess.TimeoutExpired as exc:
-        raise WorkspaceError(
-            f"git {args[0]} did not answer within {_GIT_TIMEOUT_S:.0f} s in {str(root)!r}"
-        ) from exc
-
-
 def _changed_paths(porcelain: bytes) -> list[str]:
     """Repository-relative paths from `git status --porcelain -z` output, renames' both sides."""
     entries = porcelain.decode("utf-8", errors="surrogateescape").split("\0")
@@ -321,7 +292,18 @@ def _changed_paths(porcelain: bytes) -> list[str]:
     return paths
 
 
-def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a file's bytes; None when it is not a readable regular file."""
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def dirty_scope_paths(
+    scope_paths: Sequence[str], workspace: Path, ours: Mapping[str, str] | None = None
+) -> list[str]:
     """The scope paths (as given, in order) holding uncommitted git changes.
 
     Runs `git status --porcelain -z --untracked-files=all -- <scope paths>` in the workspace:
@@ -330,11 +312,15 @@ def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
     git is not installed, so there is nothing to protect. Any other git failure raises
     `WorkspaceError`, because guessing "clean" could overwrite an operator's work. Scope paths
     that cannot be a workspace path (absolute, `..`) raise `ScopeViolation`.
+
+    `ours` maps workspace-relative paths to the sha256 of what autopack last wrote there: a
+    changed file still holding exactly those bytes is autopack's recorded output, not an edit
+    of the operator's, and does not make its scope dirty.
     """
     if not scope_paths:
         return []
     root = _workspace_root(workspace)
-    if not _inside_git_work_tree(root):
+    if not inside_work_tree(root):
         return []  # nothing to protect, and no git process per phase
     normalized: list[tuple[str, str]] = []
     for raw in scope_paths:
@@ -343,9 +329,12 @@ def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
         except ValueError as exc:
             raise ScopeViolation(raw, f"the phase's scope path is unusable: {exc}") from exc
     pathspecs = [relative for _, relative in normalized]
-    status = _run_git(
-        ["status", "--porcelain", "-z", "--untracked-files=all", "--", *pathspecs], root
-    )
+    try:
+        status = run_git(
+            ["status", "--porcelain", "-z", "--untracked-files=all", "--", *pathspecs], root
+        )
+    except GitError as exc:
+        raise WorkspaceError(exc.message) from exc
     if status is None:
         return []
     if status.returncode != 0:
@@ -362,7 +351,11 @@ def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
     if not changed:
         return []
     prefix = _repository_prefix(root)
-    relative_changes = [path[len(prefix) :] for path in changed if path.startswith(prefix)]
+    relative_changes = [
+        relative
+        for relative in (path[len(prefix) :] for path in changed if path.startswith(prefix))
+        if not _is_ours(relative, root, ours)
+    ]
     return [
         raw
         for raw, relative in normalized
@@ -370,14 +363,14 @@ def dirty_scope_paths(scope_paths: Sequence[str], workspace: Path) -> list[str]:
     ]
 
 
-def _inside_git_work_tree(root: Path) -> bool:
-    """A `.git` directory or file (worktrees, submodules) in the workspace or above it."""
-    return any((directory / ".git").exists() for directory in (root, *root.parents))
+def _is_ours(relative: str, root: Path, ours: Mapping[str, str] | None) -> bool:
+    recorded = (ours or {}).get(relative)
+    return recorded is not None and file_sha256(root / relative) == recorded
 
 
 def _repository_prefix(root: Path) -> str:
     """The workspace's path inside its repository (`""` at the top, else ending in `/`)."""
-    result = _run_git(["rev-parse", "--show-prefix"], root)
+    result = run_git(["rev-parse", "--show-prefix"], root)
     if result is None or result.returncode != 0:
         return ""
     return result.stdout.decode("utf-8", errors="surrogateescape").strip()
@@ -389,6 +382,7 @@ __all__ = [
     "WorkspaceError",
     "check_paths",
     "dirty_scope_paths",
+    "file_sha256",
     "normalize_relative_path",
     "write_files_atomically",
 ]

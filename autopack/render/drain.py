@@ -14,6 +14,7 @@ _OUTCOME_STYLE = {
     "failed": "red",
     "timeout": "red",
     "refused": "yellow",
+    "provider_unavailable": "yellow",
     "dry_run": "cyan",
 }
 
@@ -25,9 +26,22 @@ def show_drain_report(report: DrainReport, *, quiet: bool) -> None:
         title += " — DRY RUN (no LLM calls, nothing written)"
     if not quiet:
         table = Table(title=title, title_justify="left")
-        for column in ("run", "phase", "outcome", "state", "telemetry", "zero-yield", "reason"):
+        columns = ["run", "phase", "outcome", "state", "telemetry", "zero-yield", "reason"]
+        if report.dry_run:
+            columns = ["run", "phase", "state", "bucket", "predicted", "budget"]
+        for column in columns:
             table.add_column(column, overflow="fold")
         for entry in report.results:
+            if report.dry_run:
+                table.add_row(
+                    escape(entry["run_id"]),
+                    escape(entry["phase_id"]),
+                    entry["final_state"] or "—",
+                    entry.get("bucket") or "—",
+                    _count(entry.get("estimated_tokens")),
+                    _count(entry.get("selected_budget")),
+                )
+                continue
             style = _OUTCOME_STYLE.get(entry["outcome"], "")
             table.add_row(
                 escape(entry["run_id"]),
@@ -69,6 +83,11 @@ def show_drain_report(report: DrainReport, *, quiet: bool) -> None:
     out.print(
         f"processed {totals.processed}: {totals.succeeded} complete, {totals.failed} failed, "
         f"{totals.timeouts} timed out, {totals.refused} refused"
+        + (
+            f", {totals.provider_unavailable} given back (provider unavailable)"
+            if totals.provider_unavailable
+            else ""
+        )
         + (f", {totals.dry_run} selected (dry run)" if totals.dry_run else "")
         + f"; telemetry rows {totals.telemetry_events}"
         + (f" ({totals.telemetry_per_minute}/min)" if totals.telemetry_per_minute else "")
@@ -84,6 +103,22 @@ def show_drain_report(report: DrainReport, *, quiet: bool) -> None:
     for key, reason in report.skipped_phases.items():
         out.print(
             f"skipped {escape(key.replace(chr(31), ' / '))}: {escape(reason)}", soft_wrap=True
+        )
+    for run_id, reason in report.blocked_runs.items():
+        out.print(f"waiting run {escape(run_id)}: {escape(reason)}", soft_wrap=True)
+    if report.forecast is not None:
+        forecast = report.forecast
+        limit = (
+            f" against --max-total-tokens {forecast.max_total_tokens:,} ("
+            + ("within" if forecast.within_max_total_tokens else "OVER")
+            + "; input tokens come on top)"
+            if forecast.max_total_tokens is not None
+            else " (no --max-total-tokens)"
+        )
+        out.print(
+            f"forecast: {forecast.predicted_output_tokens:,} output tokens predicted, "
+            f"budgets {forecast.selected_budget_tokens:,}{limit}",
+            soft_wrap=True,
         )
     if report.stop_reason:
         out.print(f"stopped: {escape(report.stop_reason)}", soft_wrap=True)
@@ -120,3 +155,7 @@ def show_sessions(listing: SessionList) -> None:
 
 def show_refusal(reason: str, hint: str | None) -> None:
     render_error(AutopackError(reason, hint))
+
+
+def _count(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "—"
