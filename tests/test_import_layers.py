@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("autopack.db",),
     ("autopack.settings",),
-    ("autopack.environment", "autopack.errors"),
+    ("autopack.environment", "autopack.errors", "autopack.text"),
 )
 
 # Circles and upward imports in files other branches of issue 9 are rewriting (branch

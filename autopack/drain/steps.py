@@ -30,6 +30,7 @@ from autopack.telemetry.recorder import (
     record_builder_call,
     record_failed_call,
 )
+from autopack.text import valid_unicode
 
 ESCALATIONS = table_of(TokenBudgetEscalationEvent)
 DEFAULT_MAX_BUILDER_ATTEMPTS = 3
@@ -43,6 +44,7 @@ class PhaseFailed(Exception):
     """Ends the steps with a FAILED phase of a known kind."""
 
     def __init__(self, kind: str, reason: str) -> None:
+        reason = valid_unicode(reason)  # it is stored, printed and fingerprinted
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -177,10 +179,12 @@ class PhaseSteps:
             outcome.llm_seconds += result.elapsed_s
             outcome.input_tokens += result.input_tokens or 0
             outcome.output_tokens += result.output_tokens or 0
-            self.transcripts.write_reply(attempt, result)
             parsed = parse_reply(result.text)
-            # A truncated reply is an incomplete change set: never a builder success.
+            # A truncated reply is an incomplete change set: never a builder success. The row
+            # is written first: nothing after the reply (a transcript on a full disk, the
+            # model's own code) can keep an answered call from being recorded.
             self.record(predicted, budget, result, success=parsed.ok and not result.truncated)
+            self.transcripts.write_reply(attempt, result)
             if result.truncated:
                 if escalated or attempt >= max_attempts:
                     detail = (
