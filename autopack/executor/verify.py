@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Final
 
+from autopack.executor.scrubbed_env import child_environment, is_secret_variable
 from autopack.executor.workspace import normalize_relative_path
 
-_SECRET_NAME_PARTS: Final = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-_URL_WITH_PASSWORD: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/@\s:]*:[^/@\s]+@")
 _PYTHON_SUFFIXES: Final = (".py", ".pyi")
 _OUTPUT_TAIL_CHARS: Final = 4000
 _KILL_GRACE_S: Final = 5.0
@@ -75,29 +73,6 @@ def is_test_file(path: str) -> bool:
     """Whether pytest collects this file by default: `test_*.py` or `*_test.py`."""
     name = PurePosixPath(path).name
     return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
-
-
-def is_secret_variable(name: str, value: str) -> bool:
-    """Whether an environment variable must not reach code the builder wrote.
-
-    Its name contains KEY, TOKEN, SECRET, PASSWORD, PASSWD or CREDENTIAL (any case), it is or
-    ends in DATABASE_URL, or its value is a URL carrying a password (`scheme://user:pw@host`).
-    """
-    upper = name.upper()
-    if any(part in upper for part in _SECRET_NAME_PARTS) or upper.endswith("DATABASE_URL"):
-        return True
-    return _URL_WITH_PASSWORD.match(value) is not None
-
-
-def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for the pytest child: `base` (default `os.environ`) minus secrets.
-
-    `PYTHONDONTWRITEBYTECODE=1` is added so verification leaves no `__pycache__` behind.
-    """
-    source = os.environ if base is None else base
-    env = {name: value for name, value in source.items() if not is_secret_variable(name, value)}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
 
 
 def verify_deliverables(
