@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -62,7 +63,7 @@ def backlog(cli: CliRunner, workdir: Path, repo: Path) -> Iterator[Database]:
     db.close()
 
 
-def drain(cli: CliRunner, db: Database, llm: FakeLlmServer, *args: str) -> tuple[int, dict]:
+def drain(cli: CliRunner, db: Database, llm: FakeLlmServer, *args: str) -> tuple[int, Any]:
     result = cli(
         "drain",
         "batch",
