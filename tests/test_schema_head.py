@@ -87,7 +87,7 @@ def _check_0006_up_and_down(cli: CliRunner, url: str, workdir: Path, *args: str)
 
     upgraded = cli("db", "upgrade", *args, "--yes", "--json")
     assert upgraded.exit_code == 0, upgraded.stderr
-    assert json.loads(upgraded.stdout)["revision"] == "0006"
+    assert json.loads(upgraded.stdout)["revision"] == HEAD_REVISION
     indexes = _phase_indexes(url, workdir)
     assert indexes[STALE_INDEX] == ["state", "run_id", "updated_at", "phase_id"]
     assert OLD_STALE_INDEX not in indexes

@@ -26,6 +26,7 @@ from autopack.drain.batch import (
     run_batch,
 )
 from autopack.drain.controller import BatchOptions
+from autopack.drain.isolation import SANDBOXES, isolation_warning, make_non_dumpable
 from autopack.drain.phase import attempt_phase
 from autopack.drain.report import DrainReport, summarise
 from autopack.drain.selection import Filters
@@ -41,10 +42,12 @@ from autopack.drain.triage import Limits
 from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_REFUSED, GuardError
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
+from autopack.executor.sandbox import find_bwrap
 from autopack.llm.clients import make_client
 from autopack.llm.settings import LlmSettings, load_llm_settings
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
 from autopack.telemetry.recorder import telemetry_tables_present
+from autopack.telemetry.seal import lacks_seal_column
 
 app = typer.Typer(
     help="Drain phases through the builder LLM, with telemetry.", no_args_is_help=True
@@ -73,6 +76,14 @@ CoefficientsFileOption = Annotated[
 ]
 PytestTimeoutOption = Annotated[
     float, typer.Option("--pytest-timeout", min=1, help="Seconds a tests phase's pytest may run.")
+]
+SandboxOption = Annotated[
+    str,
+    typer.Option(
+        "--sandbox",
+        help="How the model's tests run: none, or bwrap (bubblewrap: only the workspace, no "
+        "network, no database; `apt-get install bubblewrap`).",
+    ),
 ]
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Most phase attempts this session makes.")
@@ -111,10 +122,14 @@ def _prepare(
     as_json: bool,
     needs_llm: bool = True,
     writable: bool = True,
+    sandbox: str = "none",
 ) -> Iterator[_Prepared]:
     """Everything a drain checks before it touches a phase, in the order an operator expects:
-    LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
+    LLM configuration, sandbox, workspace, database (panel, schema, empty guard), telemetry
+    tables. A drain that will run model code first makes itself non-dumpable."""
     settings = load_llm_settings() if needs_llm else None
+    if needs_llm:
+        _harden(sandbox)
     chosen = choose_coefficients(coefficients, coefficients_file)
     root = workspace.resolve()
     if not root.is_dir():
@@ -123,7 +138,13 @@ def _prepare(
     with open_named(db, database_url, mode) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
-            require_tables(database, DRAIN_TABLES)
+            state = require_tables(database, DRAIN_TABLES)
+            if writable and lacks_seal_column(database.engine):
+                raise GuardError(
+                    f"{database.target.display_url} has no telemetry seal column (schema "
+                    f"{state.revision or 'none'}, this autopack needs {state.head}).",
+                    hint="back it up and bring it up to date with `autopack db upgrade`",
+                )
             refuse_empty(database, panel, allow_empty=allow_empty_db)
             tables_present = telemetry_tables_present(database.engine)
             if not tables_present:
@@ -140,6 +161,24 @@ def _prepare(
                     + f"; workspace {root}"
                 )
             yield _Prepared(database, panel, settings, chosen, root, telemetry, tables_present)
+
+
+def _harden(sandbox: str) -> None:
+    if sandbox not in SANDBOXES:
+        raise GuardError(
+            f"--sandbox {sandbox!r} is not one of {', '.join(SANDBOXES)}.",
+            hint="e.g. --sandbox bwrap",
+        )
+    if sandbox == "bwrap" and find_bwrap() is None:
+        raise GuardError(
+            "--sandbox bwrap: bubblewrap (bwrap) is not installed.",
+            hint="install it (apt-get install bubblewrap, dnf install bubblewrap), or drain "
+            "without --sandbox",
+        )
+    make_non_dumpable()
+    warning = isolation_warning(sandbox)
+    if warning is not None:
+        console.warn(warning)
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
@@ -165,6 +204,7 @@ def phase(
     coefficients: CoefficientsOption = None,
     coefficients_file: CoefficientsFileOption = None,
     pytest_timeout: PytestTimeoutOption = 300.0,
+    sandbox: SandboxOption = "none",
     db: DbOption = None,
     database_url: UrlOption = None,
     as_json: JsonOption = False,
@@ -185,6 +225,7 @@ def phase(
         allow_empty_db=allow_empty_db,
         quiet=quiet,
         as_json=as_json,
+        sandbox=sandbox,
     ) as prepared:
         engine = prepared.database.engine
         assert prepared.settings is not None
@@ -197,6 +238,7 @@ def phase(
             allow_dirty=allow_dirty,
             pytest_timeout_s=pytest_timeout,
             temperature=prepared.settings.temperature,
+            sandbox=sandbox,
         )
         session_id = start_session(
             engine,
@@ -249,6 +291,7 @@ def queued(
     coefficients: CoefficientsOption = None,
     coefficients_file: CoefficientsFileOption = None,
     pytest_timeout: PytestTimeoutOption = 300.0,
+    sandbox: SandboxOption = "none",
     phase_timeout_seconds: PhaseTimeoutOption = 900.0,
     db: DbOption = None,
     database_url: UrlOption = None,
@@ -270,6 +313,7 @@ def queued(
         allow_empty_db=allow_empty_db,
         quiet=quiet,
         as_json=as_json,
+        sandbox=sandbox,
     ) as prepared:
         # One attempt per phase: a phase that failed or was refused is never retried in a
         # loop, so the command stops when nothing QUEUED is left or nothing made progress.
@@ -282,7 +326,9 @@ def queued(
                 max_fingerprint_repeats=None,
                 sample_first=False,
             ),
-            phase=_phase_options(prepared, allow_dirty, pytest_timeout, phase_timeout_seconds),
+            phase=_phase_options(
+                prepared, allow_dirty, pytest_timeout, phase_timeout_seconds, sandbox
+            ),
             kind="queued",
         )
         report = _run(prepared, options, coefficients_file, quiet=quiet, as_json=as_json)
@@ -351,6 +397,7 @@ def batch(
     coefficients: CoefficientsOption = None,
     coefficients_file: CoefficientsFileOption = None,
     pytest_timeout: PytestTimeoutOption = 300.0,
+    sandbox: SandboxOption = "none",
     db: DbOption = None,
     database_url: UrlOption = None,
     as_json: JsonOption = False,
@@ -382,6 +429,7 @@ def batch(
         as_json=as_json,
         needs_llm=not dry_run,
         writable=not dry_run,
+        sandbox=sandbox,
     ) as prepared:
         engine = prepared.database.engine
         if resume:
@@ -423,7 +471,9 @@ def batch(
                     max_total_tokens=max_total_tokens,
                     sample_first=sample_first,
                 ),
-                phase=_phase_options(prepared, allow_dirty, pytest_timeout, phase_timeout_seconds),
+                phase=_phase_options(
+                    prepared, allow_dirty, pytest_timeout, phase_timeout_seconds, sandbox
+                ),
                 workers=workers,
                 dry_run=dry_run,
             )
@@ -434,7 +484,11 @@ def batch(
 
 
 def _phase_options(
-    prepared: _Prepared, allow_dirty: bool, pytest_timeout: float, phase_timeout: float
+    prepared: _Prepared,
+    allow_dirty: bool,
+    pytest_timeout: float,
+    phase_timeout: float,
+    sandbox: str,
 ) -> PhaseOptions:
     return PhaseOptions(
         workspace=prepared.workspace,
@@ -446,6 +500,7 @@ def _phase_options(
         phase_timeout_s=phase_timeout,
         lease_seconds=phase_timeout + 120,
         temperature=prepared.settings.temperature if prepared.settings else None,
+        sandbox=sandbox,
     )
 
 

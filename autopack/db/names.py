@@ -10,7 +10,7 @@ from enum import StrEnum
 
 # The newest migration revision. tests/test_schema_head.py checks it against Alembic's head,
 # so this constant and autopack/db/migrations/versions/ cannot drift apart.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0009"
 VERSION_TABLE = "autopack_alembic_version"
 
 

@@ -30,6 +30,8 @@ class PhaseOptions:
     temperature: float | None = None
     phase_timeout_s: float | None = None
     """Wall-clock budget for the whole phase; past it the phase is abandoned as timed out."""
+    sandbox: str = "none"
+    """How verification runs the model's tests: `none` or `bwrap` (drain/isolation.py)."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or
     changed by another worker since it was selected. `drain phase` records the refusal."""

@@ -6,6 +6,7 @@ client and the telemetry recorder. The claim around these steps is `drain/phase.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -16,10 +17,12 @@ from sqlalchemy.engine import Engine
 
 from autopack.db.models import TokenBudgetEscalationEvent, table_of, utc_now
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
+from autopack.drain.isolation import database_files
 from autopack.estimator import TokenEstimate, estimate, phase_category, select_budget
 from autopack.estimator.provider import escalation_budget, provider_max_tokens
 from autopack.executor.output import ParsedReply, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
+from autopack.executor.sandbox import bwrap_prefix, find_bwrap
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.verify import verify_deliverables
 from autopack.executor.workspace import WorkspaceError, write_files_atomically
@@ -30,9 +33,11 @@ from autopack.telemetry.recorder import (
     record_builder_call,
     record_failed_call,
 )
+from autopack.telemetry.seal import tampered_rows
 from autopack.text import valid_unicode
 
 ESCALATIONS = table_of(TokenBudgetEscalationEvent)
+logger = logging.getLogger("autopack.drain")
 DEFAULT_MAX_BUILDER_ATTEMPTS = 3
 
 
@@ -123,10 +128,40 @@ class PhaseSteps:
             options.workspace,
             is_tests_phase=spec.is_tests_phase,
             pytest_timeout_s=pytest_timeout,
+            sandbox=self._sandbox() if spec.is_tests_phase else (),
         )
+        if spec.is_tests_phase:
+            self._check_seals()
         self._checkpoint("recording the verification")
         if not verification.ok:
             raise PhaseFailed("verification", verification.failure_reason or "verification failed")
+
+    def _sandbox(self) -> list[str]:
+        """The command prefix confining the model's tests (none: run them directly)."""
+        if self.options.sandbox != "bwrap":
+            return []
+        bwrap = find_bwrap()
+        if bwrap is None:
+            raise PhaseFailed("sandbox", "--sandbox bwrap: bubblewrap (bwrap) is no longer on PATH")
+        return bwrap_prefix(bwrap, self.options.workspace, database_files(self.engine))
+
+    def _check_seals(self) -> None:
+        """The model's code has run: every telemetry row this process wrote must be as written."""
+        problems = tampered_rows(self.engine)
+        if problems:
+            detail = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+            logger.error(
+                "TAMPERING: while %s / %s ran its tests, %s. The model's code changed the "
+                "telemetry database; inspect it before trusting its figures.",
+                self.spec.run_id,
+                self.spec.phase_id,
+                detail,
+            )
+            raise PhaseFailed(
+                "tamper",
+                f"telemetry rows changed while the phase's tests ran ({detail}); "
+                "the model's code wrote to the database",
+            )
 
     def call_builder(
         self, predicted: TokenEstimate, budget: int, max_tokens: int, prompt: BuiltPrompt

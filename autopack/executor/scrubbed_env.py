@@ -11,18 +11,24 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-_SECRET_NAME_PARTS: Final = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+_SECRET_NAME_PARTS: Final = ("KEY", "TOKEN", "SECRET", "PASS", "CREDENTIAL", "AUTH", "DSN")
+# autopack's own settings (database targets, the LLM endpoint) and libpq's (PGPASSFILE, …)
+# say where the secrets are even when they hold none.
+_PRIVATE_PREFIXES: Final = ("AUTOPACK_", "PG")
 _URL_WITH_PASSWORD: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/@\s:]*:[^/@\s]+@")
 
 
 def is_secret_variable(name: str, value: str) -> bool:
     """Whether an environment variable must not reach code the builder wrote.
 
-    Its name contains KEY, TOKEN, SECRET, PASSWORD, PASSWD or CREDENTIAL (any case), it is or
-    ends in DATABASE_URL, or its value is a URL carrying a password (`scheme://user:pw@host`).
+    Its name contains KEY, TOKEN, SECRET, PASS (PASSWORD, PASSWD, PASSFILE), CREDENTIAL, AUTH
+    or DSN (any case), it starts with AUTOPACK_ or PG, it is or ends in DATABASE_URL, or its
+    value is a URL carrying a password (`scheme://user:pw@host`).
     """
     upper = name.upper()
     if any(part in upper for part in _SECRET_NAME_PARTS) or upper.endswith("DATABASE_URL"):
+        return True
+    if upper.startswith(_PRIVATE_PREFIXES):
         return True
     return _URL_WITH_PASSWORD.match(value) is not None
 

@@ -81,9 +81,11 @@ def verify_deliverables(
     *,
     is_tests_phase: bool,
     pytest_timeout_s: float,
+    sandbox: Sequence[str] = (),
 ) -> VerificationResult:
     """Check the deliverables (paths relative to `workspace`) as the module docstring says.
 
+    `sandbox` is a command prefix that confines the pytest child (`executor.sandbox`).
     `ok` is true when every check passed (no deliverables: nothing to check, ok). The
     `failure_reason` names the first failed check and the file, e.g.
     `python_syntax: src/app.py:3: invalid syntax`.
@@ -94,7 +96,7 @@ def verify_deliverables(
         checks.extend(_check_file(deliverable, root))
     if is_tests_phase and all(check.ok for check in checks):
         tests = [d for d in (_normalized(item) for item in deliverables) if d and is_test_file(d)]
-        checks.append(_run_pytest(tests, root, pytest_timeout_s))
+        checks.append(_run_pytest(tests, root, pytest_timeout_s, sandbox))
     failed = next((check for check in checks if not check.ok), None)
     if failed is None:
         return VerificationResult(ok=True, checks=checks)
@@ -148,10 +150,12 @@ def _check_syntax(relative: str, data: bytes) -> Check:
     return Check("python_syntax", True, f"{relative} parses", relative)
 
 
-def _run_pytest(tests: list[str], root: Path, timeout_s: float) -> Check:
+def _run_pytest(
+    tests: list[str], root: Path, timeout_s: float, sandbox: Sequence[str] = ()
+) -> Check:
     if not tests:
         return Check("pytest", True, "no test files among the deliverables; pytest not run")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    command = [*sandbox, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
     posix = os.name == "posix"
     with tempfile.TemporaryFile() as capture:
         process = subprocess.Popen(

@@ -26,6 +26,7 @@ from autopack.db.models import (
     utc_now,
 )
 from autopack.estimator import TokenEstimate, normalize_complexity
+from autopack.telemetry.seal import remember, seal
 
 # The original's guard: fewer output tokens than this is almost always an error reply (its
 # v4 "empty files" bug produced 41). Kept, but a rejection is recorded, not silently dropped.
@@ -148,7 +149,8 @@ def record_builder_call(
     if problem is None:
         try:
             with engine.begin() as connection:
-                key = connection.execute(sa.insert(EVENTS), [_event_row(call)]).inserted_primary_key
+                row = _event_row(call)
+                key = connection.execute(sa.insert(EVENTS), [row]).inserted_primary_key
                 assert key is not None
                 event_id = int(key[0])
                 connection.execute(
@@ -163,10 +165,12 @@ def record_builder_call(
                             "sample_key": None,
                             "source_file": None,
                             "source_line": None,
+                            "seal": seal({**row, "event_id": event_id}),
                         }
                     ],
                 )
                 _insert_usage(connection, usage, call.attempts, answered=True)
+            remember(engine, event_id)
             return TelemetryWrite(WriteStatus.WRITTEN, event_id=event_id)
         except SQLAlchemyError as exc:
             problem, detail = WriteStatus.FAILED, _one_line(exc)
