@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of, utc_now
+from autopack.db.retry import retrying
 from autopack.errors import GuardError
 
 PHASES = table_of(Phase)
@@ -67,6 +68,7 @@ def _independent(column: sa.Column[object]) -> sa.ColumnElement[bool]:
     return sa.func.coalesce(sa.type_coerce(column, sa.JSON)["independent"].as_boolean(), False)
 
 
+@retrying("claim a phase")
 def claim_phase(
     engine: Engine,
     run_id: str,
@@ -194,6 +196,7 @@ def _refuse(run_id: str, phase_id: str, state: str | None, *, run_busy: bool) ->
     )
 
 
+@retrying("release a phase")
 def release_phase(
     engine: Engine,
     claim: Claim,
@@ -246,6 +249,7 @@ def release_phase(
     return True
 
 
+@retrying("give a phase back")
 def unclaim(engine: Engine, claim: Claim) -> None:
     """Give the phase back untouched (interrupted before it ran): its previous state returns."""
     with engine.begin() as connection:
@@ -268,6 +272,7 @@ def unclaim(engine: Engine, claim: Claim) -> None:
             )
 
 
+@retrying("extend leases")
 def extend_leases(
     engine: Engine, worker: str, keys: Iterable[tuple[str, str]], lease_seconds: float
 ) -> int:
@@ -289,6 +294,7 @@ def extend_leases(
         )
 
 
+@retrying("reclaim a session's phases")
 def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str, str]]:
     """Give back, at once, every phase a (dead) session still holds, in the state it had
     before the claim (QUEUED, or FAILED for a requeued backlog phase)."""

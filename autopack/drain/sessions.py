@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import DrainResult, DrainSession, table_of, utc_now
+from autopack.db.retry import retrying
 from autopack.drain.report import telemetry_per_minute
 
 SESSIONS = table_of(DrainSession)
@@ -26,6 +27,7 @@ def new_session_id() -> str:
     return uuid.uuid4().hex
 
 
+@retrying("start the session")
 def start_session(
     engine: Engine,
     *,
@@ -65,6 +67,7 @@ def next_seq(connection: sa.Connection, session_id: str) -> int:
 _SEQ_LOCK = threading.Lock()
 
 
+@retrying("record a drain result")
 def record_result(engine: Engine, session_id: str, values: dict[str, Any]) -> int:
     """Append one attempt's result (its seq is the next in the session); return its id."""
     with _SEQ_LOCK, engine.begin() as connection:
@@ -79,6 +82,7 @@ def record_result(engine: Engine, session_id: str, values: dict[str, Any]) -> in
     return int(key[0])
 
 
+@retrying("finish the session")
 def finish_session(
     engine: Engine, session_id: str, *, status: str, stop_reason: str | None = None
 ) -> None:
@@ -90,6 +94,7 @@ def finish_session(
         )
 
 
+@retrying("save the session")
 def save_session(
     engine: Engine,
     session_id: str,

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import TokenBudgetEscalationEvent, table_of, utc_now
+from autopack.db.retry import run_retrying
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.isolation import database_files
 from autopack.estimator import TokenEstimate, estimate, phase_category, select_budget
-from autopack.estimator.provider import escalation_budget, provider_max_tokens
+from autopack.estimator.provider import Escalation, escalation_budget, provider_max_tokens
 from autopack.executor.output import ParsedReply, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
 from autopack.executor.sandbox import bwrap_prefix, find_bwrap
@@ -291,24 +292,38 @@ class PhaseSteps:
                 if result.max_tokens
                 else None
             )
-            with self.engine.begin() as connection:
-                connection.execute(
-                    sa.insert(ESCALATIONS).values(
-                        run_id=self.spec.run_id,
-                        phase_id=self.spec.phase_id,
-                        timestamp=utc_now(),
-                        attempt_index=attempt,
-                        reason="truncation",
-                        was_truncated=True,
-                        output_utilization=utilisation,
-                        escalation_factor=options.coefficients.budget.escalation_factor,
-                        base_value=escalation.base,
-                        base_source=escalation.base_source,
-                        retry_max_tokens=escalation.retry_budget,
-                        selected_budget=budget,
-                        actual_max_tokens=result.max_tokens,
-                        tokens_used=result.output_tokens,
-                    )
-                )
+            run_retrying(
+                lambda: self._insert_escalation(attempt, budget, result, escalation, utilisation),
+                what="record a budget escalation",
+            )
             self.outcome.escalation_events += 1
         return escalation.retry_budget
+
+    def _insert_escalation(
+        self,
+        attempt: int,
+        budget: int,
+        result: LlmResult,
+        escalation: Escalation,
+        utilisation: float | None,
+    ) -> None:
+        options = self.options
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.insert(ESCALATIONS).values(
+                    run_id=self.spec.run_id,
+                    phase_id=self.spec.phase_id,
+                    timestamp=utc_now(),
+                    attempt_index=attempt,
+                    reason="truncation",
+                    was_truncated=True,
+                    output_utilization=utilisation,
+                    escalation_factor=options.coefficients.budget.escalation_factor,
+                    base_value=escalation.base,
+                    base_source=escalation.base_source,
+                    retry_max_tokens=escalation.retry_budget,
+                    selected_budget=budget,
+                    actual_max_tokens=result.max_tokens,
+                    tokens_used=result.output_tokens,
+                )
+            )
