@@ -28,7 +28,16 @@ T = TypeVar("T")
 FIRST_DELAY_S: Final = 0.05
 MAX_DELAY_S: Final = 5.0
 REPORT_EVERY_S: Final = 30.0
-_LOCKED: Final = ("database is locked", "database table is locked", "database is busy")
+_LOCKED: Final = (
+    "database is locked",
+    "database table is locked",
+    "database is busy",
+    # libpq/psycopg when the server ended the connection (pg_terminate_backend, a restart).
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the connection is closed",
+    "connection is lost",
+)
 # PostgreSQL: admin_shutdown, crash_shutdown, cannot_connect_now, and connection exceptions.
 _PG_TRANSIENT: Final = ("57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004")
 

@@ -321,6 +321,7 @@ def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str, str
     return held
 
 
+@retrying("read the live leases")
 def live_lease_runs(engine: Engine, now: datetime | None = None) -> set[str]:
     """Runs with a phase held under a lease that has not expired (another worker is on it)."""
     moment = now or utc_now()

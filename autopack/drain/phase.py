@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import Phase, PhaseState, table_of, utc_now
+from autopack.db.retry import retrying
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.claims import (
     Claim,
@@ -39,6 +40,7 @@ from autopack.telemetry.zero_yield import zero_yield_reason
 PHASES = table_of(Phase)
 
 
+@retrying("read the phase")
 def load_phase_spec(engine: Engine, run_id: str, phase_id: str) -> tuple[PhaseSpec, sa.Row[Any]]:
     with engine.connect() as connection:
         row = connection.execute(

@@ -152,6 +152,7 @@ def find_session(engine: Engine, session_id: str | None, *, kinds: tuple[str, ..
         return connection.execute(query).first()
 
 
+@retrying("read the session's results")
 def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     """The session's results, in order, as report entries."""
     columns = [c for c in RESULTS.c if c.name != "session_id"]
