@@ -302,3 +302,26 @@ def test_a_non_root_child_cannot_read_autopacks_proc_entries(fake_llm: FakeLlmSe
         assert "running as root" not in result.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_db_without_the_seal_column_is_refused_with_the_upgrade_hint(
+    cli: CliRunner, backlog: Database, fake_llm: FakeLlmServer, workdir: Path
+) -> None:
+    from alembic import command
+
+    from autopack.db.lifecycle import alembic_config
+
+    with backlog.engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0006")
+    code, doc, stderr = drain(cli, backlog, fake_llm)
+    assert code == 2
+    assert doc == {}
+    assert "no telemetry seal column" in stderr
+    assert "autopack db upgrade" in stderr
+    assert fake_llm.requests == []
+    assert cli("db", "upgrade", "--database-url", backlog.target.url, "--yes").exit_code == 0
+    fake_llm.queue(probe_reply("def test_fine():\n    assert True\n"))
+    code, doc, stderr = drain(cli, backlog, fake_llm)
+    assert code == 0, stderr
