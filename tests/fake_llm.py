@@ -24,6 +24,8 @@ import json
 import os
 import select
 import socket
+import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -55,7 +57,8 @@ class Reply:
 
     `raw_body` (if set) is sent verbatim instead of a rendered body; `no_content` sends an
     empty content list (Anthropic) / null content (OpenAI); `include_usage=False` omits usage;
-    `echo_prompt` answers with the last user message; `delay_s` waits before answering.
+    `echo_prompt` answers with the last user message; `delay_s` waits before answering;
+    `reset` answers nothing and resets the connection.
     """
 
     text: str = "ok"
@@ -71,6 +74,7 @@ class Reply:
     no_content: bool = False
     include_usage: bool = True
     echo_prompt: bool = False
+    reset: bool = False
 
     @classmethod
     def ok(
@@ -133,6 +137,11 @@ class Reply:
     def slow(cls, delay_s: float, text: str = "late") -> Reply:
         """A normal answer sent only after `delay_s` (past the client's timeout, usually)."""
         return cls(text=text, delay_s=delay_s)
+
+    @classmethod
+    def connection_reset(cls) -> Reply:
+        """No reply at all: the server resets the connection (TCP RST) after the request."""
+        return cls(reset=True)
 
     @classmethod
     def echo(cls, *, output_tokens: int = 7, delay_s: float = 0.0) -> Reply:
@@ -301,6 +310,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     fake: FakeLlmServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client killed mid-request (the crash trials do that) is not a server error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -350,6 +365,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reply = fake._next_reply()
+        if reply.reset:
+            # Linger 0: closing sends RST instead of FIN, as a crashed proxy would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
         delay = fake.latency_s + reply.delay_s
         if delay > 0 and fake._stopping.wait(delay):
             self.close_connection = True

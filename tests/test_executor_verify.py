@@ -257,7 +257,9 @@ def test_tests_phase_child_environment_has_no_secrets(
     }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AUTOPACK_VISIBLE_MARKER", "kept")
+    monkeypatch.setenv("VISIBLE_MARKER", "kept")
+    # autopack's own settings say where the secrets are: none reaches the model's code.
+    monkeypatch.setenv("AUTOPACK_LLM_BASE_URL", "http://127.0.0.1:9/secret-path")
     _write(
         tmp_path,
         "test_env.py",
@@ -266,7 +268,8 @@ def test_tests_phase_child_environment_has_no_secrets(
         f"    for name in {sorted(secrets)!r}:\n"
         "        assert name not in os.environ, name\n"
         "    assert not any('secret' in value for value in os.environ.values())\n"
-        "    assert os.environ['AUTOPACK_VISIBLE_MARKER'] == 'kept'\n"
+        "    assert os.environ['VISIBLE_MARKER'] == 'kept'\n"
+        "    assert not [name for name in os.environ if name.startswith('AUTOPACK_')]\n"
         "    assert os.environ['PYTHONDONTWRITEBYTECODE'] == '1'\n",
     )
     result = _verify(tmp_path, ["test_env.py"], tests=True)

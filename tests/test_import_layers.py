@@ -38,7 +38,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("autopack.settings",),
     ("autopack.settings_models",),
     ("autopack.settings_base",),
-    ("autopack.environment", "autopack.errors", "autopack.lazy", "autopack.output_file"),
+    (
+        "autopack.environment",
+        "autopack.errors",
+        "autopack.lazy",
+        "autopack.output_file",
+        "autopack.text",
+    ),
 )
 
 

@@ -36,14 +36,17 @@ from autopack.drain import (
 )
 from autopack.drain.controller import DrainInterrupted
 from autopack.drain.gitwork import commit_pending
+from autopack.drain.isolation import SANDBOXES, isolation_warning, make_non_dumpable
 from autopack.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, GuardError
 from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.report import choose_coefficients
+from autopack.executor.sandbox import find_bwrap
 from autopack.llm import LlmSettings, load_llm_settings, make_client
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
 from autopack.render.drain_live import drain_display
 from autopack.telemetry.recorder import telemetry_tables_present
+from autopack.telemetry.seal import lacks_seal_column
 
 # What a dry run reads: the original tables (nothing of autopack's is needed to plan).
 PLAN_TABLES = ("runs", "tiers", "phases")
@@ -88,6 +91,14 @@ CoefficientsFileOption = Annotated[
 ]
 PytestTimeoutOption = Annotated[
     float, typer.Option("--pytest-timeout", min=1, help="Seconds a tests phase's pytest may run.")
+]
+SandboxOption = Annotated[
+    str,
+    typer.Option(
+        "--sandbox",
+        help="How the model's tests run: none, or bwrap (bubblewrap: only the workspace, no "
+        "network, no database; `apt-get install bubblewrap`).",
+    ),
 ]
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Most phase attempts this session makes.")
@@ -148,10 +159,14 @@ def _prepare(
     needs_llm: bool = True,
     writable: bool = True,
     commit: bool = True,
+    sandbox: str = "none",
 ) -> Iterator[_Prepared]:
     """Everything a drain checks before it touches a phase, in the order an operator expects:
-    LLM configuration, workspace, database (panel, schema, empty guard), telemetry tables."""
+    LLM configuration, sandbox, workspace, database (panel, schema, empty guard), telemetry
+    tables. A drain that will run model code first makes itself non-dumpable."""
     settings = load_llm_settings(console.environment().environ) if needs_llm else None
+    if needs_llm:
+        _harden(sandbox)
     if coefficients_file is not None:
         choose_coefficients(None, coefficients_file)  # a bad file is refused before the DB
     root = workspace.resolve()
@@ -162,6 +177,11 @@ def _prepare(
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):
             drain_tables = _require_drain_tables(database, writable=writable)
+            if writable and lacks_seal_column(database.engine):
+                raise GuardError(
+                    f"{database.target.display_url} has no telemetry seal column.",
+                    hint="back it up and bring it up to date with `autopack db upgrade`",
+                )
             refuse_empty(database, panel, allow_empty=allow_empty_db)
             tables_present = telemetry_tables_present(database.engine)
             if not tables_present:
@@ -213,6 +233,24 @@ def _require_drain_tables(database: Database, *, writable: bool) -> bool:
     return False
 
 
+def _harden(sandbox: str) -> None:
+    if sandbox not in SANDBOXES:
+        raise GuardError(
+            f"--sandbox {sandbox!r} is not one of {', '.join(SANDBOXES)}.",
+            hint="e.g. --sandbox bwrap",
+        )
+    if sandbox == "bwrap" and find_bwrap() is None:
+        raise GuardError(
+            "--sandbox bwrap: bubblewrap (bwrap) is not installed.",
+            hint="install it (apt-get install bubblewrap, dnf install bubblewrap), or drain "
+            "without --sandbox",
+        )
+    make_non_dumpable()
+    warning = isolation_warning(sandbox)
+    if warning is not None:
+        console.warn(warning)
+
+
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
     if as_json:
         console.print_json(report, target=panel.target)
@@ -236,6 +274,7 @@ def phase(
     coefficients: CoefficientsOption = None,
     coefficients_file: CoefficientsFileOption = None,
     pytest_timeout: PytestTimeoutOption = 300.0,
+    sandbox: SandboxOption = "none",
     db: DbOption = None,
     database_url: UrlOption = None,
     as_json: JsonOption = False,
@@ -257,6 +296,7 @@ def phase(
         quiet=quiet,
         as_json=as_json,
         commit=not no_commit,
+        sandbox=sandbox,
     ) as prepared:
         assert prepared.settings is not None
         options = PhaseOptions(
@@ -271,6 +311,7 @@ def phase(
             ignore_order=ignore_order,
             pytest_timeout_s=pytest_timeout,
             temperature=prepared.settings.temperature,
+            sandbox=sandbox,
         )
         with make_client(prepared.settings) as client:
             report = drain_phase(prepared.database.engine, client, run_id, phase_id, options)
@@ -295,6 +336,7 @@ def queued(
     coefficients: CoefficientsOption = None,
     coefficients_file: CoefficientsFileOption = None,
     pytest_timeout: PytestTimeoutOption = 300.0,
+    sandbox: SandboxOption = "none",
     phase_timeout_seconds: PhaseTimeoutOption = 900.0,
     db: DbOption = None,
     database_url: UrlOption = None,
@@ -317,6 +359,7 @@ def queued(
         quiet=quiet,
         as_json=as_json,
         commit=not no_commit,
+        sandbox=sandbox,
     ) as prepared:
         with prepared.database.engine.connect() as connection:
             require_known_runs(connection, [run_id])
@@ -340,6 +383,7 @@ def queued(
                 pytest_timeout,
                 phase_timeout_seconds,
                 ignore_order=ignore_order,
+                sandbox=sandbox,
             ),
             kind="queued",
         )
@@ -422,6 +466,7 @@ def batch(
     coefficients: CoefficientsOption = None,
     coefficients_file: CoefficientsFileOption = None,
     pytest_timeout: PytestTimeoutOption = 300.0,
+    sandbox: SandboxOption = "none",
     db: DbOption = None,
     database_url: UrlOption = None,
     as_json: JsonOption = False,
@@ -451,6 +496,7 @@ def batch(
         needs_llm=not dry_run,
         writable=not dry_run,
         commit=not no_commit,
+        sandbox=sandbox,
     ) as prepared:
         engine = prepared.database.engine
         target = _target_words(db, database_url, prepared)
@@ -518,6 +564,7 @@ def batch(
                     pytest_timeout,
                     phase_timeout_seconds,
                     ignore_order=ignore_order,
+                    sandbox=sandbox,
                 ),
                 workers=workers,
                 dry_run=dry_run,
@@ -540,6 +587,7 @@ def _phase_options(
     phase_timeout: float,
     *,
     ignore_order: bool = False,
+    sandbox: str = "none",
 ) -> PhaseOptions:
     return PhaseOptions(
         workspace=prepared.workspace,
@@ -554,6 +602,7 @@ def _phase_options(
         phase_timeout_s=phase_timeout,
         lease_seconds=phase_timeout + 120,
         temperature=prepared.settings.temperature if prepared.settings else None,
+        sandbox=sandbox,
     )
 
 

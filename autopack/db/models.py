@@ -409,6 +409,8 @@ class TelemetryProvenance(SQLModel, table=True):
     sample_key: str | None = Field(default=None, unique=True)
     source_file: str | None = None
     source_line: int | None = None
+    seal: str | None = None
+    """HMAC of the row by the drain process that wrote it (revision 0009; see telemetry/seal.py)."""
 
 
 class LlmUsageAttempts(SQLModel, table=True):

@@ -21,6 +21,7 @@ KNOWN_REVISIONS: tuple[str, ...] = (
     "0007",
     "0008",
     "0009",
+    "0010",
 )
 HEAD_REVISION = KNOWN_REVISIONS[-1]
 # The oldest revision whose code still works on a schema at HEAD_REVISION: the revision before

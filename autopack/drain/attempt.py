@@ -38,6 +38,8 @@ class PhaseOptions:
     """In a git workspace: commit each completed phase's files (`--no-commit` turns it off)."""
     ignore_order: bool = False
     """Drain the phase although an earlier phase of its run is not COMPLETE."""
+    sandbox: str = "none"
+    """How verification runs the model's tests: `none` or `bwrap` (drain/isolation.py)."""
     raise_claim_refusals: bool = False
     """Batch drains raise a refused claim and re-select: the phase or its run was taken or
     changed by another worker since it was selected. `drain phase` records the refusal."""

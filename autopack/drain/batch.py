@@ -92,6 +92,7 @@ def options_to_json(options: BatchOptions, coefficients_file: Path | None) -> di
             "pytest_timeout_s": phase.pytest_timeout_s,
             "phase_timeout_s": phase.phase_timeout_s,
             "temperature": phase.temperature,
+            "sandbox": phase.sandbox,
         },
     }
 
@@ -136,6 +137,7 @@ def options_from_json(
             pytest_timeout_s=phase["pytest_timeout_s"],
             phase_timeout_s=phase["phase_timeout_s"],
             temperature=phase["temperature"],
+            sandbox=phase.get("sandbox", "none"),
         ),
         kind=data["kind"],
         workers=workers or data["workers"],

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from autopack.db.clock import utc_now
 from autopack.db.models import Phase, PhaseClaim, PhaseState, Run, table_of
+from autopack.db.retry import retrying
 from autopack.drain.holders import holder_label, parse_holder
 from autopack.errors import GuardError
 
@@ -77,6 +78,7 @@ def independent_clause(column: sa.Column[object]) -> sa.ColumnElement[bool]:
     return sa.func.coalesce(sa.type_coerce(column, sa.JSON)["independent"].as_boolean(), False)
 
 
+@retrying("claim a phase")
 def claim_phase(
     engine: Engine,
     run_id: str,
@@ -218,6 +220,7 @@ def _refuse(run_id: str, phase_id: str, state: str | None, *, run_busy: bool) ->
     )
 
 
+@retrying("give a phase back")
 def unclaim(engine: Engine, claim: Claim) -> None:
     """Give the phase back untouched (interrupted before it ran): its previous state returns."""
     with engine.begin() as connection:
@@ -243,6 +246,7 @@ def unclaim(engine: Engine, claim: Claim) -> None:
             )
 
 
+@retrying("extend leases")
 def extend_leases(
     engine: Engine, worker: str, keys: Iterable[tuple[str, str]], lease_seconds: float
 ) -> int:
@@ -264,6 +268,7 @@ def extend_leases(
         )
 
 
+@retrying("reclaim a session's phases")
 def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str, str]]:
     """Give back, at once, every phase a (dead) session still holds, in the state it had
     before the claim (QUEUED, or FAILED for a requeued backlog phase)."""
@@ -290,6 +295,7 @@ def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str, str
     return held
 
 
+@retrying("read the live leases")
 def live_lease_runs(engine: Engine, now: datetime | None = None) -> set[str]:
     """Runs with a phase held under a lease that has not expired (another worker is on it)."""
     moment = now or utc_now()

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from autopack.db.clock import utc_now
 from autopack.db.lookup import require_known_phase
 from autopack.db.models import Phase, PhaseState, table_of
+from autopack.db.retry import retrying
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
 from autopack.drain.claims import (
     Claim,
@@ -92,6 +93,7 @@ def drain_phase(
     )
 
 
+@retrying("read the phase")
 def load_phase_spec(engine: Engine, run_id: str, phase_id: str) -> tuple[PhaseSpec, sa.Row[Any]]:
     with engine.connect() as connection:
         row = connection.execute(

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import Phase, PhaseState, Run, table_of
+from autopack.db.retry import retrying
 from autopack.drain.claims import independent_clause, live_lease_runs
 from autopack.drain.triage import BUCKET_ORDER, Limits, TriageState, failure_bucket, phase_key
 
@@ -88,6 +89,7 @@ def _run_filters(filters: Filters, exclude_runs: Collection[str]) -> list[sa.Col
     return conditions
 
 
+@retrying("read the backlog")
 def head_candidates(
     engine: Engine,
     filters: Filters,
@@ -226,6 +228,7 @@ def scope_is_independent(scope: Any) -> bool:
     return isinstance(scope, dict) and scope.get("independent") is True
 
 
+@retrying("read which runs are busy")
 def busy_runs(engine: Engine, run_ids: Sequence[str], *, leases: bool = True) -> dict[str, bool]:
     """Runs with an EXECUTING phase → whether someone holds it under a live lease.
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from autopack.db.clock import utc_now
 from autopack.db.models import DrainResult, DrainSession, PhaseClaim, table_of
+from autopack.db.retry import retrying
 from autopack.drain.holders import parse_holder, this_process
 from autopack.drain.report import (
     DrainReport,
@@ -35,6 +36,7 @@ def new_session_id() -> str:
     return uuid.uuid4().hex
 
 
+@retrying("start the session")
 def start_session(
     engine: Engine,
     *,
@@ -74,6 +76,7 @@ def next_seq(connection: sa.Connection, session_id: str) -> int:
 SEQ_LOCK = threading.Lock()
 
 
+@retrying("finish the session")
 def finish_session(
     engine: Engine, session_id: str, *, status: str, stop_reason: str | None = None
 ) -> None:
@@ -85,6 +88,7 @@ def finish_session(
         )
 
 
+@retrying("save the session")
 def save_session(
     engine: Engine,
     session_id: str,
@@ -189,6 +193,7 @@ def take_over_session(engine: Engine, row: Any, worker: str) -> None:
         )
 
 
+@retrying("read the session's results")
 def session_entries(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     """The session's results, in order, as report entries."""
     with engine.connect() as connection:

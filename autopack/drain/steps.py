@@ -6,6 +6,7 @@ client and the telemetry recorder. The claim around these steps is `drain/phase.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -16,13 +17,16 @@ from sqlalchemy.engine import Engine
 
 from autopack.db.clock import utc_now
 from autopack.db.models import TokenBudgetEscalationEvent, table_of
+from autopack.db.retry import run_retrying
 from autopack.drain.attempt import PhaseOptions, PhaseOutcome
+from autopack.drain.isolation import database_files
 from autopack.estimator import TokenEstimate, estimate, phase_category, select_budget
 from autopack.estimator.active import resolve_coefficients
-from autopack.estimator.provider import escalation_budget, provider_max_tokens
+from autopack.estimator.provider import Escalation, escalation_budget, provider_max_tokens
 from autopack.executor.output import ChangeSet, parse_reply
 from autopack.executor.prompts import BuiltPrompt, PhaseSpec, build_prompt
 from autopack.executor.rollback import Snapshot, take_snapshot
+from autopack.executor.sandbox import bwrap_prefix, find_bwrap
 from autopack.executor.transcripts import TranscriptWriter
 from autopack.executor.verify import verify_deliverables
 from autopack.executor.workspace import WorkspaceError, file_sha256, write_files_atomically
@@ -33,8 +37,11 @@ from autopack.telemetry.recorder import (
     record_builder_call,
     record_failed_call,
 )
+from autopack.telemetry.seal import tampered_rows
+from autopack.text import valid_unicode
 
 ESCALATIONS = table_of(TokenBudgetEscalationEvent)
+logger = logging.getLogger("autopack.drain")
 DEFAULT_MAX_BUILDER_ATTEMPTS = 3
 
 
@@ -69,6 +76,7 @@ class PhaseFailed(Exception):
     """Ends the steps with a FAILED phase of a known kind."""
 
     def __init__(self, kind: str, reason: str) -> None:
+        reason = valid_unicode(reason)  # it is stored, printed and fingerprinted
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -180,10 +188,40 @@ class PhaseSteps:
             options.workspace,
             is_tests_phase=spec.is_tests_phase,
             pytest_timeout_s=pytest_timeout,
+            sandbox=self._sandbox() if spec.is_tests_phase else (),
         )
+        if spec.is_tests_phase:
+            self._check_seals()
         self._checkpoint("recording the verification")
         if not verification.ok:
             raise PhaseFailed("verification", verification.failure_reason or "verification failed")
+
+    def _sandbox(self) -> list[str]:
+        """The command prefix confining the model's tests (none: run them directly)."""
+        if self.options.sandbox != "bwrap":
+            return []
+        bwrap = find_bwrap()
+        if bwrap is None:
+            raise PhaseFailed("sandbox", "--sandbox bwrap: bubblewrap (bwrap) is no longer on PATH")
+        return bwrap_prefix(bwrap, self.options.workspace, database_files(self.engine))
+
+    def _check_seals(self) -> None:
+        """The model's code has run: every telemetry row this process wrote must be as written."""
+        problems = tampered_rows(self.engine)
+        if problems:
+            detail = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+            logger.error(
+                "TAMPERING: while %s / %s ran its tests, %s. The model's code changed the "
+                "telemetry database; inspect it before trusting its figures.",
+                self.spec.run_id,
+                self.spec.phase_id,
+                detail,
+            )
+            raise PhaseFailed(
+                "tamper",
+                f"telemetry rows changed while the phase's tests ran ({detail}); "
+                "the model's code wrote to the database",
+            )
 
     def call_builder(
         self, predicted: TokenEstimate, budget: int, max_tokens: int, prompt: BuiltPrompt
@@ -238,10 +276,12 @@ class PhaseSteps:
             outcome.llm_seconds += result.elapsed_s
             outcome.input_tokens += result.input_tokens or 0
             outcome.output_tokens += result.output_tokens or 0
-            self.transcripts.write_reply(attempt, result)
             parsed = parse_reply(result.text)
-            # A truncated reply is an incomplete change set: never a builder success.
+            # A truncated reply is an incomplete change set: never a builder success. The row
+            # is written first: nothing after the reply (a transcript on a full disk, the
+            # model's own code) can keep an answered call from being recorded.
             self.record(predicted, budget, result, success=parsed.ok and not result.truncated)
+            self.transcripts.write_reply(attempt, result)
             if result.truncated:
                 if escalated or attempt >= max_attempts:
                     detail = (
@@ -315,24 +355,38 @@ class PhaseSteps:
                 if result.max_tokens
                 else None
             )
-            with self.engine.begin() as connection:
-                connection.execute(
-                    sa.insert(ESCALATIONS).values(
-                        run_id=self.spec.run_id,
-                        phase_id=self.spec.phase_id,
-                        timestamp=utc_now(),
-                        attempt_index=attempt,
-                        reason="truncation",
-                        was_truncated=True,
-                        output_utilization=utilisation,
-                        escalation_factor=options.coefficients.budget.escalation_factor,
-                        base_value=escalation.base,
-                        base_source=escalation.base_source,
-                        retry_max_tokens=escalation.retry_budget,
-                        selected_budget=budget,
-                        actual_max_tokens=result.max_tokens,
-                        tokens_used=result.output_tokens,
-                    )
-                )
+            run_retrying(
+                lambda: self._insert_escalation(attempt, budget, result, escalation, utilisation),
+                what="record a budget escalation",
+            )
             self.outcome.escalation_events += 1
         return escalation.retry_budget
+
+    def _insert_escalation(
+        self,
+        attempt: int,
+        budget: int,
+        result: LlmResult,
+        escalation: Escalation,
+        utilisation: float | None,
+    ) -> None:
+        options = self.options
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.insert(ESCALATIONS).values(
+                    run_id=self.spec.run_id,
+                    phase_id=self.spec.phase_id,
+                    timestamp=utc_now(),
+                    attempt_index=attempt,
+                    reason="truncation",
+                    was_truncated=True,
+                    output_utilization=utilisation,
+                    escalation_factor=options.coefficients.budget.escalation_factor,
+                    base_value=escalation.base,
+                    base_source=escalation.base_source,
+                    retry_max_tokens=escalation.retry_budget,
+                    selected_budget=budget,
+                    actual_max_tokens=result.max_tokens,
+                    tokens_used=result.output_tokens,
+                )
+            )

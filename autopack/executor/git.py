@@ -20,17 +20,18 @@ from autopack.errors import AutopackError
 
 GIT_TIMEOUT_S: Final = 30.0
 # Options that make git run nothing but itself, whatever the repository's config says.
-SAFE_OPTIONS: Final = (
-    "-c",
+SAFE_CONFIG: Final[tuple[str, ...]] = (
     "core.fsmonitor=false",
-    "-c",
     "core.hooksPath=/dev/null",
-    "-c",
-    "core.sshCommand=false",
-    "-c",
-    "diff.external=",
-    "-c",
     "core.pager=cat",
+    "core.sshCommand=false",
+    "core.askPass=",
+    "credential.helper=",
+    "diff.external=",
+    "protocol.ext.allow=never",
+)
+SAFE_OPTIONS: Final[tuple[str, ...]] = tuple(
+    part for setting in SAFE_CONFIG for part in ("-c", setting)
 )
 # The only variables git gets: enough to find itself, the user's config and identity.
 # An allowlist, so no API key, DB URL or config-injecting GIT_* variable can reach git or

@@ -63,7 +63,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
+
+from autopack.text import is_valid_unicode, valid_unicode
 
 ReplyFormat = Literal["json", "json_fenced", "ndjson", "markdown"]
 
@@ -149,7 +151,18 @@ def looks_like_path(text: str) -> bool:
 
 
 def parse_reply(text: str) -> ChangeSet:
-    """Find the files in a builder reply. See the module docstring for the accepted formats."""
+    """Find the files in a builder reply. See the module docstring for the accepted formats.
+
+    Never raises on the reply's content: JSON nested too deeply to decode is a JSON that does
+    not parse, and an entry holding a lone surrogate is skipped. The problems are valid
+    Unicode text whatever the reply held, so they can be written anywhere.
+    """
+    parsed = _parse(text)
+    problems = [valid_unicode(problem) for problem in parsed.problems]
+    return ChangeSet(files=parsed.files, format=parsed.format, problems=problems)
+
+
+def _parse(text: str) -> ChangeSet:
     stripped = text.strip()
     if not stripped:
         return ChangeSet(files=[], format=None, problems=["the reply is empty"])
@@ -194,15 +207,39 @@ def parse_reply(text: str) -> ChangeSet:
 def _result(files: list[ReplyFile], fmt: ReplyFormat, problems: list[str]) -> ChangeSet:
     unique: dict[str, ReplyFile] = {}
     counts: dict[str, int] = {}
+    notes = list(problems)
     for item in files:
+        if not (is_valid_unicode(item.path) and is_valid_unicode(item.content)):
+            # A lone surrogate (a JSON "\ud83d") is no text a file can hold: the entry is
+            # unusable, and saying which one must not carry the surrogate itself.
+            where = "path" if not is_valid_unicode(item.path) else "content"
+            notes.append(
+                f"{valid_unicode(item.path)} has a lone surrogate in its {where}, which is not "
+                "valid Unicode text; skipped"
+            )
+            continue
         counts[item.path] = counts.get(item.path, 0) + 1
         unique.pop(item.path, None)
         unique[item.path] = item
-    notes = list(problems)
     for path, count in counts.items():
         if count > 1:
             notes.append(f"{path} is given {count} times; the last one is used")
-    return ChangeSet(files=list(unique.values()), format=fmt, problems=notes)
+    return ChangeSet(files=list(unique.values()), format=fmt if unique else None, problems=notes)
+
+
+def _loads(text: str) -> Any:
+    """`json.loads`, with nesting too deep for the decoder reported as a decode error."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
+def _raw_decode(decoder: json.JSONDecoder, text: str, start: int) -> Any:
+    try:
+        return decoder.raw_decode(text, start)[0]
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, start) from None
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -251,7 +288,7 @@ def _parse_bare_json(stripped: str, problems: list[str]) -> list[ReplyFile] | No
     if stripped[0] not in "{[":
         return None
     try:
-        value = json.loads(stripped)
+        value = _loads(stripped)
     except json.JSONDecodeError as exc:
         if "\n" in stripped.strip() and _NDJSON_FILE_START.match(stripped):
             return None  # several lines of objects: NDJSON, judged next
@@ -289,7 +326,7 @@ def _parse_ndjson(text: str) -> tuple[list[ReplyFile], list[str]] | None:
         if _NDJSON_FILE_START.match(line):
             looks_like_ndjson = True
         try:
-            value = json.loads(line)
+            value = _loads(line)
         except json.JSONDecodeError as exc:
             if index == last:
                 problems.append(
@@ -318,7 +355,7 @@ def _parse_embedded_json(text: str) -> list[ReplyFile] | None:
     decoder = json.JSONDecoder()
     for match in _EMBEDDED_FILES.finditer(text):
         try:
-            value, _ = decoder.raw_decode(text, match.start())
+            value = _raw_decode(decoder, text, match.start())
         except json.JSONDecodeError:
             continue
         files = _files_from_json(value, [])
@@ -500,7 +537,7 @@ def _parse_json_block(
     if not block.closed:
         local.append(f"the fenced block at line {block.opening_line} is not closed (truncated?)")
     try:
-        value = json.loads(body)
+        value = _loads(body)
     except json.JSONDecodeError as exc:
         ndjson = _parse_ndjson(body)
         if ndjson is not None and ndjson[0]:

@@ -47,10 +47,10 @@ class TranscriptWriter:
             f"<!-- max_tokens={max_tokens} reply_format={prompt.reply_format} -->\n"
             f"# system\n\n{prompt.system}\n\n# user\n\n{prompt.user}\n"
         )
-        (self.directory / f"attempt-{attempt}-prompt.md").write_text(text, encoding="utf-8")
+        _write(self.directory / f"attempt-{attempt}-prompt.md", text)
 
     def write_reply(self, attempt: int, result: LlmResult) -> None:
-        (self.directory / f"attempt-{attempt}-reply.txt").write_text(result.text, encoding="utf-8")
+        _write(self.directory / f"attempt-{attempt}-reply.txt", result.text)
         meta = {
             "provider": result.provider,
             "model": result.model,
@@ -78,4 +78,10 @@ class TranscriptWriter:
 
     def _write_meta(self, attempt: int, meta: Mapping[str, object]) -> None:
         path = self.directory / f"attempt-{attempt}-call.json"
-        path.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        _write(path, json.dumps(meta, indent=2, default=str))
+
+
+def _write(path: Path, text: str) -> None:
+    # A transcript keeps what the model sent; a lone surrogate in it is kept as its escape
+    # (`\ud83d`) rather than failing the write.
+    path.write_text(text, encoding="utf-8", errors="backslashreplace")

@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Final
 
+from autopack.executor.scrubbed_env import child_environment, is_secret_variable
 from autopack.executor.workspace import normalize_relative_path
 
-_SECRET_NAME_PARTS: Final = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-_URL_WITH_PASSWORD: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/@\s:]*:[^/@\s]+@")
 _PYTHON_SUFFIXES: Final = (".py", ".pyi")
 _OUTPUT_TAIL_CHARS: Final = 4000
 _KILL_GRACE_S: Final = 5.0
@@ -77,38 +75,17 @@ def is_test_file(path: str) -> bool:
     return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
 
 
-def is_secret_variable(name: str, value: str) -> bool:
-    """Whether an environment variable must not reach code the builder wrote.
-
-    Its name contains KEY, TOKEN, SECRET, PASSWORD, PASSWD or CREDENTIAL (any case), it is or
-    ends in DATABASE_URL, or its value is a URL carrying a password (`scheme://user:pw@host`).
-    """
-    upper = name.upper()
-    if any(part in upper for part in _SECRET_NAME_PARTS) or upper.endswith("DATABASE_URL"):
-        return True
-    return _URL_WITH_PASSWORD.match(value) is not None
-
-
-def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for the pytest child: `base` (default `os.environ`) minus secrets.
-
-    `PYTHONDONTWRITEBYTECODE=1` is added so verification leaves no `__pycache__` behind.
-    """
-    source = os.environ if base is None else base
-    env = {name: value for name, value in source.items() if not is_secret_variable(name, value)}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
 def verify_deliverables(
     deliverables: Sequence[str],
     workspace: Path,
     *,
     is_tests_phase: bool,
     pytest_timeout_s: float,
+    sandbox: Sequence[str] = (),
 ) -> VerificationResult:
     """Check the deliverables (paths relative to `workspace`) as the module docstring says.
 
+    `sandbox` is a command prefix that confines the pytest child (`executor.sandbox`).
     `ok` is true when every check passed (no deliverables: nothing to check, ok). The
     `failure_reason` names the first failed check and the file, e.g.
     `python_syntax: src/app.py:3: invalid syntax`.
@@ -119,7 +96,7 @@ def verify_deliverables(
         checks.extend(_check_file(deliverable, root))
     if is_tests_phase and all(check.ok for check in checks):
         tests = [d for d in (_normalized(item) for item in deliverables) if d and is_test_file(d)]
-        checks.append(_run_pytest(tests, root, pytest_timeout_s))
+        checks.append(_run_pytest(tests, root, pytest_timeout_s, sandbox))
     failed = next((check for check in checks if not check.ok), None)
     if failed is None:
         return VerificationResult(ok=True, checks=checks)
@@ -173,10 +150,12 @@ def _check_syntax(relative: str, data: bytes) -> Check:
     return Check("python_syntax", True, f"{relative} parses", relative)
 
 
-def _run_pytest(tests: list[str], root: Path, timeout_s: float) -> Check:
+def _run_pytest(
+    tests: list[str], root: Path, timeout_s: float, sandbox: Sequence[str] = ()
+) -> Check:
     if not tests:
         return Check("pytest", True, "no test files among the deliverables; pytest not run")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    command = [*sandbox, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
     posix = os.name == "posix"
     with tempfile.TemporaryFile() as capture:
         process = subprocess.Popen(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import stat
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from autopack.errors import AutopackError
 from autopack.executor.git import GitError, inside_work_tree, run_git
 
 _TEMP_SUFFIX: Final = ".autopack-tmp"
+_NTFS_SHORT_GIT: Final = re.compile(r"git~\d+")
 
 FileItem = tuple[str, str]
 """A file to write: (path relative to the workspace root, content)."""
@@ -90,6 +92,23 @@ def _is_within_real(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
+def _names_git_metadata(relative: str) -> bool:
+    """Whether any component of a relative path is git's metadata directory (or file).
+
+    Compared the way a case-insensitive or Windows file system would see it: any case, with
+    trailing dots and spaces dropped, and NTFS's short name `git~1`. Whatever the scope, a
+    write there could set `core.fsmonitor` or a hook, and git would run it.
+    """
+    for part in relative.split("/"):
+        name = part.rstrip(". ").casefold()
+        if name == ".git" or _NTFS_SHORT_GIT.fullmatch(name) or name.startswith(".git:"):
+            return True
+    return False
+
+
+_GIT_REFUSAL: Final = "it is inside git's metadata (.git), which no phase may write"
+
+
 @dataclass(frozen=True, slots=True)
 class _Scope:
     relative: str
@@ -141,6 +160,8 @@ def _place(path: str, content: str, scopes: Sequence[_Scope], root: Path) -> _Pl
         raise ScopeViolation(path, str(exc)) from exc
     if relative == ".":
         raise ScopeViolation(path, "the path names the workspace root, not a file")
+    if _names_git_metadata(relative):
+        raise ScopeViolation(path, _GIT_REFUSAL)
     matching = [scope for scope in scopes if _is_within(relative, scope.relative)]
     if not matching:
         if not scopes:
@@ -152,6 +173,8 @@ def _place(path: str, content: str, scopes: Sequence[_Scope], root: Path) -> _Pl
         raise ScopeViolation(path, "a symlink on the way leads outside the workspace")
     if not any(_is_within_real(real, scope.location) for scope in matching):
         raise ScopeViolation(path, "a symlink on the way leads outside the phase's scope")
+    if _names_git_metadata(os.path.relpath(real, root).replace(os.sep, "/")):
+        raise ScopeViolation(path, _GIT_REFUSAL)
     destination = Path(real)
     if destination.is_dir():
         raise WorkspaceError(f"cannot write {path!r}: a directory exists at that path")
@@ -217,7 +240,13 @@ def _stage(placement: _Placement) -> Path:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(placement.content.encode("utf-8"))
+            try:
+                data = placement.content.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ScopeViolation(
+                    placement.relative, "its content is not valid Unicode text (a lone surrogate)"
+                ) from exc
+            handle.write(data)
         if mode is not None:
             os.chmod(temp, mode)
     except BaseException:

@@ -22,7 +22,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -42,6 +42,7 @@ from autopack.llm.base import (
     Provider,
 )
 from autopack.llm.settings import LlmSettings
+from autopack.text import valid_unicode
 
 logger = logging.getLogger("autopack.llm")
 
@@ -312,8 +313,14 @@ class HttpLlmClient(ABC):
         try:
             body: object = json.loads(response.content)
             parsed = self._parse(body)
-        except (ValueError, MalformedReply) as exc:  # JSONDecodeError is a ValueError
-            reason = str(exc) if isinstance(exc, MalformedReply) else "the body is not JSON"
+        except (ValueError, MalformedReply, RecursionError) as exc:  # JSONDecodeError: ValueError
+            reason = (
+                str(exc)
+                if isinstance(exc, MalformedReply)
+                else "the body is JSON nested too deeply to read"
+                if isinstance(exc, RecursionError)
+                else "the body is not JSON"
+            )
             excerpt = self._excerpt(response.text)
             attempts.append(
                 LlmAttempt(number, "malformed_body", status, latency, waited, self._scrub(reason))
@@ -332,6 +339,14 @@ class HttpLlmClient(ABC):
                 ),
                 body_excerpt=excerpt,
             ) from None
+        # Metadata goes into telemetry rows and transcripts: a lone surrogate in it must not
+        # make those writes fail. The text itself stays as sent; parse_reply judges it.
+        parsed = replace(
+            parsed,
+            stop_reason=_valid_or_none(parsed.stop_reason),
+            response_model=_valid_or_none(parsed.response_model),
+            response_id=_valid_or_none(parsed.response_id),
+        )
         attempts.append(LlmAttempt(number, "ok", status, latency, waited))
         logger.debug(
             "%s call answered: HTTP %d in %.2f s, %s output tokens, stop_reason=%s",
@@ -426,7 +441,7 @@ class HttpLlmClient(ABC):
     def _error_detail(self, response: httpx.Response) -> str:
         try:
             text = error_text(json.loads(response.content))
-        except ValueError:
+        except (ValueError, RecursionError):
             text = ""
         if not text:
             text = response.text or response.reason_phrase
@@ -440,6 +455,7 @@ class HttpLlmClient(ABC):
 
     def _scrub(self, text: str) -> str:
         """Remove the API key, and anything shaped like a key, from text meant for people."""
+        text = valid_unicode(text)
         if self._secret:
             text = text.replace(self._secret, "***")
         return _KEY_LIKE.sub(r"\1***", text)
@@ -470,6 +486,10 @@ class HttpLlmClient(ABC):
 
 
 @functools.cache
+def _valid_or_none(text: str | None) -> str | None:
+    return None if text is None else valid_unicode(text)
+
+
 def _tls_context() -> ssl.SSLContext:
     """httpx's default verifying TLS context, built once per process instead of per client.
 

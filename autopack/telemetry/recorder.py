@@ -25,7 +25,9 @@ from autopack.db.models import (
     table_of,
     utc_now,
 )
+from autopack.db.retry import run_retrying
 from autopack.estimator import TokenEstimate, normalize_complexity
+from autopack.telemetry.seal import remember, seal
 
 # The original's guard: fewer output tokens than this is almost always an error reply (its
 # v4 "empty files" bug produced 41). Kept, but a rejection is recorded, not silently dropped.
@@ -146,9 +148,11 @@ def record_builder_call(
         detail = validity_problem(call)
         problem = WriteStatus.REJECTED if detail is not None else None
     if problem is None:
-        try:
+
+        def write() -> int:
             with engine.begin() as connection:
-                key = connection.execute(sa.insert(EVENTS), [_event_row(call)]).inserted_primary_key
+                row = _event_row(call)
+                key = connection.execute(sa.insert(EVENTS), [row]).inserted_primary_key
                 assert key is not None
                 event_id = int(key[0])
                 connection.execute(
@@ -163,20 +167,34 @@ def record_builder_call(
                             "sample_key": None,
                             "source_file": None,
                             "source_line": None,
+                            "seal": seal({**row, "event_id": event_id}),
                         }
                     ],
                 )
                 _insert_usage(connection, usage, call.attempts, answered=True)
-            return TelemetryWrite(WriteStatus.WRITTEN, event_id=event_id)
+            return event_id
+
+        try:
+            # A busy database is waited out: a telemetry row is never dropped for a lock.
+            event_id = run_retrying(write, what="write a telemetry row")
         except SQLAlchemyError as exc:
             problem, detail = WriteStatus.FAILED, _one_line(exc)
+        else:
+            remember(engine, event_id)
+            return TelemetryWrite(WriteStatus.WRITTEN, event_id=event_id)
     usage_error: str | None = None
     try:
-        with engine.begin() as connection:
-            _insert_usage(connection, usage, call.attempts, answered=True)
+        run_retrying(lambda: _write_usage(engine, usage, call.attempts), what="write a usage row")
     except SQLAlchemyError as exc:
         usage_error = _one_line(exc)
     return TelemetryWrite(problem, detail=detail, usage_error=usage_error)
+
+
+def _write_usage(
+    engine: Engine, usage: dict[str, object], attempts: tuple[dict[str, object], ...]
+) -> None:
+    with engine.begin() as connection:
+        _insert_usage(connection, usage, attempts, answered=True)
 
 
 def record_failed_call(
@@ -200,9 +218,13 @@ def record_failed_call(
         output_tokens=None,
         phase_type=phase_type,
     )
-    try:
+
+    def write() -> None:
         with engine.begin() as connection:
             _insert_usage(connection, usage, attempts, answered=False)
+
+    try:
+        run_retrying(write, what="write a usage row")
     except SQLAlchemyError as exc:
         return _one_line(exc)
     return None
