@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("autopack.cli",),
     ("autopack.render",),
     ("autopack.console",),
+    ("autopack.demo",),
     ("autopack.drain", "autopack.triage", "autopack.calibrate"),
     (
         "autopack.executor",
@@ -35,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "autopack.seed",
     ),
     ("autopack.db",),
-    ("autopack.settings",),
+    ("autopack.settings", "autopack.settings_models", "autopack.settings_base"),
     ("autopack.environment", "autopack.errors", "autopack.lazy"),
 )
 

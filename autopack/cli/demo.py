@@ -19,9 +19,7 @@ def demo_command(
     real: Annotated[
         bool, typer.Option("--real", help="Use the model AUTOPACK_LLM_* configures.")
     ] = False,
-    seed: Annotated[
-        int, typer.Option("--seed", help="The simulated model's random seed.")
-    ] = 13,
+    seed: Annotated[int, typer.Option("--seed", help="The simulated model's random seed.")] = 13,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:

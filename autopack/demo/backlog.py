@@ -25,6 +25,9 @@ LEGACY_RUNS: Final = 4
 PHASES_PER_RUN: Final = 4
 STALE_AGE: Final = timedelta(days=3)
 """Older than triage's default threshold, so `triage stale` finds them."""
+_SCOPE: Final = "legacy/"
+_OUTSIDE: Final = "elsewhere/module.py"
+"""Outside every legacy phase's scope: the same refusal, one fingerprint, every time."""
 _FAILURE_REASON: Final = "BUILDER_FAILED: the builder output could not be applied"
 
 
@@ -37,7 +40,7 @@ class BacklogSummary:
 
 
 def _phase(run_id: str, index: int) -> SeedPhase:
-    folder = f"legacy/{run_id}/"
+    folder = f"{_SCOPE}{run_id}/"
     return SeedPhase(
         phase_id=f"{run_id}-p{index}",
         name=f"Legacy step {index} of {run_id}",
@@ -45,7 +48,7 @@ def _phase(run_id: str, index: int) -> SeedPhase:
         task_category="implementation",
         complexity="low",
         # The seed model keeps deliverables inside the scope; the outside ones are set below.
-        scope=SeedScope(paths=[folder], deliverables=[f"{folder}step_{index}.py"]),
+        scope=SeedScope(paths=[_SCOPE], deliverables=[f"{folder}step_{index}.py"]),
         phase_index=index,
     )
 
@@ -71,15 +74,14 @@ def create_legacy_backlog(database: Database, now: datetime) -> BacklogSummary:
                     values: dict[str, object] = {"created_at": old, "updated_at": old}
                     stale += 1
                 else:
-                    values = {"state": PhaseState.FAILED.value, "last_failure_reason": _FAILURE_REASON}
+                    values = {
+                        "state": PhaseState.FAILED.value,
+                        "last_failure_reason": _FAILURE_REASON,
+                    }
                     failed += 1
                     if number <= 2 and index < 2:
                         # The first two runs' first two phases can never succeed (one fingerprint).
-                        folder = f"legacy/{run_id}/"
-                        values["scope"] = {
-                            "paths": [folder],
-                            "deliverables": [f"elsewhere/{run_id}_{index}.py"],
-                        }
+                        values["scope"] = {"paths": [_SCOPE], "deliverables": [_OUTSIDE]}
                         doomed += 1
                 connection.execute(sa.update(phases).where(where).values(**values))
     return BacklogSummary(LEGACY_RUNS, failed, doomed, stale)

@@ -5,7 +5,8 @@ command line's `main(argv, env)` (injected as `invoke`, so this package does not
 CLI above it): each gets an environment of its own — the directory as its cwd, the caller's
 variables without `DATABASE_URL`, and `AUTOPACK_LLM_*` pointed at the simulated model — and its
 stdout and stderr go to files under `reports/`. The others are plain Python (git, the legacy
-backlog). The caller's `os.environ` is never changed.
+backlog). The caller's `os.environ` gains one variable while the demo runs
+(`PYTEST_DISABLE_PLUGIN_AUTOLOAD`, see `_fast_pytest`) and is restored after.
 
 To add a step (the lead wires `calibrate propose --min-samples 20 --include-simulated` and the
 drain's per-phase git commits at merge), add a `CommandStep` to `command_steps`. Until the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,7 +32,13 @@ from autopack.db import OpenMode, open_database
 from autopack.demo.backlog import BacklogSummary, create_legacy_backlog
 from autopack.demo.simulated_model import SIMULATED_MODEL_NAME, SimulatedModel
 from autopack.environment import Environment
-from autopack.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AutopackError, ConfigError, Terminated
+from autopack.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    AutopackError,
+    ConfigError,
+    Terminated,
+)
 from autopack.settings import build_target
 
 Invoke = Callable[[list[str], Environment], int]
@@ -48,6 +56,7 @@ FALLBACK_GIT_EMAIL: Final = "autopack@localhost"
 _LLM_PREFIX: Final = "AUTOPACK_LLM_"
 _FOUND_PROBLEMS: Final = 1
 _PYTEST_AUTOLOAD: Final = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
+_REPORT_COLUMNS: Final = "120"
 
 
 class DemoStepFailed(AutopackError):
@@ -69,21 +78,22 @@ class CommandStep:
 class StepResult:
     name: str
     title: str
+    command: str | None
+    """The step's command line (`autopack …`); None for the Python steps."""
     exit_code: int
     seconds: float
     output: str | None
-    """The step's report (stdout), relative to the demo directory; None for Python steps."""
-    log: str | None
-    """The step's stderr (target panel, progress, warnings), relative to the demo directory."""
+    """The step's output (stdout and stderr), relative to the demo directory; None for the
+    Python steps."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "title": self.title,
+            "command": self.command,
             "exit_code": self.exit_code,
             "seconds": round(self.seconds, 3),
             "output": self.output,
-            "log": self.log,
         }
 
 
@@ -176,8 +186,12 @@ def prepare_directory(directory: Path) -> Path:
 
 
 def demo_environ(environ: Mapping[str, str], llm: Mapping[str, str] | None) -> dict[str, str]:
-    """The steps' variables: no DATABASE_URL; with `llm`, it replaces every AUTOPACK_LLM_*."""
+    """The steps' variables: no DATABASE_URL; with `llm`, it replaces every AUTOPACK_LLM_*.
+
+    The steps write to files, not a terminal: 120 columns keep their tables' ids whole.
+    """
     chosen = {k: v for k, v in environ.items() if k != "DATABASE_URL"}
+    chosen["COLUMNS"] = _REPORT_COLUMNS
     if llm is not None:
         chosen = {k: v for k, v in chosen.items() if not k.startswith(_LLM_PREFIX)}
         chosen.update(llm)
@@ -205,36 +219,64 @@ def command_steps(directory: Path) -> list[CommandStep]:
     workspace = str(directory / WORKSPACE)
     seed_runs = [arg for run in SEED_RUNS for arg in ("--run-id", run)]
     return [
-        CommandStep("01-db-init-seed", "db init (seed DB)", ("db", "init", "--role", "seed", "--database-url", seed)),
+        CommandStep(
+            "01-db-init-seed",
+            "db init (seed DB)",
+            ("db", "init", "--role", "seed", "--database-url", seed),
+        ),
         CommandStep(
             "02-db-init-legacy",
             "db init (legacy DB)",
             ("db", "init", "--role", "legacy", "--database-url", legacy),
         ),
         *(
-            CommandStep(f"03-seed-{run}", f"seed run {run}", ("seed", "run", run, "--database-url", seed))
+            CommandStep(
+                f"03-seed-{run}", f"seed run {run}", ("seed", "run", run, "--database-url", seed)
+            )
             for run in SEED_RUNS
         ),
         CommandStep(
             "04-drain-seed",
             "drain the seed runs",
             (
-                "drain", "batch", "--state", "queued", *seed_runs, "--batch-size", "200",
-                "--max-attempts-per-phase", "2", "--workspace", workspace, "--allow-dirty",
-                "--database-url", seed,
+                "drain",
+                "batch",
+                "--state",
+                "queued",
+                *seed_runs,
+                "--batch-size",
+                "200",
+                "--max-attempts-per-phase",
+                "2",
+                "--workspace",
+                workspace,
+                "--allow-dirty",
+                "--database-url",
+                seed,
             ),
         ),
-        CommandStep("05-db-identity", "db identity (seed DB)", ("db", "identity", "--database-url", seed)),
+        CommandStep(
+            "05-db-identity", "db identity (seed DB)", ("db", "identity", "--database-url", seed)
+        ),
         CommandStep(
             "06-telemetry-analyze",
             "telemetry analyze --success-only --stratify",
             (
-                "telemetry", "analyze", "--success-only", "--stratify",
-                "--output", str(directory / REPORTS / "telemetry-analysis.md"),
-                "--database-url", seed,
+                "telemetry",
+                "analyze",
+                "--success-only",
+                "--stratify",
+                "--output",
+                str(directory / REPORTS / "telemetry-analysis.md"),
+                "--database-url",
+                seed,
             ),
         ),
-        CommandStep("07-telemetry-explain", "telemetry explain", ("telemetry", "explain", "--database-url", seed)),
+        CommandStep(
+            "07-telemetry-explain",
+            "telemetry explain",
+            ("telemetry", "explain", "--database-url", seed),
+        ),
     ]
 
 
@@ -251,9 +293,18 @@ def legacy_steps(directory: Path) -> list[CommandStep]:
             "10-drain-legacy",
             "sample-first drain batch (legacy DB)",
             (
-                "drain", "batch", "--state", "failed", "--sample-first", "--batch-size", "12",
-                "--workspace", str(directory / WORKSPACE), "--allow-dirty",
-                "--database-url", legacy,
+                "drain",
+                "batch",
+                "--state",
+                "failed",
+                "--sample-first",
+                "--batch-size",
+                "12",
+                "--workspace",
+                str(directory / WORKSPACE),
+                "--allow-dirty",
+                "--database-url",
+                legacy,
             ),
         ),
     ]
@@ -304,8 +355,13 @@ class _Runner:
     """Runs the steps in order, timing each and saving its output."""
 
     def __init__(
-        self, report: DemoReport, invoke: Invoke, env: Environment, environ: dict[str, str],
-        progress: Progress, total: int,
+        self,
+        report: DemoReport,
+        invoke: Invoke,
+        env: Environment,
+        environ: dict[str, str],
+        progress: Progress,
+        total: int,
     ) -> None:
         self.report = report
         self.invoke = invoke
@@ -319,15 +375,15 @@ class _Runner:
 
     def command(self, step: CommandStep) -> StepResult:
         self._announce(step.title)
-        reports = self.report.reports
-        output_path = reports / f"{step.name}.txt"
-        log_path = reports / f"{step.name}.log"
+        output_path = self.report.reports / f"{step.name}.txt"
         started = time.monotonic()
-        with output_path.open("w", encoding="utf-8") as out, log_path.open("w", encoding="utf-8") as err:
+        # One file per step, both streams in the order written: the target panel and
+        # progress (stderr) read best next to the report they precede (stdout).
+        with output_path.open("w", encoding="utf-8") as output:
             step_env = Environment(
                 stdin=io.StringIO(),
-                stdout=out,
-                stderr=err,
+                stdout=output,
+                stderr=output,
                 environ=self.environ,
                 cwd=self.report.directory,
                 clock=self.env.clock,
@@ -336,10 +392,10 @@ class _Runner:
         result = StepResult(
             step.name,
             step.title,
+            shlex.join(["autopack", *step.argv]),
             code,
             time.monotonic() - started,
             str(output_path.relative_to(self.report.directory)),
-            str(log_path.relative_to(self.report.directory)),
         )
         self.report.steps.append(result)
         self._check(result)
@@ -349,7 +405,7 @@ class _Runner:
         self._announce(title)
         started = time.monotonic()
         action()
-        self.report.steps.append(StepResult(name, title, 0, time.monotonic() - started, None, None))
+        self.report.steps.append(StepResult(name, title, None, 0, time.monotonic() - started, None))
 
     def _check(self, result: StepResult) -> None:
         # 1 is a finding (failed or stale phases): the step did its job. Anything else stops.
@@ -360,7 +416,7 @@ class _Runner:
         if result.exit_code not in (0, _FOUND_PROBLEMS):
             raise DemoStepFailed(
                 f"demo step '{result.title}' exited {result.exit_code}.",
-                hint=f"its messages are in {self.report.directory / (result.log or '')}",
+                hint=f"its messages are in {self.report.directory / (result.output or '')}",
             )
 
 
@@ -398,7 +454,9 @@ def run_demo(
         for step in first[:drain_at]:
             runner.command(step)
         runner.python(
-            "git-init", "git init the workspace", lambda: init_workspace(report.workspace, runner.environ)
+            "git-init",
+            "git init the workspace",
+            lambda: init_workspace(report.workspace, runner.environ),
         )
         for step in [*first[drain_at:], *extra_steps]:
             runner.command(step)
@@ -412,7 +470,9 @@ def run_demo(
         for step in last:
             runner.command(step)
     report.seconds = time.monotonic() - started
-    (report.reports / "demo.json").write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    (report.reports / "demo.json").write_text(
+        json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8"
+    )
     return report
 
 

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from autopack.demo.replies import PromptFacts, read_prompt, reply_text
-from autopack.demo.token_draws import draw_output_tokens, rng_for
+from autopack.demo.token_draws import TRUNCATION_PROBABILITY, draw_output_tokens, rng_for
 from autopack.estimator import estimate, load_builtin_set, normalize_category
 
 SIMULATED_MODEL_NAME: Final = "simulated-claude"
@@ -51,8 +51,11 @@ class AnsweredCall:
 class SimulatedModel:
     """A running simulated Anthropic server (start/stop it with `with`)."""
 
-    def __init__(self, *, seed: int = 13) -> None:
+    def __init__(self, *, seed: int = 13, truncation_probability: float | None = None) -> None:
         self.seed = seed
+        self.truncation_probability = (
+            TRUNCATION_PROBABILITY if truncation_probability is None else truncation_probability
+        )
         self.calls: list[AnsweredCall] = []
         self._attempts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -114,22 +117,26 @@ class SimulatedModel:
         system = body.get("system") if isinstance(body.get("system"), str) else ""
         facts = read_prompt(user)
         max_tokens = int(body["max_tokens"])
+        phase_key = f"{facts.run_id}/{facts.phase_id}"
         with self._lock:
-            self._attempts[facts.phase_id] += 1
-            attempt = self._attempts[facts.phase_id]
+            self._attempts[phase_key] += 1
+            attempt = self._attempts[phase_key]
         draw = draw_output_tokens(
-            rng_for(self.seed, f"{facts.run_id}/{facts.phase_id}", attempt),
+            rng_for(self.seed, phase_key, attempt),
             category=normalize_category(facts.category) or facts.category,
             complexity=facts.complexity,
             predicted=self._predicted(facts),
             max_tokens=max_tokens,
             first_attempt=attempt == 1,
+            truncation_probability=self.truncation_probability,
         )
         input_tokens = max(1, (len(user) + len(system or "")) // _CHARS_PER_TOKEN)
         stop_reason = "max_tokens" if draw.truncated else "end_turn"
         with self._lock:
             self.calls.append(
-                AnsweredCall(facts.phase_id, max_tokens, input_tokens, draw.output_tokens, stop_reason)
+                AnsweredCall(
+                    facts.phase_id, max_tokens, input_tokens, draw.output_tokens, stop_reason
+                )
             )
         return {
             "id": f"msg_sim_{uuid.uuid4().hex[:24]}",
@@ -192,7 +199,7 @@ def _handler_for(model: SimulatedModel) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 (the http.server naming)
+        def do_POST(self) -> None:
             if not self.path.rstrip("/").endswith("/v1/messages"):
                 self._send(404, _error("not_found_error", f"no route {self.path}"))
                 return
@@ -219,7 +226,7 @@ def _handler_for(model: SimulatedModel) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+        def log_message(self, format: str, *args: Any) -> None:
             """Silent: the demo shows its own progress."""
 
     return Handler

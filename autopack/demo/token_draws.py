@@ -95,12 +95,13 @@ def draw_output_tokens(
     predicted: int,
     max_tokens: int,
     first_attempt: bool,
+    truncation_probability: float = TRUNCATION_PROBABILITY,
 ) -> TokenDraw:
     """Draw one call's output tokens; a draw at or over `max_tokens` is a truncation."""
     distribution = distribution_for(category, complexity)
     ratio = math.exp(rng.gauss(math.log(distribution.median), distribution.sigma))
     wanted = max(MIN_OUTPUT_TOKENS, round(predicted * ratio))
-    forced = first_attempt and rng.random() < TRUNCATION_PROBABILITY
+    forced = first_attempt and rng.random() < truncation_probability
     if forced or wanted >= max_tokens:
         return TokenDraw(max_tokens, True, ratio)
     return TokenDraw(wanted, False, ratio)
