@@ -52,6 +52,32 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def run_cli_in(
+    workdir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
+    tty: bool = False,
+) -> CliResult:
+    """Run `autopack ARGS…` in-process with `workdir` as its cwd, in a fake terminal."""
+    environ = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
+    environ.update({"NO_COLOR": "1", "COLUMNS": "200"}, **(env or {}))
+    fake = Environment(
+        stdin=io.StringIO(stdin),
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        stdin_isatty=tty,
+        stdout_isatty=False,
+        stderr_isatty=False,
+        environ=environ,
+        cwd=workdir,
+    )
+    code = main(list(args), fake)
+    assert isinstance(fake.stdout, io.StringIO)
+    assert isinstance(fake.stderr, io.StringIO)
+    return CliResult(code, fake.stdout.getvalue(), fake.stderr.getvalue())
+
+
 @pytest.fixture
 def cli(workdir: Path) -> CliRunner:
     """Run `autopack ARGS…` in-process in `workdir`, in a fake terminal environment.
@@ -64,22 +90,7 @@ def cli(workdir: Path) -> CliRunner:
     def run(
         *args: str, env: dict[str, str] | None = None, stdin: str = "", tty: bool = False
     ) -> CliResult:
-        environ = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
-        environ.update({"NO_COLOR": "1", "COLUMNS": "200"}, **(env or {}))
-        fake = Environment(
-            stdin=io.StringIO(stdin),
-            stdout=io.StringIO(),
-            stderr=io.StringIO(),
-            stdin_isatty=tty,
-            stdout_isatty=False,
-            stderr_isatty=False,
-            environ=environ,
-            cwd=workdir,
-        )
-        code = main(list(args), fake)
-        assert isinstance(fake.stdout, io.StringIO)
-        assert isinstance(fake.stderr, io.StringIO)
-        return CliResult(code, fake.stdout.getvalue(), fake.stderr.getvalue())
+        return run_cli_in(workdir, *args, env=env, stdin=stdin, tty=tty)
 
     return run
 

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("autopack.cli",),
     ("autopack.render",),
     ("autopack.console",),
+    ("autopack.demo",),
     ("autopack.drain", "autopack.triage", "autopack.calibrate"),
     (
         "autopack.executor",

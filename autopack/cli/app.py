@@ -39,6 +39,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("autopack.cli.estimate", "estimate_command"),
+    "demo": ("autopack.cli.demo", "demo_command"),
 }
 # Groups whose subcommands live in separate modules, loaded one at a time as well.
 LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
