@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,21 +35,12 @@ from autopack.drain import (
     session_report,
 )
 from autopack.drain.controller import DrainInterrupted
-from autopack.drain.gitwork import commit_pending
-from autopack.drain.isolation import SANDBOXES, isolation_warning, make_non_dumpable
+from autopack.drain.preflight import check_workspace, harden_process, prepare_drain
 from autopack.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, GuardError
-from autopack.estimator.active import resolve_coefficients
 from autopack.estimator.coefficients import CoefficientSet
-from autopack.estimator.report import choose_coefficients
-from autopack.executor.sandbox import find_bwrap
 from autopack.llm import LlmSettings, load_llm_settings, make_client
 from autopack.render.drain import show_drain_report, show_refusal, show_sessions
 from autopack.render.drain_live import drain_display
-from autopack.telemetry.recorder import telemetry_tables_present
-from autopack.telemetry.seal import lacks_seal_column
-
-# What a dry run reads: the original tables (nothing of autopack's is needed to plan).
-PLAN_TABLES = ("runs", "tiers", "phases")
 
 app = typer.Typer(
     help="Drain phases through the builder LLM, with telemetry.", no_args_is_help=True
@@ -112,23 +103,6 @@ PhaseTimeoutOption = Annotated[
 ]
 
 
-def telemetry_choice(environ: Mapping[str, str], no_telemetry: bool) -> tuple[bool, str]:
-    """Whether this drain writes telemetry rows, and why (DESIGN §2, docs/databases.md).
-
-    --no-telemetry > TELEMETRY_DB_ENABLED > on: drains turn telemetry on unless told not to.
-    """
-    from autopack.settings_models import load_telemetry_settings
-
-    enabled = load_telemetry_settings(environ, no_telemetry=no_telemetry).db_enabled
-    if no_telemetry:
-        return False, "off (--no-telemetry)"
-    if enabled is None:
-        return True, "on (drains turn it on; --no-telemetry turns it off)"
-    if enabled:
-        return True, "on (TELEMETRY_DB_ENABLED)"
-    return False, "off (TELEMETRY_DB_ENABLED is not 1, true or yes)"
-
-
 @dataclass(frozen=True)
 class _Prepared:
     database: Database
@@ -161,94 +135,51 @@ def _prepare(
     commit: bool = True,
     sandbox: str = "none",
 ) -> Iterator[_Prepared]:
-    """Everything a drain checks before it touches a phase, in the order an operator expects:
-    LLM configuration, sandbox, workspace, database (panel, schema, empty guard), telemetry
-    tables. A drain that will run model code first makes itself non-dumpable."""
-    settings = load_llm_settings(console.environment().environ) if needs_llm else None
+    """The drain's preflight (autopack.drain.preflight) with the target panel shown between
+    its two halves: LLM configuration, sandbox, workspace; then the database's checks."""
+    environ = console.environment().environ
+    settings = load_llm_settings(environ) if needs_llm else None
     if needs_llm:
-        _harden(sandbox)
-    if coefficients_file is not None:
-        choose_coefficients(None, coefficients_file)  # a bad file is refused before the DB
-    root = workspace.resolve()
-    if not root.is_dir():
-        raise GuardError(f"workspace {root} is not a directory.", hint="give --workspace DIR")
+        warning = harden_process(sandbox)  # non-dumpable before any model code can run
+        if warning is not None:
+            console.warn(warning)
+    root = check_workspace(workspace, coefficients_file)
     mode = OpenMode.READ_WRITE if writable else OpenMode.READ_ONLY
     with open_named(db, database_url, mode) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
-        with translated_errors(database):
-            drain_tables = _require_drain_tables(database, writable=writable)
-            if writable and lacks_seal_column(database.engine):
-                raise GuardError(
-                    f"{database.target.display_url} has no telemetry seal column.",
-                    hint="back it up and bring it up to date with `autopack db upgrade`",
-                )
-            refuse_empty(database, panel, allow_empty=allow_empty_db)
-            tables_present = telemetry_tables_present(database.engine)
-            if not tables_present:
-                console.warn(
-                    "token_estimation_v2_events is missing: phases will be built but yield no "
-                    "telemetry (autopack db upgrade adds the table)"
-                )
-            telemetry, why = telemetry_choice(console.environment().environ, no_telemetry)
-            model = settings.model if settings else None
-            chosen = resolve_coefficients(
-                database.engine, model=model, name=coefficients, file=coefficients_file
-            )
-            follow = model if coefficients is None and coefficients_file is None else None
-            if writable and commit:
-                commit_pending(database.engine, root, _logger(quiet, as_json))
-            if not quiet and not as_json:
-                builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
-                console.info(
-                    f"builder: {builder}; telemetry {why}; workspace {root}; "
-                    f"coefficients {chosen.name}"
-                    + (" (the DB's active set, read per phase)" if follow else "")
-                )
-            yield _Prepared(
-                database,
-                panel,
-                settings,
-                chosen,
-                root,
-                telemetry,
-                tables_present,
-                active_set_model=follow,
-                drain_tables=drain_tables,
-            )
-
-
-def _require_drain_tables(database: Database, *, writable: bool) -> bool:
-    """A drain needs autopack's tables; a dry run writes nothing, so it plans from the
-    original tables alone on a DB not upgraded yet (and says what the real drain needs)."""
-    if writable:
-        require_tables(database, DRAIN_TABLES)
-        return True
-    state = require_tables(database, PLAN_TABLES)
-    if all(name in state.existing_tables for name in DRAIN_TABLES):
-        return True
-    console.warn(
-        "this database has not been upgraded: the dry run plans from the original tables "
-        "alone; the real drain needs `autopack db upgrade` first"
-    )
-    return False
-
-
-def _harden(sandbox: str) -> None:
-    if sandbox not in SANDBOXES:
-        raise GuardError(
-            f"--sandbox {sandbox!r} is not one of {', '.join(SANDBOXES)}.",
-            hint="e.g. --sandbox bwrap",
+        setup = prepare_drain(
+            database,
+            environ=environ,
+            workspace=root,
+            model=settings.model if settings else None,
+            coefficients=coefficients,
+            coefficients_file=coefficients_file,
+            no_telemetry=no_telemetry,
+            writable=writable,
+            commit=commit,
+            log=_logger(quiet, as_json),
         )
-    if sandbox == "bwrap" and find_bwrap() is None:
-        raise GuardError(
-            "--sandbox bwrap: bubblewrap (bwrap) is not installed.",
-            hint="install it (apt-get install bubblewrap, dnf install bubblewrap), or drain "
-            "without --sandbox",
+        refuse_empty(database, panel, allow_empty=allow_empty_db)
+        for warning in setup.warnings:
+            console.warn(warning)
+        if not quiet and not as_json:
+            builder = f"{settings.provider} {settings.model}" if settings else "none (dry run)"
+            follow = " (the DB's active set, read per phase)" if setup.active_set_model else ""
+            console.info(
+                f"builder: {builder}; telemetry {setup.telemetry_reason}; workspace {root}; "
+                f"coefficients {setup.coefficients.name}{follow}"
+            )
+        yield _Prepared(
+            database,
+            panel,
+            settings,
+            setup.coefficients,
+            root,
+            setup.telemetry,
+            setup.tables_present,
+            active_set_model=setup.active_set_model,
+            drain_tables=setup.drain_tables,
         )
-    make_non_dumpable()
-    warning = isolation_warning(sandbox)
-    if warning is not None:
-        console.warn(warning)
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from autopack.drain.claims import ClaimRefused, PhaseNotFound
     from autopack.drain.controller import BatchOptions
     from autopack.drain.phase import attempt_phase, drain_phase
+    from autopack.drain.preflight import DrainSetup, prepare_drain
     from autopack.drain.report import DrainReport, SessionList, SessionSummary
     from autopack.drain.selection import Filters
     from autopack.drain.sessions import list_sessions, session_report
@@ -63,6 +64,10 @@ __getattr__ = lazy_exports(
             "attempt_phase",
             "drain_phase",
         ),
+        "autopack.drain.preflight": (
+            "DrainSetup",
+            "prepare_drain",
+        ),
         "autopack.drain.report": (
             "DrainReport",
             "SessionList",
@@ -82,6 +87,7 @@ __all__ = [
     "BatchOptions",
     "ClaimRefused",
     "DrainReport",
+    "DrainSetup",
     "Filters",
     "Limits",
     "PhaseNotFound",
@@ -96,6 +102,7 @@ __all__ = [
     "default_state_choice",
     "drain_phase",
     "list_sessions",
+    "prepare_drain",
     "resume_batch",
     "run_batch",
     "session_report",
