@@ -323,7 +323,11 @@ def _stored(db: Database) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-@given(rows=st.lists(_ROW, min_size=1, max_size=4), fmt=st.sampled_from(list(ExportFormat)))
+@given(
+    # Distinct timestamps: rows equal in every keyed figure are one sample by design (see below).
+    rows=st.lists(_ROW, min_size=1, max_size=4, unique_by=lambda row: row["timestamp"]),
+    fmt=st.sampled_from(list(ExportFormat)),
+)
 def test_every_format_reads_back_losslessly(
     cli: CliRunner, workdir: Path, rows: list[dict[str, Any]], fmt: ExportFormat
 ) -> None:
@@ -338,6 +342,38 @@ def test_every_format_reads_back_losslessly(
         report = import_files(target, [exported])
         assert report.totals.imported == len(rows), report.files[0].problems
         assert _stored(target) == _stored(source)
+    finally:
+        source.close()
+        target.close()
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_rows_equal_in_every_keyed_figure_import_as_one_sample(
+    cli: CliRunner, workdir: Path, fmt: ExportFormat
+) -> None:
+    """The same call stored twice (same phase, microsecond, figures) is one sample, said so."""
+    source = _fresh_copy(cli, workdir, f"dup-source-{fmt.value}.db")
+    target = _fresh_copy(cli, workdir, f"dup-target-{fmt.value}.db")
+    row = {
+        "timestamp": datetime(2026, 1, 2, 3, 4, 5, 678901),
+        "category": "implementation",
+        "complexity": "low",
+        "deliverable_count": 1,
+        "predicted_output_tokens": 900,
+        "actual_output_tokens": 1200,
+        "selected_budget": 4096,
+        "success": True,
+        "truncated": False,
+        "model": "claude-sonnet-4-5",
+    }
+    try:
+        for _ in range(2):
+            add_bare_row(source, **{**row, "created_at": row["timestamp"]})
+        exported = workdir / f"dup.{fmt.value}"
+        export_to(source, exported, fmt, allow_empty_db=True)
+        report = import_files(target, [exported])
+        assert (report.totals.imported, report.totals.already_present) == (1, 1)
+        assert _stored(target) == _stored(source)[:1]
     finally:
         source.close()
         target.close()
