@@ -26,9 +26,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
 
-import autopack.cli.telemetry_analyze as analyze_command_module
 import autopack.telemetry.analysis_quantiles as quantiles_module
 import autopack.telemetry.analysis_scan as scan_module
+import autopack.telemetry.analyze as analyze_module
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.lifecycle import init_database
 from autopack.db.models import Phase, Run, Tier, TokenEstimationV2Event, table_of
@@ -1096,7 +1096,8 @@ def test_output_is_checked_before_the_analysis_runs(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the analysis ran before --output was checked")
 
-    monkeypatch.setattr(analyze_command_module, "analyze_telemetry", never)
+    # The command imports it when it runs: replacing it in its module reaches the command.
+    monkeypatch.setattr(analyze_module, "analyze_telemetry", never)
     result = cli(
         "telemetry", "analyze", "--database-url", url_of(reference_target), "-o", "no/x.md"
     )

@@ -2,14 +2,22 @@
 
 Command groups are imported only when they are used: `autopack db identity` never loads the
 drain machinery, the HTTP client or Alembic, so the commands an operator runs before acting
-start fast. `autopack --help` (or an unknown name) loads them all.
+start fast. `autopack --help` lists the groups from `ROOT_HELP` and loads none of them; a
+group's or a command's `--help` loads only its own module, whose top level imports nothing
+heavy (docs/performance.md, "Help speed").
+
+Help is Click's plain formatter (`rich_markup_mode=None`): it never cuts an option name at 80
+columns and shows the metavars declared on the options, not Typer's `<bool>`-style markers.
 """
 
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 import traceback
+from collections.abc import Mapping
+from typing import Any
 
 import typer
 
@@ -41,6 +49,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("autopack.cli.estimate", "estimate_command"),
     "demo": ("autopack.cli.demo", "demo_command"),
 }
+# The line each group or command has in the root `--help`, so listing them imports none of
+# their modules. Short enough for one line at 80 columns (tests/test_help.py). A name missing
+# here is listed from its module instead: correct, only slower.
+ROOT_HELP: dict[str, str] = {
+    "estimate": "Predict a phase's output tokens and token budget.",
+    "demo": "Run the whole runbook against a simulated model.",
+    "db": "Create, identify, stamp, upgrade and check databases.",
+    "seed": "Seed runs of small, known-easy phases.",
+    "drain": "Drain phases through the builder LLM, with telemetry.",
+    "triage": "Find stale phases and fail them.",
+    "calibrate": "Propose, backtest and apply estimator coefficients.",
+    "telemetry": "Export, import, analyse and explain token telemetry.",
+}
 # Groups whose subcommands live in separate modules, loaded one at a time as well.
 LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "telemetry": (
@@ -57,19 +78,31 @@ LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 
 def _version(value: bool) -> None:
     if value:
+        from autopack import console
+
         console.stdout().write(f"autopack {__version__}\n")
         raise typer.Exit()
 
 
+def _listed_only() -> None:
+    """Stands in for a group in the root `--help`; never run (naming a group loads it)."""
+    raise AssertionError("a listed-only command was invoked")
+
+
 def build_app(args: list[str] | None = None) -> typer.Typer:
-    """The root app, with the group named in `args` (or every group when none is named)."""
+    """The root app with the group or command named in `args`.
+
+    When `args` names none (`--help`, no arguments, an unknown name), every name is listed from
+    `ROOT_HELP` without loading its module. `args=None` loads every group and command: the
+    full tree, for the generated reference (autopack.cli.reference).
+    """
     app = typer.Typer(
         name="autopack",
         help="Keep Autopack's databases apart, drain its work token-safely, calibrate its "
         "estimator.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
-        add_completion=False,
+        rich_markup_mode=None,
     )
 
     @app.callback()
@@ -82,25 +115,48 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
         """autopack: one tool for the databases, telemetry and calibration of an Autopack agent."""
 
     words = [a for a in args or [] if not a.startswith("-")]
-    known = GROUPS.keys() | COMMANDS.keys() | LAZY_GROUPS.keys()
-    wanted = words[0] if words and words[0] in known else None
-    for name, (module, attribute) in GROUPS.items():
+    wanted = words[0] if words and words[0] in names() else None
+    if args is not None and wanted is None:
+        for name in names():
+            if name in ROOT_HELP:
+                app.command(name, help=ROOT_HELP[name], add_help_option=False)(_listed_only)
+            else:
+                _add(app, name, None)
+        return app
+    for name in names():
         if wanted in (None, name):
-            app.add_typer(getattr(importlib.import_module(module), attribute), name=name)
-    for name, (module, attribute) in COMMANDS.items():
-        if wanted in (None, name):
-            app.command(name)(getattr(importlib.import_module(module), attribute))
-    for name, (help_text, subcommands) in LAZY_GROUPS.items():
-        if wanted not in (None, name):
-            continue
+            second = words[1] if wanted == name and len(words) > 1 else None
+            _add(app, name, second)
+    return app
+
+
+def names() -> list[str]:
+    """Every group and command of the root, in the order the root `--help` lists them."""
+    return [*COMMANDS, *GROUPS, *LAZY_GROUPS]
+
+
+def _add(app: typer.Typer, name: str, second: str | None) -> None:
+    """Add group or command `name` to `app`, loading its module (of a lazy group: only the
+    module of subcommand `second`, when that names one)."""
+    if name in GROUPS:
+        module, attribute = GROUPS[name]
+        app.add_typer(_load(module, attribute), name=name)
+    elif name in COMMANDS:
+        module, attribute = COMMANDS[name]
+        app.command(name)(_load(module, attribute))
+    else:
+        help_text, subcommands = LAZY_GROUPS[name]
         group = typer.Typer(help=help_text, no_args_is_help=True)
-        second = words[1] if wanted == name and len(words) > 1 else None
         chosen = second if second in subcommands else None
         for sub, (module, attribute) in subcommands.items():
             if chosen in (None, sub):
-                group.command(sub)(getattr(importlib.import_module(module), attribute))
+                group.command(sub)(_load(module, attribute))
         app.add_typer(group, name=name)
-    return app
+
+
+def _load(module: str, attribute: str) -> Any:
+    """A Typer sub-app or a command function."""
+    return getattr(importlib.import_module(module), attribute)
 
 
 def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
@@ -132,10 +188,33 @@ def refuse_non_utf8(args: list[str]) -> None:
             ) from None
 
 
+# Set by the script `--show-completion` prints, when the shell asks for completions.
+COMPLETE_VARIABLE = "_AUTOPACK_COMPLETE"
+
+
+def _complete(instruction: str, environ: Mapping[str, str]) -> int:
+    """Answer the shell's completion request, loading only the group its words name.
+
+    bash hands the words over in COMP_WORDS, zsh, fish and PowerShell in _TYPER_COMPLETE_ARGS.
+    """
+    from typer.completion import shell_complete
+
+    line = environ.get("COMP_WORDS") or environ.get("_TYPER_COMPLETE_ARGS") or ""
+    try:
+        words = shlex.split(line)
+    except ValueError:  # an unclosed quote while typing
+        words = line.split()
+    command = typer.main.get_command(build_app(words[1:]))
+    return shell_complete(command, {}, "autopack", COMPLETE_VARIABLE, instruction)
+
+
 def _run(args: list[str], env: Environment) -> int:
     if args[:1] == ["--version"]:
         env.stdout.write(f"autopack {__version__}\n")  # without loading any command group
         return 0
+    instruction = env.environ.get(COMPLETE_VARIABLE)
+    if instruction:
+        return _complete(instruction, env.environ)
     invocation = Invocation(env)
     try:
         refuse_non_utf8(args)
@@ -146,6 +225,9 @@ def _run(args: list[str], env: Environment) -> int:
             result = command.invoke(context)
     except typer.Exit as exc:
         return exc.exit_code
+    except SystemExit as exc:
+        # Typer's --show-completion and --install-completion end with sys.exit.
+        return exc.code if isinstance(exc.code, int) else 0
     except typer.Abort:
         return EXIT_INTERRUPTED
     except typer.TyperException as exc:

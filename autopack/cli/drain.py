@@ -7,40 +7,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named, refuse_empty
-from autopack.db.engine import Database, OpenMode, translated_errors
-from autopack.db.identity import TargetPanel
-from autopack.db.lookup import require_known_runs
-from autopack.db.models import DRAIN_TABLES
-from autopack.db.schema import require_tables
-from autopack.drain import (
-    STATE_CHOICES,
-    BatchOptions,
-    DrainReport,
-    Filters,
-    Limits,
-    PhaseOptions,
-    check_state_choice,
-    choose_states,
-    drain_phase,
-    list_sessions,
-    resume_batch,
-    run_batch,
-    session_report,
-)
-from autopack.drain.controller import DrainInterrupted
-from autopack.drain.preflight import check_workspace, harden_process, prepare_drain
+from autopack.db.engine import OpenMode, translated_errors
 from autopack.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, GuardError
-from autopack.estimator.coefficients import CoefficientSet
-from autopack.llm import LlmSettings, load_llm_settings, make_client
-from autopack.render.drain import show_drain_report, show_refusal, show_sessions
-from autopack.render.drain_live import drain_display
+
+if TYPE_CHECKING:  # the drain machinery loads in the command bodies: `--help` stays light
+    from autopack.db.engine import Database
+    from autopack.db.identity import TargetPanel
+    from autopack.drain import BatchOptions, DrainReport, PhaseOptions
+    from autopack.drain.controller import DrainInterrupted
+    from autopack.estimator.coefficients import CoefficientSet
+    from autopack.llm import LlmSettings
 
 app = typer.Typer(
     help="Drain phases through the builder LLM, with telemetry.", no_args_is_help=True
@@ -137,6 +120,9 @@ def _prepare(
 ) -> Iterator[_Prepared]:
     """The drain's preflight (autopack.drain.preflight) with the target panel shown between
     its two halves: LLM configuration, sandbox, workspace; then the database's checks."""
+    from autopack.drain.preflight import check_workspace, harden_process, prepare_drain
+    from autopack.llm import load_llm_settings
+
     environ = console.environment().environ
     settings = load_llm_settings(environ) if needs_llm else None
     if needs_llm:
@@ -183,6 +169,8 @@ def _prepare(
 
 
 def _emit(report: DrainReport, panel: TargetPanel, *, as_json: bool, quiet: bool) -> None:
+    from autopack.render.drain import show_drain_report
+
     if as_json:
         console.print_json(report, target=panel.target)
     else:
@@ -216,6 +204,10 @@ def phase(
 
     e.g. autopack drain phase telemetry-collection-v4 telemetry-p1-string-util --db seed
     """
+    from autopack.drain import PhaseOptions, drain_phase
+    from autopack.llm import make_client
+    from autopack.render.drain import show_refusal
+
     with _prepare(
         db=db,
         database_url=database_url,
@@ -279,6 +271,10 @@ def queued(
 
     e.g. autopack drain queued --run-id telemetry-collection-v4 --batch-size 10 --db seed
     """
+    from autopack.db.lookup import require_known_runs
+    from autopack.drain import STATE_CHOICES, BatchOptions, Filters, Limits
+    from autopack.drain.controller import DrainInterrupted
+
     with _prepare(
         db=db,
         database_url=database_url,
@@ -409,6 +405,19 @@ def batch(
     Exit 0 when no phase failed, 1 when any failed or timed out, 2 refused, 130 interrupted.
     e.g. autopack drain batch --db legacy --batch-size 10 --max-total-minutes 60
     """
+    from autopack.db.lookup import require_known_runs
+    from autopack.drain import (
+        BatchOptions,
+        Filters,
+        Limits,
+        check_state_choice,
+        choose_states,
+        resume_batch,
+    )
+    from autopack.drain.controller import DrainInterrupted
+    from autopack.llm import make_client
+    from autopack.render.drain_live import drain_display
+
     check_state_choice(state)
     if session is not None and not resume:
         raise GuardError("--session names a session to resume.", hint="add --resume")
@@ -520,6 +529,8 @@ def _phase_options(
     ignore_order: bool = False,
     sandbox: str = "none",
 ) -> PhaseOptions:
+    from autopack.drain import PhaseOptions
+
     return PhaseOptions(
         workspace=prepared.workspace,
         coefficients=prepared.coefficients,
@@ -549,6 +560,10 @@ def _run(
     quiet: bool,
     as_json: bool,
 ) -> DrainReport:
+    from autopack.drain import run_batch
+    from autopack.llm import make_client
+    from autopack.render.drain_live import drain_display
+
     engine = prepared.database.engine
     with drain_display(
         quiet=quiet, as_json=as_json, max_total_tokens=options.limits.max_total_tokens
@@ -612,6 +627,11 @@ def sessions(
 
     e.g. autopack drain sessions --db legacy
     """
+    from autopack.db.models import DRAIN_TABLES
+    from autopack.db.schema import require_tables
+    from autopack.drain import list_sessions, session_report
+    from autopack.render.drain import show_sessions
+
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):

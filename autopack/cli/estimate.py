@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
-from autopack.cli.target import open_named
-from autopack.db.engine import OpenMode, translated_errors
-from autopack.estimator.active import resolve_coefficients
-from autopack.estimator.coefficients import CoefficientSet
-from autopack.estimator.report import choose_coefficients, estimate_phase
-from autopack.llm.settings import ENV_VARS
 
-MODEL_VARIABLE = ENV_VARS["model"]
+if TYPE_CHECKING:  # the estimator loads in the command body: `--help` stays light
+    from autopack.estimator.coefficients import CoefficientSet
 
 
 def estimate_command(
@@ -60,6 +55,8 @@ def estimate_command(
 
     e.g. autopack estimate --category implementation --complexity low examples/x/string_helper.py
     """
+    from autopack.estimator.report import estimate_phase
+
     chosen = _coefficients(coefficients, coefficients_file, model, db, database_url)
     report = estimate_phase(
         deliverables,
@@ -84,10 +81,16 @@ def _coefficients(
     database_url: str | None,
 ) -> CoefficientSet:
     """Without a DB: a file or a built-in set. With one: its active set for the model too."""
+    from autopack.cli.target import open_named
+    from autopack.db.engine import OpenMode, translated_errors
+    from autopack.estimator.active import resolve_coefficients
+    from autopack.estimator.report import choose_coefficients
+    from autopack.llm.settings import ENV_VARS
+
     if db is None and database_url is None:
         return choose_coefficients(name, file)
     if file is not None:
         return choose_coefficients(None, file)
-    chosen_model = model or console.environment().environ.get(MODEL_VARIABLE) or None
+    chosen_model = model or console.environment().environ.get(ENV_VARS["model"]) or None
     with open_named(db, database_url, OpenMode.READ_ONLY) as database, translated_errors(database):
         return resolve_coefficients(database.engine, model=chosen_model, name=name)

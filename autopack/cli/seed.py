@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,12 +12,9 @@ from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption,
 from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode
 from autopack.errors import ConfigError
-from autopack.render.seed import show_builtins, show_plan, show_report
-from autopack.seed.catalog import builtin_names, load_builtin
-from autopack.seed.create import seed_run
-from autopack.seed.files import check_run_id, load_seed_file
-from autopack.seed.model import SeedRunSpec
-from autopack.seed.plan import list_builtins, plan_of
+
+if TYPE_CHECKING:  # the seed machinery loads in the command bodies: `--help` stays light
+    from autopack.seed.model import SeedRunSpec
 
 app = typer.Typer(
     help="Seed runs of small, known-easy phases that yield clean telemetry samples.",
@@ -56,6 +53,9 @@ def _load(
     name: str | None, file: Path | None, run_id: str | None
 ) -> tuple[SeedRunSpec, str | None, str | None]:
     """The spec to seed, and where it came from (built-in name, or the file's absolute path)."""
+    from autopack.seed.catalog import builtin_names, load_builtin
+    from autopack.seed.files import check_run_id, load_seed_file
+
     if run_id is not None:
         check_run_id(run_id)
     if name is not None and file is not None:
@@ -86,6 +86,9 @@ def list_runs(
 
     e.g. autopack seed list
     """
+    from autopack.render.seed import show_builtins
+    from autopack.seed.plan import list_builtins
+
     summaries = list_builtins()
     if as_json:
         console.print_json({"builtins": [s.model_dump(mode="json") for s in summaries]})
@@ -97,7 +100,6 @@ def list_runs(
 def show(
     name: NameArgument = None,
     file: FileOption = None,
-    run_id: RunIdOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -106,7 +108,11 @@ def show(
 
     e.g. autopack seed show telemetry-balanced   or   autopack seed show --file my_phases.toml
     """
-    spec, builtin, source_file = _load(name, file, run_id)
+    from autopack.render.seed import show_plan
+    from autopack.seed.plan import plan_of
+
+    # No --run-id here: `seed run` renames the run it creates; the plan shown is the file's.
+    spec, builtin, source_file = _load(name, file, None)
     plan = plan_of(spec, builtin=builtin, file=source_file)
     if as_json:
         console.print_json(plan)
@@ -134,6 +140,9 @@ def run(
     e.g. autopack seed run telemetry-collection-v4 --db seed
          autopack seed run --file my_phases.toml --db seed
     """
+    from autopack.render.seed import show_report
+    from autopack.seed.create import seed_run
+
     spec, builtin, source_file = _load(name, file, run_id)
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)

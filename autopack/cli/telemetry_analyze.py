@@ -11,16 +11,8 @@ from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode, translated_errors
-from autopack.db.lookup import require_known_runs
 from autopack.errors import EXIT_FOUND_PROBLEMS
-from autopack.render.telemetry_analyze import (
-    output_path,
-    show_analysis,
-    show_written,
-    write_markdown,
-)
-from autopack.telemetry.analyze import AnalyzeOptions, analyze_telemetry, parse_time_bound
-from autopack.telemetry.coverage import DEFAULT_MIN_TOTAL
+from autopack.telemetry.choices import DEFAULT_MIN_TOTAL
 
 
 def analyze_command(
@@ -99,6 +91,15 @@ def analyze_command(
     Exits 0 whatever the verdict; with --check, 1 when a target is missed.
     e.g. autopack telemetry analyze --db seed --success-only --stratify
     """
+    from autopack.db.lookup import require_known_runs
+    from autopack.render.telemetry_analyze import (
+        output_path,
+        show_analysis,
+        show_written,
+        write_markdown,
+    )
+    from autopack.telemetry.analyze import AnalyzeOptions, analyze_telemetry, parse_time_bound
+
     options = AnalyzeOptions(
         success_only=success_only,
         run_ids=tuple(run_id or ()),

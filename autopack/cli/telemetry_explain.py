@@ -10,12 +10,7 @@ from autopack import console
 from autopack.cli.options import DbOption, DebugOption, JsonOption, QuietOption, UrlOption
 from autopack.cli.target import announce, open_named, refuse_empty
 from autopack.db.engine import OpenMode, translated_errors
-from autopack.db.lookup import require_known_runs
-from autopack.db.models import DRAIN_TABLES
-from autopack.db.schema import require_tables
 from autopack.errors import EXIT_FOUND_PROBLEMS, GuardError
-from autopack.render.telemetry_explain import show_explanation
-from autopack.telemetry.explain import explain_zero_yield, session_exists
 
 
 def explain_command(
@@ -37,6 +32,12 @@ def explain_command(
     Exit 0; 1 if an attempt has no recorded reason (never for attempts autopack made).
     e.g. autopack telemetry explain --db legacy --session SESSION_ID
     """
+    from autopack.db.lookup import require_known_runs
+    from autopack.db.models import DRAIN_TABLES
+    from autopack.db.schema import require_tables
+    from autopack.render.telemetry_explain import show_explanation
+    from autopack.telemetry.explain import explain_zero_yield, session_exists
+
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
         panel = announce(database, quiet=quiet, as_json=as_json)
         with translated_errors(database):

@@ -17,22 +17,10 @@ from autopack.cli.target import announce, open_named
 from autopack.db.engine import OpenMode
 from autopack.errors import EXIT_FOUND_PROBLEMS, ConfigError
 from autopack.output_file import check_output_path
-from autopack.render.telemetry_io import (
-    progress_bar,
-    progress_wanted,
-    show_broken_pipe,
-    show_export_result,
-    show_import_report,
-)
-from autopack.telemetry.columns import ExportFormat
-from autopack.telemetry.export import ExportFilters, export_to, parse_when
-from autopack.telemetry.importer import (
-    ImportFormat,
-    ImportOptions,
-    check_input_files,
-    import_files,
-    parse_utc_offset,
-)
+from autopack.telemetry.choices import ExportFormat, ImportFormat
+
+# The export and import machinery (SQLAlchemy, Arrow) loads in the command bodies, so that
+# `--help` stays light (docs/performance.md, "Help speed").
 
 AllowEmptyOption = Annotated[
     bool,
@@ -97,6 +85,14 @@ def export_command(
     Every column of token_estimation_v2_events, its provenance, and derived columns; the row
     count goes to stderr. e.g. autopack telemetry export --db seed -o telemetry.csv
     """
+    from autopack.render.telemetry_io import (
+        progress_bar,
+        progress_wanted,
+        show_broken_pipe,
+        show_export_result,
+    )
+    from autopack.telemetry.export import ExportFilters, export_to, parse_when
+
     filters = ExportFilters(
         success_only=success_only,
         exclude_truncated=exclude_truncated,
@@ -221,6 +217,14 @@ def import_command(
     Works on a fresh, empty DB. Exit 1 if a line could not be read or nothing was found.
     e.g. autopack telemetry import --db seed old_logs/*.log export.ndjson
     """
+    from autopack.render.telemetry_io import progress_bar, progress_wanted, show_import_report
+    from autopack.telemetry.importer import (
+        ImportOptions,
+        check_input_files,
+        import_files,
+        parse_utc_offset,
+    )
+
     options = ImportOptions(
         format=fmt,
         include_contaminated=include_contaminated,

@@ -23,11 +23,11 @@ from autopack.lazy import lazy_exports
 if TYPE_CHECKING:
     from autopack.telemetry.analysis_report import AnalysisReport
     from autopack.telemetry.analyze import AnalyzeOptions, analyze_telemetry
-    from autopack.telemetry.columns import ExportFormat
+    from autopack.telemetry.choices import ExportFormat, ImportFormat
     from autopack.telemetry.coverage import CoverageReport, assess_coverage
     from autopack.telemetry.explain import ExplainReport, explain_zero_yield
     from autopack.telemetry.export import ExportResult, export_to
-    from autopack.telemetry.importer import ImportFormat, ImportOptions, ImportReport, import_files
+    from autopack.telemetry.importer import ImportOptions, ImportReport, import_files
     from autopack.telemetry.recorder import (
         BuilderCall,
         record_builder_call,
@@ -54,14 +54,13 @@ __getattr__ = lazy_exports(
             "ExportFormat",
             "ExportResult",
         ),
-        "autopack.telemetry.columns": ("ExportFormat",),
+        "autopack.telemetry.choices": ("ExportFormat", "ImportFormat"),
         "autopack.telemetry.export": (
             "export_to",
             "ExportResult",
         ),
         "autopack.telemetry.importer": (
             "import_files",
-            "ImportFormat",
             "ImportOptions",
             "ImportReport",
         ),

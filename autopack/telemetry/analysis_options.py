@@ -12,8 +12,8 @@ from datetime import datetime
 
 from autopack.errors import ConfigError
 from autopack.estimator import COMPLEXITY_LEVELS
+from autopack.telemetry.choices import DEFAULT_MIN_TOTAL
 from autopack.telemetry.columns import parse_timestamp
-from autopack.telemetry.coverage import DEFAULT_MIN_TOTAL
 
 
 def parse_time_bound(value: str, option: str) -> datetime:

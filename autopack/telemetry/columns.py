@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from autopack.db.engine import Database
 from autopack.db.models import TelemetryProvenance, TokenEstimationV2Event, table_of
 from autopack.errors import SchemaError
+from autopack.telemetry.choices import ExportFormat as ExportFormat  # also imported from here
 
 EVENTS_TABLE: Final = TokenEstimationV2Event.__tablename__
 PROVENANCE_TABLE: Final = TelemetryProvenance.__tablename__
@@ -29,12 +30,6 @@ PROVENANCE_TABLE: Final = TelemetryProvenance.__tablename__
 
 ProgressCallback = Callable[[int, int | None], None]
 """How export and import report progress: (work done, total or None if unknown)."""
-
-
-class ExportFormat(StrEnum):
-    CSV = "csv"
-    NDJSON = "ndjson"
-    PARQUET = "parquet"
 
 
 class Kind(StrEnum):

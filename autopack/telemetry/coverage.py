@@ -25,9 +25,7 @@ from autopack.seed.coverage import (
     TARGET_COMPLEXITIES,
     CoverageCell,
 )
-
-DEFAULT_MIN_TOTAL: Final = 20
-"""The runbook's seeding goal: at least this many clean samples in all."""
+from autopack.telemetry.choices import DEFAULT_MIN_TOTAL
 
 REQUIRED_CATEGORIES: Final[tuple[str, ...]] = TARGET_CATEGORIES
 """implementation, tests, docs (normalised: `testing` counts as `tests`)."""

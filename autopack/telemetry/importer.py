@@ -56,6 +56,7 @@ from autopack.db.models import (
     utc_now,
 )
 from autopack.errors import ConfigError, GuardError, SchemaError
+from autopack.telemetry.choices import ImportFormat
 from autopack.telemetry.columns import ProgressCallback, TelemetryTables, inspect_telemetry_tables
 from autopack.telemetry.import_sources import (
     ImportSample,
@@ -85,14 +86,6 @@ _PROVENANCE = table_of(TelemetryProvenance)
 _RUNS = table_of(Run)
 _TIERS = table_of(Tier)
 _PHASES = table_of(Phase)
-
-
-class ImportFormat(StrEnum):
-    AUTO = "auto"
-    LOG = "log"
-    NDJSON = "ndjson"
-    CSV = "csv"
-    PARQUET = "parquet"
 
 
 @dataclass(frozen=True)
