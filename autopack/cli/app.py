@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from autopack import __version__, console
+from autopack.cli.help import PlainHelpCommand, plain_help
 from autopack.cli.options import DebugOption, Invocation
 from autopack.cli.signals import sigterm_interrupts
 from autopack.environment import Environment
@@ -140,17 +141,17 @@ def _add(app: typer.Typer, name: str, second: str | None) -> None:
     module of subcommand `second`, when that names one)."""
     if name in GROUPS:
         module, attribute = GROUPS[name]
-        app.add_typer(_load(module, attribute), name=name)
+        app.add_typer(plain_help(_load(module, attribute)), name=name)
     elif name in COMMANDS:
         module, attribute = COMMANDS[name]
-        app.command(name)(_load(module, attribute))
+        app.command(name, cls=PlainHelpCommand)(_load(module, attribute))
     else:
         help_text, subcommands = LAZY_GROUPS[name]
         group = typer.Typer(help=help_text, no_args_is_help=True)
         chosen = second if second in subcommands else None
         for sub, (module, attribute) in subcommands.items():
             if chosen in (None, sub):
-                group.command(sub)(_load(module, attribute))
+                group.command(sub, cls=PlainHelpCommand)(_load(module, attribute))
         app.add_typer(group, name=name)
 
 

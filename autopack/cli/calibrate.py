@@ -54,11 +54,13 @@ def calibrate() -> None:
 @app.command()
 def propose(
     min_samples: Annotated[
-        int, typer.Option("--min-samples", min=1, help="Clean rows needed in all.")
+        int, typer.Option("--min-samples", metavar="N", min=1, help="Clean rows needed in all.")
     ] = 20,
     min_group_samples: Annotated[
         int,
-        typer.Option("--min-group-samples", min=1, help="Rows a group needs for its own ratio."),
+        typer.Option(
+            "--min-group-samples", metavar="N", min=1, help="Rows a group needs for its own ratio."
+        ),
     ] = 5,
     output_dir: Annotated[
         Path, typer.Option("--output-dir", metavar="DIR", help="Where the report files go.")
@@ -111,7 +113,7 @@ def propose(
 def backtest(
     proposal: Annotated[Path, typer.Argument(help="A proposal .json written by propose.")],
     min_samples: Annotated[
-        int, typer.Option("--min-samples", min=1, help="Clean rows needed to score.")
+        int, typer.Option("--min-samples", metavar="N", min=1, help="Clean rows needed to score.")
     ] = 20,
     model: ModelOption = None,
     include_simulated: SimulatedOption = False,

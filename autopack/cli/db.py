@@ -30,7 +30,9 @@ app = typer.Typer(
 RoleOption = Annotated[
     str | None,
     typer.Option(
-        "--role", help="Role to stamp: seed, legacy, general (default from --db, else general)."
+        "--role",
+        metavar="ROLE",
+        help="Role to stamp: seed, legacy, general (default from --db, else general).",
     ),
 ]
 
@@ -46,7 +48,9 @@ def init(
 ) -> None:
     """Create a new database with autopack's schema and stamp its role.
 
-    The only command that creates a database. e.g. autopack db init --db seed
+    The only command that creates a database.
+
+    e.g. autopack db init --db seed
     """
     from autopack.db.lifecycle import init_database  # Alembic: loaded only to change a schema
 
@@ -82,7 +86,8 @@ def identity(
 @app.command()
 def stamp(
     role: Annotated[
-        str, typer.Option("--role", help="The role to stamp: seed, legacy, general, …")
+        str,
+        typer.Option("--role", metavar="ROLE", help="The role to stamp: seed, legacy, general, …"),
     ],
     db: DbOption = None,
     database_url: UrlOption = None,

@@ -14,12 +14,16 @@ from autopack.cli.options import DebugOption, JsonOption
 def demo_command(
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="A new or empty directory (default: ./autopack-demo)."),
+        typer.Option(
+            "--dir", metavar="DIR", help="A new or empty directory (default: ./autopack-demo)."
+        ),
     ] = None,
     real: Annotated[
         bool, typer.Option("--real", help="Use the model AUTOPACK_LLM_* configures.")
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="The simulated model's random seed.")] = 13,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="The simulated model's random seed.")
+    ] = 13,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:

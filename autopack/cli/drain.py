@@ -32,7 +32,9 @@ app = typer.Typer(
 WorkspaceOption = Annotated[
     Path,
     typer.Option(
-        "--workspace", help="The code the builder writes into (default: the current directory)."
+        "--workspace",
+        metavar="DIR",
+        help="The code the builder writes into (default: the current directory).",
     ),
 ]
 NoTelemetryOption = Annotated[
@@ -58,31 +60,47 @@ AllowEmptyOption = Annotated[
     bool, typer.Option("--allow-empty-db", help="Act on a DB with 0 runs and 0 phases.")
 ]
 CoefficientsOption = Annotated[
-    str | None, typer.Option("--coefficients", help="Built-in coefficient set (default: default).")
+    str | None,
+    typer.Option(
+        "--coefficients", metavar="NAME", help="Built-in coefficient set (default: default)."
+    ),
 ]
 CoefficientsFileOption = Annotated[
-    Path | None, typer.Option("--coefficients-file", help="A coefficient set JSON file.")
+    Path | None,
+    typer.Option("--coefficients-file", metavar="FILE", help="A coefficient set JSON file."),
 ]
 PytestTimeoutOption = Annotated[
-    float, typer.Option("--pytest-timeout", min=1, help="Seconds a tests phase's pytest may run.")
+    float,
+    typer.Option(
+        "--pytest-timeout", metavar="SECONDS", min=1, help="Seconds a tests phase's pytest may run."
+    ),
 ]
 SandboxOption = Annotated[
     str,
     typer.Option(
         "--sandbox",
+        metavar="MODE",
         help="How the model's tests run: none, or bwrap (bubblewrap: only the workspace, no "
         "network, no database; `apt-get install bubblewrap`).",
     ),
 ]
 BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Most phase attempts this session makes.")
+    int,
+    typer.Option(
+        "--batch-size", metavar="N", min=1, help="Most phase attempts this session makes."
+    ),
 ]
 WorkersOption = Annotated[
-    int, typer.Option("--workers", min=1, max=64, help="Phases drained at once (across runs).")
+    int,
+    typer.Option(
+        "--workers", metavar="N", min=1, max=64, help="Phases drained at once (across runs)."
+    ),
 ]
 PhaseTimeoutOption = Annotated[
     float,
-    typer.Option("--phase-timeout-seconds", min=1, help="Wall-clock budget of one phase."),
+    typer.Option(
+        "--phase-timeout-seconds", metavar="SECONDS", min=1, help="Wall-clock budget of one phase."
+    ),
 ]
 
 
@@ -248,7 +266,9 @@ def phase(
 
 @app.command()
 def queued(
-    run_id: Annotated[str, typer.Option("--run-id", help="The run whose QUEUED phases to drain.")],
+    run_id: Annotated[
+        str, typer.Option("--run-id", metavar="RUN", help="The run whose QUEUED phases to drain.")
+    ],
     batch_size: BatchSizeOption = 25,
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,
@@ -329,16 +349,20 @@ def batch(
         str | None,
         typer.Option(
             "--state",
+            metavar="STATE",
             help="failed | queued | all (default: failed for a legacy or unstamped DB, "
             "else queued).",
         ),
     ] = None,
     run_id: Annotated[
-        list[str] | None, typer.Option("--run-id", help="Only these runs (repeatable).")
+        list[str] | None,
+        typer.Option("--run-id", metavar="RUN", help="Only these runs (repeatable)."),
     ] = None,
     skip_run_prefix: Annotated[
         list[str] | None,
-        typer.Option("--skip-run-prefix", help="Skip runs whose id starts so (repeatable)."),
+        typer.Option(
+            "--skip-run-prefix", metavar="PREFIX", help="Skip runs whose id starts so (repeatable)."
+        ),
     ] = None,
     batch_size: BatchSizeOption = 10,
     sample_first: Annotated[
@@ -347,29 +371,45 @@ def batch(
     ] = True,
     phase_timeout_seconds: PhaseTimeoutOption = 900.0,
     max_total_minutes: Annotated[
-        float | None, typer.Option("--max-total-minutes", min=0.01, help="Session time budget.")
+        float | None,
+        typer.Option(
+            "--max-total-minutes", metavar="MINUTES", min=0.01, help="Session time budget."
+        ),
     ] = None,
     max_timeouts_per_run: Annotated[
-        int, typer.Option("--max-timeouts-per-run", min=1, help="Stop a run after this many.")
+        int,
+        typer.Option(
+            "--max-timeouts-per-run", metavar="N", min=1, help="Stop a run after this many."
+        ),
     ] = 2,
     max_attempts_per_phase: Annotated[
-        int, typer.Option("--max-attempts-per-phase", min=1, help="Attempts of one phase.")
+        int,
+        typer.Option("--max-attempts-per-phase", metavar="N", min=1, help="Attempts of one phase."),
     ] = 2,
     max_fingerprint_repeats: Annotated[
         int,
-        typer.Option("--max-fingerprint-repeats", min=1, help="Stop a run whose failure repeats."),
+        typer.Option(
+            "--max-fingerprint-repeats",
+            metavar="N",
+            min=1,
+            help="Stop a run whose failure repeats.",
+        ),
     ] = 3,
     max_consecutive_zero_yield: Annotated[
         int | None,
-        typer.Option("--max-consecutive-zero-yield", min=1, help="Stop after N zero-yield."),
+        typer.Option(
+            "--max-consecutive-zero-yield", metavar="N", min=1, help="Stop after N zero-yield."
+        ),
     ] = None,
     max_total_tokens: Annotated[
-        int | None, typer.Option("--max-total-tokens", min=1, help="Session token budget.")
+        int | None,
+        typer.Option("--max-total-tokens", metavar="TOKENS", min=1, help="Session token budget."),
     ] = None,
     max_provider_failures: Annotated[
         int,
         typer.Option(
             "--max-provider-failures",
+            metavar="N",
             min=1,
             help="Stop after this many provider failures in a row (outage breaker).",
         ),
@@ -382,7 +422,8 @@ def batch(
         bool, typer.Option("--resume", help="Continue the latest unfinished batch session.")
     ] = False,
     session: Annotated[
-        str | None, typer.Option("--session", help="With --resume: this session id.")
+        str | None,
+        typer.Option("--session", metavar="SESSION", help="With --resume: this session id."),
     ] = None,
     workspace: WorkspaceOption = Path("."),
     allow_dirty: AllowDirtyOption = False,

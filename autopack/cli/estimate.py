@@ -18,24 +18,31 @@ def estimate_command(
     deliverables: Annotated[
         list[str], typer.Argument(help="The phase's deliverables (paths), e.g. src/x.py.")
     ],
-    category: Annotated[str, typer.Option(help="Task category: implementation, tests, docs, …")],
-    complexity: Annotated[str, typer.Option(help="low, medium or high.")],
-    description: Annotated[str, typer.Option(help="The phase's goal text.")] = "",
+    category: Annotated[
+        str, typer.Option(metavar="CATEGORY", help="Task category: implementation, tests, docs, …")
+    ],
+    complexity: Annotated[str, typer.Option(metavar="LEVEL", help="low, medium or high.")],
+    description: Annotated[str, typer.Option(metavar="TEXT", help="The phase's goal text.")] = "",
     scope_path: Annotated[
-        list[str] | None, typer.Option("--scope-path", help="A scope path (repeatable).")
+        list[str] | None,
+        typer.Option("--scope-path", metavar="PATH", help="A scope path (repeatable)."),
     ] = None,
     workspace: Annotated[
-        Path, typer.Option(help="Where existing deliverables are looked up.")
+        Path, typer.Option(metavar="DIR", help="Where existing deliverables are looked up.")
     ] = Path("."),
     coefficients: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="A coefficient set: built in, or stored in --db (default: the DB's active set "
-            "for --model, else the built-in default)."
+            "for --model, else the built-in default).",
         ),
     ] = None,
     coefficients_file: Annotated[
-        Path | None, typer.Option(help="A coefficient set JSON file (e.g. an applied proposal).")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="A coefficient set JSON file (e.g. an applied proposal)."
+        ),
     ] = None,
     model: Annotated[
         str | None,

@@ -15,9 +15,11 @@ from autopack.errors import EXIT_FOUND_PROBLEMS, GuardError
 
 def explain_command(
     session: Annotated[
-        str | None, typer.Option("--session", help="Only this drain session.")
+        str | None, typer.Option("--session", metavar="SESSION", help="Only this drain session.")
     ] = None,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Only this run.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", metavar="RUN", help="Only this run.")
+    ] = None,
     allow_empty_db: Annotated[
         bool, typer.Option("--allow-empty-db", help="Act on a DB with 0 runs and 0 phases.")
     ] = False,

@@ -31,7 +31,7 @@ AllowEmptyOption = Annotated[
 def export_command(
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", "-f", help="csv (default), ndjson or parquet."),
+        typer.Option("--format", "-f", metavar="FORMAT", help="csv (default), ndjson or parquet."),
     ] = ExportFormat.CSV,
     output: Annotated[
         Path | None,
@@ -83,7 +83,9 @@ def export_command(
     """Stream telemetry rows out as CSV, NDJSON or Parquet (read-only; one snapshot).
 
     Every column of token_estimation_v2_events, its provenance, and derived columns; the row
-    count goes to stderr. e.g. autopack telemetry export --db seed -o telemetry.csv
+    count goes to stderr.
+
+    e.g. autopack telemetry export --db seed -o telemetry.csv
     """
     from autopack.render.telemetry_io import (
         progress_bar,
@@ -184,7 +186,10 @@ def import_command(
     fmt: Annotated[
         ImportFormat,
         typer.Option(
-            "--format", "-f", help="auto (by content, per file), log, ndjson, csv or parquet."
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="auto (by content, per file), log, ndjson, csv or parquet.",
         ),
     ] = ImportFormat.AUTO,
     include_contaminated: Annotated[
