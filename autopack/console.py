@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -24,6 +23,8 @@ from autopack.environment import Environment
 from autopack.errors import AutopackError
 
 if TYPE_CHECKING:  # rendering needs the report types only for annotations
+    from pydantic import BaseModel  # imported when printing: `--help` needs no pydantic
+
     from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
     from autopack.estimator.report import EstimateReport
 
@@ -84,6 +85,8 @@ def print_json(
 
     `target` is the panel shown before the command acted: it leads the document.
     """
+    from pydantic import BaseModel
+
     if isinstance(document, JsonReport):
         data: Mapping[str, Any] = document.to_json()
     elif isinstance(document, BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,9 +19,10 @@ from autopack.cli.options import (
 )
 from autopack.cli.target import announce, open_named, target_named
 from autopack.db.engine import OpenMode
-from autopack.db.identity import inspect_database
-from autopack.db.integrity import IntegrityReport
 from autopack.errors import EXIT_FOUND_PROBLEMS, TargetError
+
+if TYPE_CHECKING:  # the readers load in the command bodies: `--help` stays light
+    from autopack.db.integrity import IntegrityReport
 
 app = typer.Typer(
     help="Create, identify, stamp, upgrade and check databases.", no_args_is_help=True
@@ -75,6 +76,8 @@ def identity(
 
     e.g. autopack db identity --db legacy
     """
+    from autopack.db.identity import inspect_database
+
     with open_named(db, database_url, OpenMode.READ_ONLY) as database:
         report = inspect_database(database)
     if as_json:

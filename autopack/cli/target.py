@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from autopack import console
 from autopack.db.compat import SchemaCompatibility
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.guards import require_non_empty
-from autopack.db.identity import TargetPanel, read_panel
 from autopack.settings import DatabaseTarget, resolve_target
+
+if TYPE_CHECKING:  # the panel's reads load when a command opens a database, not for --help
+    from autopack.db.identity import TargetPanel
 
 
 def target_named(db_name: str | None, database_url: str | None) -> DatabaseTarget:
@@ -24,6 +28,8 @@ def announce(
     db: Database, *, quiet: bool, as_json: bool, title: str = "target database"
 ) -> TargetPanel:
     """Read the panel; show it on stderr unless --quiet or --json (which carries it instead)."""
+    from autopack.db.identity import read_panel
+
     panel = read_panel(db)
     if not quiet and not as_json:
         console.show_panel(panel, title=title)
