@@ -200,12 +200,26 @@ def _columns(connection: Connection) -> set[str]:
     return {str(c["name"]) for c in sa.inspect(connection).get_columns(EVENTS.name)}
 
 
-def _runs_with_telemetry(connection: Connection, filters: SampleFilters) -> list[str]:
-    """The runs that hold telemetry rows (one index probe per run, not a scan of the rows)."""
-    has_rows = sa.select(EVENTS.c.event_id).where(EVENTS.c.run_id == RUNS.c.id).exists()
+def _clean_rows_by_model(
+    connection: Connection, conditions: list[Any], truncated: sa.ColumnElement[bool]
+) -> dict[str, int]:
+    """Each model's clean rows with deliverables, most first: which model a proposal fits."""
+    rows = connection.execute(
+        sa.select(EVENTS.c.model, sa.func.sum(sa.case((truncated, 0), else_=1)))
+        .where(*conditions, EVENTS.c.deliverable_count > 0)
+        .group_by(EVENTS.c.model)
+    ).all()
+    models = {str(model): int(clean or 0) for model, clean in rows}
+    return dict(sorted(models.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _runs_with_rows(connection: Connection, conditions: list[Any]) -> list[str]:
+    """The runs that hold sample rows (of the fitted model): what the split holds out. One
+    index probe per run, not a scan of the rows."""
+    has_rows = (
+        sa.select(EVENTS.c.event_id).where(EVENTS.c.run_id == RUNS.c.id, *conditions).exists()
+    )
     query = sa.select(RUNS.c.id).where(has_rows).order_by(RUNS.c.id)
-    if filters.run_ids:
-        query = query.where(RUNS.c.id.in_(filters.run_ids))
     return [str(value) for value in connection.execute(query).scalars()]
 
 
@@ -226,7 +240,19 @@ def read_samples(connection: Connection, filters: SampleFilters, *, min_samples:
     columns = _columns(connection)
     truncated = _truncated("is_truncated_output" in columns)
     conditions = _base_conditions(filters, truncated)
-    runs = _runs_with_telemetry(connection, filters)
+    models = {
+        name: clean
+        for name, clean in _clean_rows_by_model(connection, conditions, truncated).items()
+        if filters.include_simulated or not is_simulated_model(name)
+    }
+    model = filters.model or next(iter(models), None)
+    clean_rows = models.get(model, 0) if model is not None else 0
+    if model is None or clean_rows < min_samples:
+        raise _too_few(model, clean_rows, min_samples, filters)
+    conditions.append(EVENTS.c.model == model)
+    # Only the runs holding this model's rows: a run of other models' (or simulated) rows
+    # would turn a one-run k-fold into a leave-one-run-out that holds out nothing.
+    runs = _runs_with_rows(connection, conditions)
     fold_column, folds, split = _fold_column(runs, connection.dialect.name)
     packed = (
         EVENTS.c.actual_output_tokens * PACK + fold_column * 2 + sa.case((truncated, 1), else_=0)
@@ -244,31 +270,16 @@ def read_samples(connection: Connection, filters: SampleFilters, *, min_samples:
     ]
     grouped = connection.execute(
         sa.select(
-            EVENTS.c.model,
             *feature_columns,
             sa.func.count().label("n"),
             sa.func.sum(sa.case((truncated, 0), else_=1)).label("clean"),
             _aggregate_array(connection, packed).label("packed"),
         )
         .where(*conditions)
-        .group_by(EVENTS.c.model, *feature_columns)
+        .group_by(*feature_columns)
     ).all()
-    models: dict[str, int] = {}
-    for row in grouped:
-        name = str(row.model)
-        if int(row.deliverable_count or 0) <= 0:
-            continue
-        if is_simulated_model(name) and not filters.include_simulated:
-            continue
-        models[name] = models.get(name, 0) + int(row.clean or 0)
-    models = dict(sorted(models.items(), key=lambda item: (-item[1], item[0])))
-    model = filters.model or next(iter(models), None)
-    clean_rows = models.get(model, 0) if model is not None else 0
-    if model is None or clean_rows < min_samples:
-        raise _too_few(model, clean_rows, min_samples, filters)
-    mine = [row for row in grouped if str(row.model) == model]
-    excluded = sum(int(row.n) for row in mine if int(row.deliverable_count or 0) <= 0)
-    kept = [row for row in mine if int(row.deliverable_count or 0) > 0]
+    excluded = sum(int(row.n) for row in grouped if int(row.deliverable_count or 0) <= 0)
+    kept = [row for row in grouped if int(row.deliverable_count or 0) > 0]
     qualifying = sum(int(row.n) for row in kept)
     return _assemble(kept, model, models, len(runs), folds, split, excluded, qualifying)
 
