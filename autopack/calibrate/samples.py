@@ -209,11 +209,52 @@ def _runs_with_telemetry(connection: Connection, filters: SampleFilters) -> list
     return [str(value) for value in connection.execute(query).scalars()]
 
 
-def _aggregate_array(connection: Connection, value: sa.ColumnElement[int]) -> Any:
+def aggregate_array(connection: Connection, value: sa.ColumnElement[int]) -> Any:
     """The DB's own JSON array aggregate over a packed integer per row."""
     if connection.dialect.name == "postgresql":
         return sa.func.json_agg(value)
     return sa.func.json_group_array(value)
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """What every query over the qualifying rows shares, so they all see the same rows and
+    folds: the conditions, the truncation flag, each row's fold and the feature columns."""
+
+    conditions: list[Any]
+    truncated: sa.ColumnElement[bool]
+    fold: sa.ColumnElement[int]
+    folds: int
+    split: str
+    runs: int
+    features: list[sa.ColumnElement[Any]]
+
+
+def row_query(connection: Connection, filters: SampleFilters) -> RowQuery:
+    """The shared parts of the sample queries (inside `read_snapshot`)."""
+    columns = _columns(connection)
+    truncated = _truncated("is_truncated_output" in columns)
+    runs = _runs_with_telemetry(connection, filters)
+    fold_column, folds, split = _fold_column(runs, connection.dialect.name)
+    return RowQuery(
+        conditions=_base_conditions(filters, truncated),
+        truncated=truncated,
+        fold=fold_column,
+        folds=folds,
+        split=split,
+        runs=len(runs),
+        features=[
+            EVENTS.c.category,
+            EVENTS.c.complexity,
+            EVENTS.c.deliverable_count,
+            EVENTS.c.deliverables_json,
+            EVENTS.c.context_quality,
+            EVENTS.c.api_reference_required,
+            EVENTS.c.examples_required,
+            EVENTS.c.research_required,
+            EVENTS.c.usage_guide_required,
+        ],
+    )
 
 
 def read_samples(connection: Connection, filters: SampleFilters, *, min_samples: int) -> SampleSet:
@@ -223,35 +264,21 @@ def read_samples(connection: Connection, filters: SampleFilters, *, min_samples:
     features, which returns each group's rows as a JSON array of packed integers (actual
     output, fold, truncated) built by the DB.
     """
-    columns = _columns(connection)
-    truncated = _truncated("is_truncated_output" in columns)
-    conditions = _base_conditions(filters, truncated)
-    runs = _runs_with_telemetry(connection, filters)
-    fold_column, folds, split = _fold_column(runs, connection.dialect.name)
+    query = row_query(connection, filters)
+    truncated = query.truncated
     packed = (
-        EVENTS.c.actual_output_tokens * PACK + fold_column * 2 + sa.case((truncated, 1), else_=0)
+        EVENTS.c.actual_output_tokens * PACK + query.fold * 2 + sa.case((truncated, 1), else_=0)
     )
-    feature_columns = [
-        EVENTS.c.category,
-        EVENTS.c.complexity,
-        EVENTS.c.deliverable_count,
-        EVENTS.c.deliverables_json,
-        EVENTS.c.context_quality,
-        EVENTS.c.api_reference_required,
-        EVENTS.c.examples_required,
-        EVENTS.c.research_required,
-        EVENTS.c.usage_guide_required,
-    ]
     grouped = connection.execute(
         sa.select(
             EVENTS.c.model,
-            *feature_columns,
+            *query.features,
             sa.func.count().label("n"),
             sa.func.sum(sa.case((truncated, 0), else_=1)).label("clean"),
-            _aggregate_array(connection, packed).label("packed"),
+            aggregate_array(connection, packed).label("packed"),
         )
-        .where(*conditions)
-        .group_by(EVENTS.c.model, *feature_columns)
+        .where(*query.conditions)
+        .group_by(EVENTS.c.model, *query.features)
     ).all()
     models: dict[str, int] = {}
     for row in grouped:
@@ -270,7 +297,9 @@ def read_samples(connection: Connection, filters: SampleFilters, *, min_samples:
     excluded = sum(int(row.n) for row in mine if int(row.deliverable_count or 0) <= 0)
     kept = [row for row in mine if int(row.deliverable_count or 0) > 0]
     qualifying = sum(int(row.n) for row in kept)
-    return _assemble(kept, model, models, len(runs), folds, split, excluded, qualifying)
+    return _assemble(
+        kept, model, models, query.runs, query.folds, query.split, excluded, qualifying
+    )
 
 
 def _too_few(
@@ -318,9 +347,24 @@ def _run_hash(dialect: str) -> sa.ColumnElement[int]:
     return last + 3 * before
 
 
-def _unpack(value: Any) -> IntArray:
+def unpack(value: Any) -> IntArray:
     items = json.loads(value) if isinstance(value, str) else value
     return np.asarray(items, dtype=np.int64)
+
+
+def features_of(row: Any) -> Features:
+    """A result row's feature columns (as `RowQuery.features` selects them)."""
+    return Features(
+        category=str(row.category or ""),
+        complexity=str(row.complexity or ""),
+        deliverable_count=int(row.deliverable_count),
+        deliverables_json=str(row.deliverables_json or "[]"),
+        context_quality=row.context_quality,
+        api_reference_required=row.api_reference_required,
+        examples_required=row.examples_required,
+        research_required=row.research_required,
+        usage_guide_required=row.usage_guide_required,
+    )
 
 
 def _bin_actual(actual: IntArray) -> IntArray:
@@ -346,18 +390,8 @@ def _assemble(
     parts: list[tuple[IntArray, ...]] = []
     cells: dict[tuple[str, str, str], int] = {}
     for row in rows:
-        features = Features(
-            category=str(row.category or ""),
-            complexity=str(row.complexity or ""),
-            deliverable_count=int(row.deliverable_count),
-            deliverables_json=str(row.deliverables_json or "[]"),
-            context_quality=row.context_quality,
-            api_reference_required=row.api_reference_required,
-            examples_required=row.examples_required,
-            research_required=row.research_required,
-            usage_guide_required=row.usage_guide_required,
-        )
-        packed = _unpack(row.packed)
+        features = features_of(row)
+        packed = unpack(row.packed)
         actual = packed // PACK
         if rounded:
             actual = _bin_actual(actual)
