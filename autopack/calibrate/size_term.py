@@ -38,6 +38,9 @@ from autopack.calibrate.stats import weighted_median
 
 EXPONENT_BOUNDS: Final = (-1.0, 1.0)
 """At most proportional to the prompt's size, either way: a steeper fit is noise."""
+MIN_SMAPE_GAIN: Final = 1.0
+"""Percentage points of held-out median SMAPE the term must gain to be said to help: a few
+tenths on a few dozen rows is noise, not a reason to change the estimator."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ class SizeTermBacktest(BaseModel):
     status: Literal["fitted", "not_enough_rows"]
     verdict: str
     helps: bool
-    """Lower held-out median SMAPE than the proposal alone, and no more truncation."""
+    """Held-out median SMAPE at least `MIN_SMAPE_GAIN` points lower than the proposal alone,
+    mean SMAPE not higher, and no more truncation."""
     in_proposed_set: bool = False
     """Always false in this release: the term is reported, never proposed."""
     n: int
@@ -197,7 +201,8 @@ def backtest_size_term(
     )
     assert term is not None  # at least min_rows clean rows
     helps = (
-        including.smape_median < without.smape_median
+        including.smape_median <= without.smape_median - MIN_SMAPE_GAIN
+        and including.smape_mean <= without.smape_mean
         and including.truncation_rate <= without.truncation_rate
     )
     return SizeTermBacktest(
@@ -220,11 +225,12 @@ def _verdict(helps: bool, n: int, term: SizeTerm, without: SetScore, including: 
         f"median SMAPE {without.smape_median:.1f}% -> {including.smape_median:.1f}%, "
         f"truncation {without.truncation_rate:.1%} -> {including.truncation_rate:.1%}, "
         f"median waste {without.waste_median:.2f}x -> {including.waste_median:.2f}x; "
-        f"output grows as input^{term.exponent:.2f}"
+        f"output scales as input^{term.exponent:.2f}"
     )
     if helps:
         return f"the size term helps on {n} held-out rows with input tokens ({figures})"
     return (
         f"the size term does not help on {n} held-out rows with input tokens ({figures}); "
-        "it needs a lower median SMAPE and no more truncation"
+        f"it needs a median SMAPE at least {MIN_SMAPE_GAIN:g} point lower, no higher mean "
+        "SMAPE and no more truncation"
     )
