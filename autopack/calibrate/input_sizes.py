@@ -96,34 +96,48 @@ def read_input_sizes(
     if not _builder_usage_present(connection, samples.model):
         return InputSizes.empty()
     query = row_query(connection, filters)
-    input_tokens = (
-        sa.select(sa.func.max(USAGE.c.prompt_tokens))
+    # The builder calls' input sizes, grouped once and joined (a hash join on PostgreSQL, an
+    # automatic index on SQLite), not probed per telemetry row.
+    calls = (
+        sa.select(
+            USAGE.c.run_id,
+            USAGE.c.phase_id,
+            USAGE.c.completion_tokens,
+            sa.func.max(USAGE.c.prompt_tokens).label("input_tokens"),
+        )
         .where(
-            USAGE.c.run_id == EVENTS.c.run_id,
-            USAGE.c.phase_id == EVENTS.c.phase_id,
-            USAGE.c.model == EVENTS.c.model,
+            USAGE.c.model == samples.model,
             USAGE.c.role == "builder",
-            USAGE.c.completion_tokens == EVENTS.c.actual_output_tokens,
             USAGE.c.prompt_tokens > 0,
         )
-        .scalar_subquery()
+        .group_by(USAGE.c.run_id, USAGE.c.phase_id, USAGE.c.completion_tokens)
+        .subquery()
+    )
+    joined = EVENTS.join(
+        calls,
+        sa.and_(
+            calls.c.run_id == EVENTS.c.run_id,
+            calls.c.phase_id == EVENTS.c.phase_id,
+            calls.c.completion_tokens == EVENTS.c.actual_output_tokens,
+        ),
     )
     packed = (
-        sa.cast(input_tokens, sa.BigInteger) * INPUT_SHIFT
+        sa.cast(calls.c.input_tokens, sa.BigInteger) * INPUT_SHIFT
         + sa.cast(EVENTS.c.actual_output_tokens, sa.BigInteger) * PACK
         + query.fold * 2
         + sa.case((query.truncated, 1), else_=0)
     )
     rows = (
         sa.select(*query.features, packed.label("packed"))
+        .select_from(joined)
         .where(*query.conditions, EVENTS.c.model == samples.model, EVENTS.c.deliverable_count > 0)
         .subquery()
     )
     feature_columns = [rows.c[column.name] for column in query.features]
     grouped = connection.execute(
-        sa.select(*feature_columns, aggregate_array(connection, rows.c.packed).label("packed"))
-        .where(rows.c.packed.is_not(None))
-        .group_by(*feature_columns)
+        sa.select(
+            *feature_columns, aggregate_array(connection, rows.c.packed).label("packed")
+        ).group_by(*feature_columns)
     ).all()
     index = {features: position for position, features in enumerate(samples.features)}
     parts: list[tuple[IntArray, IntArray, IntArray]] = []
