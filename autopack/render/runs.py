@@ -88,21 +88,23 @@ def show_run_list(listing: RunList) -> None:
         out.print(f"{listing.matching - shown:,} older runs not shown: --limit 0 shows all")
 
 
-def _telemetry_line(summary: TelemetrySummary | None) -> str:
+def _telemetry_lines(summary: TelemetrySummary | None) -> list[str]:
     if summary is None:
-        return "telemetry: table token_estimation_v2_events is missing"
+        return ["telemetry: table token_estimation_v2_events is missing"]
     if not summary.events:
-        return "telemetry: no rows"
-    bound = " (a lower bound: truncated calls)" if summary.truncated else ""
-    return (
+        return ["telemetry: no rows"]
+    bound = " (a lower bound: some calls were truncated)" if summary.truncated else ""
+    return [
         f"telemetry: {summary.events:,} rows, {summary.success:,} success, "
-        f"{summary.truncated:,} truncated; output tokens predicted "
-        f"{summary.predicted_output_tokens:,}, actual {summary.actual_output_tokens:,}{bound}"
-    )
+        f"{summary.truncated:,} truncated",
+        f"output tokens: predicted {summary.predicted_output_tokens:,}, "
+        f"actual {summary.actual_output_tokens:,}{bound}",
+    ]
 
 
-def _field(out: Console, name: str, value: str) -> None:
-    out.print(f"{name}: {value}", soft_wrap=True)
+def _field(out: Console, name: str, value: str, *, prose: bool = False) -> None:
+    """`name: value` on one line: ids and paths never wrap; prose (reasons) wraps at words."""
+    out.print(f"{name}: {value}", soft_wrap=not prose)
 
 
 def show_run_detail(detail: RunDetail) -> None:
@@ -115,13 +117,14 @@ def show_run_detail(detail: RunDetail) -> None:
     if run.token_cap is not None:
         _field(out, "tokens", f"{run.tokens_used or 0:,} used of {run.token_cap:,}")
     if run.failure_reason:
-        _field(out, "failure", escape(run.failure_reason))
+        _field(out, "failure", escape(run.failure_reason), prose=True)
     _field(out, "phases", f"{len(detail.phases):,} ({escape(_states(detail.phase_states))})")
     if detail.drain_results_available:
         _field(out, "drain attempts", f"{detail.drain_attempts:,}")
     else:
         _field(out, "drain attempts", "none recorded (no autopack_drain_results table)")
-    out.print(_telemetry_line(detail.telemetry), soft_wrap=True)
+    for line in _telemetry_lines(detail.telemetry):
+        out.print(line)
     if not detail.phases:
         return
     table = _table()
@@ -166,7 +169,7 @@ def show_phase_detail(detail: PhaseDetail) -> None:
     out = stdout_console()
     _field(out, "run", f"{escape(detail.run_id)}  ({escape(detail.run_state)})")
     _field(out, "phase", f"[bold]{escape(detail.phase_id)}[/]  #{detail.phase_index}")
-    _field(out, "name", escape(detail.name))
+    _field(out, "name", escape(detail.name), prose=True)
     _field(out, "state", _state(detail.state))
     _field(
         out,
@@ -188,15 +191,14 @@ def show_phase_detail(detail: PhaseDetail) -> None:
         f"updated {_when(detail.updated_at)}",
     )
     if detail.last_failure_reason:
-        _field(out, "last failure", escape(detail.last_failure_reason))
+        _field(out, "last failure", escape(detail.last_failure_reason), prose=True)
     _show_attempts(out, detail)
     _show_telemetry(out, detail)
     for escalation in detail.escalations:
         out.print(
             f"escalation {_when(escalation.timestamp)}: attempt {escalation.attempt_index}, "
             f"{escape(escalation.reason)}, retried with max_tokens "
-            f"{escalation.retry_max_tokens:,}",
-            soft_wrap=True,
+            f"{escalation.retry_max_tokens:,}"
         )
 
 
@@ -225,15 +227,15 @@ def _show_attempt(out: Console, number: int, attempt: PhaseAttempt) -> None:
         soft_wrap=True,
     )
     if attempt.failure_reason:
-        kind = f"[{escape(attempt.failure_kind)}] " if attempt.failure_kind else ""
-        out.print(f"   reason: {kind}{escape(attempt.failure_reason)}", soft_wrap=True)
+        kind = f" ({escape(attempt.failure_kind)})" if attempt.failure_kind else ""
+        out.print(f"   reason{kind}: {escape(attempt.failure_reason.strip())}")
     if attempt.fingerprint:
         out.print(f"   fingerprint: {escape(attempt.fingerprint)}", soft_wrap=True)
     yielded = f"   telemetry rows {attempt.telemetry_events}, LLM calls {attempt.llm_calls}, "
     yielded += f"output tokens {attempt.output_tokens:,}"
     if attempt.zero_yield_reason:
         yielded += f"; no telemetry: {escape(attempt.zero_yield_reason)}"
-    out.print(yielded, soft_wrap=True)
+    out.print(yielded)
     if attempt.commit_sha:
         out.print(f"   commit: {escape(attempt.commit_sha)}", soft_wrap=True)
     if attempt.transcript_dir:
@@ -246,31 +248,29 @@ def _show_attempt(out: Console, number: int, attempt: PhaseAttempt) -> None:
 
 def _show_telemetry(out: Console, detail: PhaseDetail) -> None:
     out.print()
-    out.print(_telemetry_line(detail.telemetry_summary), soft_wrap=True)
+    for line in _telemetry_lines(detail.telemetry_summary):
+        out.print(line)
     if not detail.telemetry:
         return
+    # Truncation shows as `≥actual` (a lower bound), which keeps the table to 80 columns.
     table = _table()
     table.add_column("event", justify="right", no_wrap=True)
     table.add_column("when", no_wrap=True)
     table.add_column("model", overflow="fold")
-    table.add_column("predicted", justify="right")
-    table.add_column("actual", justify="right")
-    table.add_column("budget", justify="right")
-    table.add_column("trunc")
-    table.add_column("ok")
+    table.add_column("predicted", justify="right", no_wrap=True)
+    table.add_column("actual", justify="right", no_wrap=True)
+    table.add_column("budget", justify="right", no_wrap=True)
+    table.add_column("ok", no_wrap=True)
     table.add_column("coefficients", overflow="fold")
     for row in detail.telemetry:
-        actual = (
-            f"≥{row.actual_output_tokens:,}" if row.truncated else f"{row.actual_output_tokens:,}"
-        )
+        actual = f"{row.actual_output_tokens:,}"
         table.add_row(
             str(row.event_id),
-            _when(row.timestamp),
+            row.timestamp.strftime("%m-%d %H:%M") if row.timestamp else "—",
             escape(row.model),
             f"{row.predicted_output_tokens:,}",
-            actual,
+            f"≥{actual}" if row.truncated else actual,
             f"{row.selected_budget:,}",
-            "yes" if row.truncated else "no",
             "yes" if row.success else "no",
             escape(row.coefficient_set or "—"),
         )
