@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from autopack.db.compat import read_revision
+from autopack.db.compat import is_newer, read_revision
 from autopack.db.engine import Database
 from autopack.db.names import KNOWN_REVISIONS
 from autopack.db.transaction import Transaction, read_snapshot, table_names
@@ -27,6 +27,7 @@ SESSIONS_TABLE = "autopack_drain_sessions"
 PROVENANCE_TABLE = "autopack_telemetry_provenance"
 COMMIT_COLUMN_SINCE = "0009"
 """The revision that added autopack_drain_results.commit_sha."""
+_COMMIT_FROM = KNOWN_REVISIONS.index(COMMIT_COLUMN_SINCE)
 
 _PHASE_SQL = (
     "SELECT phase_index, name, description, state, task_category, complexity, scope, "
@@ -95,7 +96,8 @@ def _attempts(
     if RESULTS_TABLE not in tables or SESSIONS_TABLE not in tables:
         return None
     revision = read_revision(snapshot.all, tables)
-    has_commit = revision in KNOWN_REVISIONS and revision >= COMMIT_COLUMN_SINCE
+    # A newer autopack's schema keeps the column (revisions only add).
+    has_commit = is_newer(revision) or revision in KNOWN_REVISIONS[_COMMIT_FROM:]
     rows = snapshot.all(
         "SELECT r.session_id, r.seq, r.attempt, s.kind, s.worker, r.started_at, "
         "r.finished_at, r.duration_s, r.outcome, r.final_state, r.failure_kind, "
