@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+import autopack.runs.listing as listing_module
 from autopack.db.engine import Database
 from autopack.runs import RunFilters, list_runs, show_phase, show_run
 from tests.backlog_helpers import NEVER, add_run
-from tests.conftest import CliRunner
+from tests.conftest import CliRunner, build_original_db
 from tests.drain_fixtures import Drain
 
 RUN = "run-a"
@@ -238,6 +239,14 @@ def test_empty_db_is_refused_unless_allowed(cli: CliRunner, backlog: Database) -
     assert f"run '{RUN}' is not in this database." in unknown.stderr
 
 
+def test_many_runs_are_counted_in_one_grouped_pass(
+    drained: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    by_id = list_runs(drained, RunFilters(limit=0))
+    monkeypatch.setattr(listing_module, "MAX_NAMED_RUNS", 1)
+    assert list_runs(drained, RunFilters(limit=0)) == by_id
+
+
 def test_the_python_api_returns_typed_results(drained: Database) -> None:
     listing = list_runs(drained, RunFilters(limit=0))
     assert [run.id for run in listing.runs] == [OTHER, RUN]
@@ -245,3 +254,46 @@ def test_the_python_api_returns_typed_results(drained: Database) -> None:
     assert detail.phases[2].drain_attempts == 2
     phase = show_phase(drained, RUN, FAILING)
     assert [a.outcome for a in phase.attempts] == ["failed", "failed"]
+
+
+# a DB made by the original Autopack -------------------------------------------------------------
+
+
+def test_an_original_db_is_reported_as_it_is(
+    cli: CliRunner, original_db: tuple[Path, dict[str, int]]
+) -> None:
+    path, _ = original_db
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    listing = _json(cli, "runs", "list", "--db", "legacy")
+    assert {run["id"] for run in listing["runs"]} == {"legacy-run-a", "legacy-run-b"}
+    detail = _json(cli, "runs", "show", "legacy-run-a", "--db", "legacy")
+    assert detail["drain_results_available"] is False
+    assert detail["telemetry"]["events"] == 4
+    assert detail["telemetry"]["truncated"] == 1
+    phase = _json(cli, "phases", "show", "legacy-run-a", "phase-4", "--db", "legacy")
+    assert phase["drain_results_available"] is False
+    assert phase["attempts"] == []
+    (row,) = phase["telemetry"]
+    assert row["truncated"] is True
+    assert row["coefficient_set"] is None
+    assert row["source"] is None
+    assert [e["retry_max_tokens"] for e in phase["escalations"]] == [10240]
+    shown = cli("phases", "show", "legacy-run-a", "phase-4", "--db", "legacy", "-q")
+    assert "≥2,000" in shown.stdout  # a truncated call's actual output is a lower bound
+    assert "some calls were truncated" in shown.stdout
+    assert "retried with max_tokens 10,240" in shown.stdout
+    assert "no autopack_drain_results table" in shown.stdout
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_an_original_db_without_telemetry_tables(cli: CliRunner, workdir: Path) -> None:
+    build_original_db(workdir / "autopack_legacy.db", with_telemetry_tables=False)
+    listing = _json(cli, "runs", "list", "--db", "legacy")
+    assert listing["telemetry_available"] is False
+    detail = _json(cli, "runs", "show", "legacy-run-a", "--db", "legacy")
+    assert detail["telemetry"] is None
+    phase = _json(cli, "phases", "show", "legacy-run-a", "phase-0", "--db", "legacy")
+    assert phase["telemetry"] == []
+    assert phase["telemetry_summary"] is None
+    shown = cli("runs", "show", "legacy-run-a", "--db", "legacy", "-q")
+    assert "table token_estimation_v2_events is missing" in shown.stdout

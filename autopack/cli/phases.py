@@ -33,8 +33,11 @@ def show_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Show one phase: its fields, every drain attempt at it across sessions (outcome, reason,
-    fingerprint, transcripts), and every telemetry row (predicted vs actual output tokens).
+    """Show one phase: every drain attempt at it, every telemetry row, its transcripts.
+
+    Attempts: across drain sessions, with outcome, reason, fingerprint and transcript files.
+
+    Telemetry: predicted vs actual output tokens, budget, truncation, coefficient set.
 
     e.g. autopack phases show telemetry-collection-v4 telemetry-p1-string-util --db seed
     """
