@@ -40,10 +40,8 @@ def _state(value: str) -> str:
     return f"[{style}]{escape(value)}[/]" if style else escape(value)
 
 
-def _table(title: str | None = None) -> Table:
+def _table() -> Table:
     return Table(
-        title=title,
-        title_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -57,21 +55,18 @@ def show_run_list(listing: RunList) -> None:
     scope = [f"state {filters.state}"] if filters.state else []
     scope += [f"id starting {filters.prefix!r}"] if filters.prefix else []
     shown = len(listing.runs)
-    head = (
-        f"{shown:,} of {listing.matching:,} runs"
-        if shown < listing.matching
-        else (f"{shown:,} runs")
-    )
-    out.print(
-        f"{head}{' (' + ', '.join(scope) + ')' if scope else ''}, newest first", soft_wrap=True
-    )
+    head = f"{shown:,} of {listing.matching:,} runs" if shown < listing.matching else ""
+    head = head or f"{shown:,} runs"
+    if scope:
+        head += f" ({', '.join(scope)})"
+    out.print(f"{head}, newest first", soft_wrap=True)
     if not listing.runs:
         return
     # created and updated are both in --json; the table keeps to 80 columns with the created
     # date only (the list's order).
     table = _table()
     table.add_column("run", no_wrap=True)
-    table.add_column("state", overflow="fold", min_width=11)
+    table.add_column("state", no_wrap=True, overflow="ellipsis")
     table.add_column("phases by state", overflow="fold", min_width=12, ratio=1)
     table.add_column("telemetry", justify="right", no_wrap=True)
     table.add_column("created", no_wrap=True)

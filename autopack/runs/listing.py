@@ -18,9 +18,9 @@ from autopack.db.suggest import did_you_mean
 from autopack.db.transaction import Transaction, read_snapshot, table_names
 from autopack.errors import ConfigError
 from autopack.runs.cells import stored_datetime, stored_int
+from autopack.runs.detail import EVENTS_TABLE
 from autopack.runs.model import RunFilters, RunList, RunSummary
 
-EVENTS_TABLE = "token_estimation_v2_events"
 MAX_NAMED_RUNS = 500
 """Up to this many runs, their counts are read by id; beyond, by one grouped pass."""
 

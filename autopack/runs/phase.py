@@ -11,7 +11,7 @@ from autopack.db.engine import Database
 from autopack.db.names import KNOWN_REVISIONS
 from autopack.db.transaction import Transaction, read_snapshot, table_names
 from autopack.runs.cells import stored_bool, stored_datetime, stored_int, stored_json
-from autopack.runs.detail import TELEMETRY_FIGURES, summed
+from autopack.runs.detail import EVENTS_TABLE, RESULTS_TABLE, TELEMETRY_FIGURES, summed
 from autopack.runs.ids import require_run, unknown_phase
 from autopack.runs.model import (
     PhaseAttempt,
@@ -20,9 +20,7 @@ from autopack.runs.model import (
     PhaseTelemetryRow,
 )
 
-EVENTS_TABLE = "token_estimation_v2_events"
 ESCALATIONS_TABLE = "token_budget_escalation_events"
-RESULTS_TABLE = "autopack_drain_results"
 SESSIONS_TABLE = "autopack_drain_sessions"
 PROVENANCE_TABLE = "autopack_telemetry_provenance"
 COMMIT_COLUMN_SINCE = "0009"
