@@ -65,6 +65,17 @@ def stderr_console() -> Console:
     )
 
 
+def stdout_console() -> Console:
+    """A console on the environment's stdout, for a report that is the command's output."""
+    env = environment()
+    return Console(
+        file=env.stdout,
+        force_terminal=True if env.stdout_isatty else None,
+        highlight=False,
+        _environ=dict(env.environ),
+    )
+
+
 def stdout() -> TextIO:
     """The environment's stdout, where reports' data goes."""
     return environment().stdout
