@@ -145,7 +145,8 @@ def _warnings(info: TargetInfo, schema: SchemaState) -> list[str]:
     warnings: list[str] = []
     if not info.role_stamped:
         warnings.append(
-            "unstamped Autopack DB — treated as legacy (stamp it: autopack db stamp --role legacy)"
+            "unstamped Autopack DB — treated as legacy (`autopack db upgrade` stamps it legacy; "
+            "`autopack db stamp --role legacy` stamps it without upgrading)"
         )
     if schema.missing_tables:
         warnings.append(f"missing tables: {', '.join(schema.missing_tables)}")
