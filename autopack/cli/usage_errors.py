@@ -40,7 +40,8 @@ def usage_problem(
     missing_command = _NO_SUCH_COMMAND.match(exc.message)
     if missing_command is not None and ctx is not None:
         return _unknown_command(missing_command["name"], ctx.command, where)
-    text = exc.format_message().rstrip(".")
+    # Typer words a rejected choice "Value error, 'xml' is not one of …": the sentence is enough.
+    text = exc.format_message().replace("Value error, ", "").rstrip(".")
     return ConfigError(
         f"{text[:1].lower()}{text[1:]} (in '{where}').",
         hint=f"see '{where} --help' for its arguments and options",
