@@ -131,12 +131,16 @@ def test_every_json_document_writes_one_timestamp_format(
             cli, "triage", "stale", "--stale-hours", "0.5", "--report-only", *seed
         ),
         "calibrate sets": _document(cli, "calibrate", "sets", *seed),
+        "runs list": _document(cli, "runs", "list", *seed),
+        "runs show": _document(cli, "runs", "show", "run-a", *seed),
+        "phases show": _document(cli, "phases", "show", "run-a", "run-a-p0", *seed),
     }
     counts = {name: len(_timestamps(doc)) for name, doc in documents.items()}
     # Each document holds the ones it should (the target's mtime at least), so an empty
     # check cannot pass for a document that lost its timestamps.
     assert all(n >= 1 for name, n in counts.items() if name != "calibrate sets"), counts
     assert counts["drain sessions ID"] >= 1 + 2 * 2, counts
+    assert counts["phases show"] >= 1 + 2 + 2, counts  # mtime, the phase's own, an attempt
     analyze = documents["telemetry analyze"]
     assert analyze["first_timestamp"] is not None
     assert analyze["generated_at"].endswith("+00:00")
