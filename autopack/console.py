@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.panel import Panel
 from rich.prompt import Confirm
 from rich.table import Table
 
+from autopack.db.clock import utc_text
 from autopack.db.compat import is_newer
 from autopack.environment import Environment
 from autopack.errors import AutopackError
@@ -66,6 +68,17 @@ def stderr_console() -> Console:
     )
 
 
+def stdout_console() -> Console:
+    """A console on the environment's stdout, for a report that is the command's output."""
+    env = environment()
+    return Console(
+        file=env.stdout,
+        force_terminal=True if env.stdout_isatty else None,
+        highlight=False,
+        _environ=dict(env.environ),
+    )
+
+
 def stdout() -> TextIO:
     """The environment's stdout, where reports' data goes."""
     return environment().stdout
@@ -76,6 +89,14 @@ class JsonReport(Protocol):
     """A core result that renders itself as its command's JSON document (docs/json.md)."""
 
     def to_json(self) -> dict[str, Any]: ...
+
+
+def json_value(value: object) -> object:
+    """What json writes for a value it has no form for: a datetime as the one timestamp text
+    (autopack.db.clock.utc_text), anything else as its str()."""
+    if isinstance(value, datetime):
+        return utc_text(value)
+    return str(value)
 
 
 def print_json(
@@ -96,7 +117,7 @@ def print_json(
     if target is not None:
         data = {"target": target.model_dump(mode="json"), **data}
     out = stdout()
-    out.write(json.dumps(data, indent=2, default=str) + "\n")
+    out.write(json.dumps(data, indent=2, default=json_value) + "\n")
     out.flush()
 
 

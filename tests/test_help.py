@@ -131,6 +131,14 @@ def test_the_root_lists_every_group_from_its_table() -> None:
         assert re.search(rf"^  {name} +{re.escape(ROOT_HELP[name])}$", text, re.MULTILINE), name
 
 
+def test_help_before_a_group_is_the_roots() -> None:
+    root = typer.main.get_command(build_app(["--help", "db"]))
+    assert list(root.commands) == names()  # type: ignore[attr-defined]
+    assert root.commands["db"].help == ROOT_HELP["db"]  # type: ignore[attr-defined]
+    group = typer.main.get_command(build_app(["db", "--help"]))
+    assert "init" in group.commands["db"].commands  # type: ignore[attr-defined]
+
+
 def test_a_group_without_a_line_is_listed_from_its_module(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -29,6 +29,7 @@ from autopack.environment import Environment
 from autopack.errors import (
     EXIT_FOUND_PROBLEMS,
     EXIT_INTERRUPTED,
+    EXIT_REFUSED,
     EXIT_TERMINATED,
     AutopackError,
     ConfigError,
@@ -45,6 +46,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "drain": ("autopack.cli.drain", "app"),
     "triage": ("autopack.cli.triage", "app"),
     "calibrate": ("autopack.cli.calibrate", "app"),
+    "runs": ("autopack.cli.runs", "app"),
+    "phases": ("autopack.cli.phases", "app"),
 }
 COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("autopack.cli.estimate", "estimate_command"),
@@ -61,6 +64,8 @@ ROOT_HELP: dict[str, str] = {
     "drain": "Drain phases through the builder LLM, with telemetry.",
     "triage": "Find stale phases and fail them.",
     "calibrate": "Propose, backtest and apply estimator coefficients.",
+    "runs": "List runs, and show one run with its phases.",
+    "phases": "Show one phase: its attempts, telemetry and transcripts.",
     "telemetry": "Export, import, analyse and explain token telemetry.",
 }
 # Groups whose subcommands live in separate modules, loaded one at a time as well.
@@ -79,8 +84,6 @@ LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 
 def _version(value: bool) -> None:
     if value:
-        from autopack import console
-
         console.stdout().write(f"autopack {__version__}\n")
         raise typer.Exit()
 
@@ -117,6 +120,8 @@ def build_app(args: list[str] | None = None) -> typer.Typer:
 
     words = [a for a in args or [] if not a.startswith("-")]
     wanted = words[0] if words and words[0] in names() else None
+    if args is not None and wanted is not None and "--help" in args[: args.index(wanted)]:
+        wanted = None  # `autopack --help db` is the root's help
     if args is not None and wanted is None:
         for name in names():
             if name in ROOT_HELP:
@@ -209,6 +214,28 @@ def _complete(instruction: str, environ: Mapping[str, str]) -> int:
     return shell_complete(command, {}, "autopack", COMPLETE_VARIABLE, instruction)
 
 
+def _usage_error(exc: typer.TyperException, args: list[str], env: Environment) -> int:
+    """A usage error (unknown command or option, missing argument) as `error:` + `hint:`, 2."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    from autopack.cli.usage_errors import usage_problem
+
+    problem = None
+    if isinstance(exc, UsageError):
+        problem = usage_problem(exc, args, lambda: typer.main.get_command(build_app(None)))
+    if problem is not None:
+        console.render_error(problem)
+        return problem.exit_code
+    # A group named without a command prints its help (Click's text is the right one), on
+    # stdout as `--help` does.
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show(file=env.stdout if isinstance(exc, NoArgsIsHelpError) else env.stderr)
+    else:
+        env.stderr.write(f"error: {exc.message}\n")
+    return getattr(exc, "exit_code", EXIT_REFUSED)
+
+
 def _run(args: list[str], env: Environment) -> int:
     if args[:1] == ["--version"]:
         env.stdout.write(f"autopack {__version__}\n")  # without loading any command group
@@ -222,7 +249,7 @@ def _run(args: list[str], env: Environment) -> int:
         # The command is invoked here, not through Typer's main(), which turns Ctrl-C into a
         # plain exit code 130 before autopack could tell Ctrl-C from SIGTERM.
         command = typer.main.get_command(build_app(args))
-        with command.make_context("autopack", args, obj=invocation) as context:
+        with command.make_context("autopack", list(args), obj=invocation) as context:
             result = command.invoke(context)
     except typer.Exit as exc:
         return exc.exit_code
@@ -232,13 +259,7 @@ def _run(args: list[str], env: Environment) -> int:
     except typer.Abort:
         return EXIT_INTERRUPTED
     except typer.TyperException as exc:
-        # Usage errors (unknown option, missing argument) print themselves; they exit 2.
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show(file=env.stderr)
-        else:
-            env.stderr.write(f"error: {exc.message}\n")
-        return exc.exit_code
+        return _usage_error(exc, args, env)
     except AutopackError as exc:
         if invocation.debug:
             traceback.print_exc(file=env.stderr)

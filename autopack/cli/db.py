@@ -127,12 +127,14 @@ def upgrade(
 
     e.g. autopack db upgrade --db legacy
     """
-    from autopack.db.lifecycle import UpgradePlan, upgrade_database
+    from autopack.db.lifecycle import LEGACY_STAMP_REASON, UpgradePlan, upgrade_database
 
     def confirm(plan: UpgradePlan) -> None:
         if not as_json:
             state = plan.state
             _show_plan(plan.tables_to_create, plan.columns_to_add, state.revision, state.head)
+            if plan.stamp_role is not None:
+                console.info(f"  stamp role={plan.stamp_role} ({LEGACY_STAMP_REASON})")
         confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
 
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
@@ -148,6 +150,8 @@ def upgrade(
             console.info(f"backup: {result.backup_path}")
         kept = sum((result.rows_before or {}).values())
         console.info(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
+        if result.plan.stamp_role is not None:
+            console.info(f"stamped role {result.plan.stamp_role} ({LEGACY_STAMP_REASON})")
 
 
 @app.command()

@@ -5,8 +5,6 @@ Human output goes to stderr; `--json` documents to stdout (autopack.console.prin
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +14,10 @@ from rich.table import Table
 from autopack.calibrate.apply import ActivateResult, ApplyResult, StoredSet
 from autopack.calibrate.backtest import BacktestResult, SetScore
 from autopack.calibrate.report import GroupEvidence, Proposal
+from autopack.calibrate.size_term import SizeTermBacktest
 from autopack.console import stderr_console
 from autopack.errors import ConfigError
+from autopack.output_file import open_output
 
 FILE_PREFIX = "estimator_calibration_proposal_"
 
@@ -34,13 +34,9 @@ def output_directory(path: Path) -> Path:
 
 
 def _write_atomically(path: Path, text: str) -> Path:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    with open_output(path) as file:  # a temporary file beside it, renamed when complete
+        file.stream.write(text.encode("utf-8"))
+    return file.path
 
 
 def write_proposal_files(
@@ -187,6 +183,10 @@ def proposal_markdown(proposal: Proposal) -> str:
         + ", ".join(f"×{d}: {v:.1f} %" for d, v in method.smape_by_damping.items())
         + f". Chosen: {method.damping:g}.",
         "",
+    ]
+    if proposal.backtest_size_term is not None:
+        lines += _size_term_markdown(proposal.backtest_size_term)
+    lines += [
         "## Groups",
         "",
         "| group | n | ratio median (p25–p75) | rule | step (95 % interval) | scale now → proposed "
@@ -225,6 +225,72 @@ def proposal_markdown(proposal: Proposal) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _size_term_markdown(term: SizeTermBacktest) -> list[str]:
+    lines = [
+        "## Prompt size term (held-out rows with input tokens)",
+        "",
+        f"**{term.verdict[:1].upper()}{term.verdict[1:]}.**",
+        "",
+    ]
+    if term.current is None or term.proposed is None or term.proposed_with_size_term is None:
+        lines += [
+            f"{term.rows_with_input_tokens} of {term.qualifying_rows} rows carry input tokens. "
+            "Nothing else in this proposal depends on them.",
+            "",
+        ]
+        return lines
+    lines += [
+        f"{term.rows_with_input_tokens} of {term.qualifying_rows} rows carry input tokens "
+        f"({term.n} clean, {term.censored} truncated); same split as above ({term.split}). "
+        f"The term multiplies the proposed estimate by {term.level:g} × (input tokens / "
+        f"{term.reference_input_tokens:g}) ^ {term.exponent:g} (exponent bounded to "
+        f"{term.exponent_bounds[0]:g} … {term.exponent_bounds[1]:g}); in each fold it is "
+        "fitted on the other folds only.",
+        "",
+        "| metric | current | proposed | proposed + size term |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, now, then, sized in zip(
+        SCORE_NAMES,
+        _score_rows(term.current),
+        _score_rows(term.proposed),
+        _score_rows(term.proposed_with_size_term),
+        strict=True,
+    ):
+        lines.append(f"| {name} | {now} | {then} | {sized} |")
+    lines += [
+        "",
+        "The term is reported, not proposed: the proposed set does not contain it, and rows "
+        "without input tokens are estimated by the proposal alone.",
+        "",
+    ]
+    return lines
+
+
+def show_size_term(term: SizeTermBacktest) -> None:
+    out = stderr_console()
+    if term.current is None or term.proposed is None or term.proposed_with_size_term is None:
+        out.print(f"size term: {escape(term.verdict)}", soft_wrap=True)
+        return
+    table = Table(
+        title=f"size term: {term.n} clean rows with input tokens (exponent {term.exponent:g})",
+        title_justify="left",
+    )
+    for column in ("metric", "current", "proposed", "+ size term"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, now, then, sized in zip(
+        SCORE_NAMES,
+        _score_rows(term.current),
+        _score_rows(term.proposed),
+        _score_rows(term.proposed_with_size_term),
+        strict=True,
+    ):
+        table.add_row(name, now, then, sized)
+    out.print(table)
+    style = "green" if term.helps else "yellow"
+    out.print(f"[{style}]{escape(term.verdict)} (reported, not proposed)[/]", soft_wrap=True)
+
+
 def show_proposal(proposal: Proposal, written: Sequence[Path]) -> None:
     out = stderr_console()
     table = Table(
@@ -244,6 +310,8 @@ def show_proposal(proposal: Proposal, written: Sequence[Path]) -> None:
         )
     out.print(table)
     show_backtest(proposal.backtest)
+    if proposal.backtest_size_term is not None:
+        show_size_term(proposal.backtest_size_term)
     style = "green" if proposal.changed else "yellow"
     out.print(f"[bold {style}]{escape(proposal.verdict)}[/]", soft_wrap=True)
     if not proposal.coverage.get("ready", False):
