@@ -19,7 +19,6 @@ from rich.panel import Panel
 from rich.prompt import Confirm
 from rich.table import Table
 
-from autopack.db.clock import utc_text
 from autopack.db.compat import is_newer
 from autopack.environment import Environment
 from autopack.errors import AutopackError
@@ -94,6 +93,8 @@ class JsonReport(Protocol):
 def json_value(value: object) -> object:
     """What json writes for a value it has no form for: a datetime as the one timestamp text
     (autopack.db.clock.utc_text), anything else as its str()."""
+    from autopack.db.clock import utc_text  # pydantic: loaded when printing, not for --help
+
     if isinstance(value, datetime):
         return utc_text(value)
     return str(value)
