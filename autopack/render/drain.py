@@ -164,11 +164,10 @@ _SESSION_COLUMNS = (
     Column("session", "id"),
     Column("kind", "id", priority=2),
     Column("status", "id"),
-    Column("started (UTC)", priority=5),
-    Column("results", justify="right"),
-    Column("complete", justify="right", priority=3),
+    Column("started", priority=4),
+    Column("done", justify="right"),
     Column("telemetry", justify="right", priority=1),
-    Column("stop reason", "text", priority=4),
+    Column("stop reason", "text", priority=3),
 )
 
 
@@ -184,15 +183,19 @@ def show_sessions(listing: SessionList) -> None:
             escape(session.kind),
             escape(session.status),
             session.started_at.strftime("%Y-%m-%d %H:%M"),
-            str(session.results),
-            str(session.succeeded),
+            f"{session.succeeded}/{session.results}",
             str(session.telemetry_events),
             escape(session.stop_reason or ""),
         )
         for session in listing.sessions
     ]
     out.print(
-        fit_table(_SESSION_COLUMNS, rows, width=out.width, title="drain sessions (newest first)")
+        fit_table(
+            _SESSION_COLUMNS,
+            rows,
+            width=out.width,
+            title="drain sessions (newest first; done: complete/results; times UTC)",
+        )
     )
 
 

@@ -32,6 +32,9 @@ TEXT_MIN_WIDTH = 20
 
 RECORD_KEY_GAP = 2
 
+NO_VALUE = frozenset({"", "—", "-"})
+"""Cells that hold nothing: a column of only these is the first dropped when room is short."""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -106,7 +109,7 @@ def _measure(columns: Sequence[Column], rows: Sequence[Row], show_header: bool) 
             minimum = max(min(cells, TEXT_MIN_WIDTH), word, 1)
         else:
             minimum = max(cells, word, 1)
-        empty = all(not row.cells[index].strip() for row in rows)
+        empty = all(row.cells[index].strip() in NO_VALUE for row in rows)
         measured.append(_Measured(column, natural, minimum, empty))
     return measured
 
@@ -217,7 +220,11 @@ def _table(
 
 
 def _records(columns: Sequence[Column], rows: Sequence[Row], width: int) -> RenderableType:
-    """Each row as `header  value` lines, a blank line between rows: nothing is dropped."""
+    """Each row as `header  value` lines, a blank line between rows: nothing is dropped.
+
+    Values go beside their keys when every id fits there, else under them; an id wider than
+    the terminal itself can only fold (it is never cut).
+    """
     key_width = max(cell_len(column.header) for column in columns)
     value_width = width - key_width - RECORD_KEY_GAP
     widest_fixed = max(
@@ -244,8 +251,8 @@ def _records(columns: Sequence[Column], rows: Sequence[Row], width: int) -> Rend
             if not cell:
                 continue
             value = Text.from_markup(cell, style=row.style or "")
-            if column.kind != "text":
-                value.no_wrap = True
+            if column.kind != "text" and beside:
+                value.no_wrap = True  # it fits: beside is chosen only when every id does
             if beside:
                 grid.add_row(Text(column.header), value)
             else:
