@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel
-from rich.console import Console, RenderableType
+from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.prompt import Confirm
@@ -24,11 +24,9 @@ from rich.table import Table
 from autopack.db.compat import is_newer
 from autopack.environment import Environment
 from autopack.errors import AutopackError
-from autopack.render.fit import KEY_VALUE, Column, fit_table
 
 if TYPE_CHECKING:  # rendering needs the report types only for annotations
-    from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
-    from autopack.estimator.report import EstimateReport
+    from autopack.db.identity import TargetInfo, TargetPanel
 
 
 _bound: Environment | None = None
@@ -222,89 +220,3 @@ def show_panel(
     for warning in panel.warnings:
         grid.add_row("[yellow]warning[/]", escape(warning))
     (out or stderr_console()).print(Panel(grid, title=title, title_align="left", expand=False))
-
-
-_KEY_VALUE_COLUMNS = (Column("", "id"), Column("", "figure", justify="right"))
-
-
-def _counts_table(title: str, counts: Mapping[str, int], width: int) -> RenderableType:
-    rows = [(escape(key), f"{value:,}") for key, value in counts.items()]
-    return fit_table(_KEY_VALUE_COLUMNS, rows, width=width, title=title, style=KEY_VALUE)
-
-
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
-def _telemetry_table(stats: TelemetryStats, width: int) -> RenderableType | None:
-    if not stats.available:
-        return None
-    rows = [
-        ("events", f"{stats.events:,}"),
-        ("success", f"{stats.success:,} ({_rate(stats.success_rate)})"),
-        ("truncated", f"{stats.truncated:,} ({_rate(stats.truncation_rate)})"),
-        ("clean samples (success, not truncated)", f"{stats.clean_samples:,}"),
-    ]
-    for label, breakdown in (
-        ("by category", stats.by_category),
-        ("by complexity", stats.by_complexity),
-        ("by deliverables", stats.by_deliverable_bucket),
-    ):
-        rows += [(f"  {label}: {escape(key)}", f"{value:,}") for key, value in breakdown.items()]
-    if stats.escalation_events is not None:
-        rows.append(("escalation events", f"{stats.escalation_events:,}"))
-    if stats.llm_usage_events is not None:
-        rows.append(("LLM usage events", f"{stats.llm_usage_events:,}"))
-    return fit_table(
-        _KEY_VALUE_COLUMNS,
-        rows,
-        width=width,
-        title="telemetry (token_estimation_v2_events)",
-        style=KEY_VALUE,
-    )
-
-
-def show_identity(report: IdentityReport) -> None:
-    """`db identity`'s report, panel included, on stdout (`… | grep role` reads it)."""
-    from autopack.db.identity import TargetPanel
-
-    out = report_console()
-    show_panel(
-        TargetPanel(target=report.target, counts=report.counts, warnings=report.warnings),
-        title="database identity",
-        out=out,
-    )
-    out.print(_counts_table("phases by state", report.phase_states, out.width))
-    out.print(_counts_table("runs by state", report.run_states, out.width))
-    telemetry = _telemetry_table(report.telemetry, out.width)
-    if telemetry is None:
-        out.print("[yellow]telemetry:[/] table token_estimation_v2_events is missing")
-    else:
-        out.print(telemetry)
-    if report.missing_tables:
-        out.print(f"[yellow]missing tables:[/] {', '.join(report.missing_tables)}", soft_wrap=True)
-
-
-def show_estimate(report: EstimateReport) -> None:
-    predicted = report.estimate
-    rows = [
-        ("predicted output tokens", f"{predicted.estimated_tokens:,}"),
-        ("category (effective)", escape(predicted.category)),
-        ("complexity", escape(predicted.complexity)),
-        ("deliverables", str(predicted.deliverable_count)),
-        ("model", escape(predicted.model)),
-    ]
-    rows += [(f"  {escape(part)}", f"{tokens:,}") for part, tokens in predicted.breakdown.items()]
-    floors = f" ({', '.join(report.floors)})" if report.floors else ""
-    rows += [
-        ("confidence", f"{predicted.confidence:.2f}"),
-        ("selected budget", f"{report.selected_budget:,}"),
-        ("max_tokens sent", f"{report.max_tokens:,}{escape(floors)}"),
-        (
-            "coefficient set",
-            escape(f"{predicted.coefficient_set} ({predicted.coefficient_set_hash})"),
-        ),
-    ]
-    columns = (Column("", "id", style="bold"), Column("", "text", justify="right"))
-    out = report_console()
-    out.print(fit_table(columns, rows, width=out.width, title="token estimate", style=KEY_VALUE))

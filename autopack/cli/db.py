@@ -76,7 +76,9 @@ def identity(
     if as_json:
         console.print_json(report)
     else:
-        console.show_identity(report)
+        from autopack.render.db import show_identity
+
+        show_identity(report)
 
 
 @app.command()
