@@ -6,6 +6,7 @@ median wall time and its peak memory: the whole process tree's, workers included
 `measure`). Targets (issue: telemetry), 2 cores:
 
     db identity ≤ 0.5 s · triage stale --report-only ≤ 1 s and ≤ 150 MB ·
+    runs list, runs show, phases show ≤ 0.5 s (runs list --limit 0: ≤ 1 s) ·
     telemetry export (CSV and NDJSON, all rows) ≤ 15 s and ≤ 150 MB ·
     telemetry analyze --stratify ≤ 5 s and ≤ 300 MB ·
     calibrate propose (charts included) ≤ 10 s and ≤ 500 MB
@@ -222,6 +223,20 @@ COMMANDS: dict[str, list[str]] = {
         "--db",
         "legacy",
         "--stratify",
+        "--json",
+    ],
+    # Newest 50 runs; every run (one grouped pass over the phases index); one run of 200
+    # phases; one phase with its telemetry rows.
+    "runs list": ["runs", "list", "--db", "legacy", "--quiet"],
+    "runs list --limit 0 --json": ["runs", "list", "--db", "legacy", "--limit", "0", "--json"],
+    "runs show": ["runs", "show", "run-00042", "--db", "legacy", "--quiet"],
+    "phases show --json": [
+        "phases",
+        "show",
+        "run-00042",
+        "run-00042-p7",
+        "--db",
+        "legacy",
         "--json",
     ],
     # Read-only; charts included. Its proposal files land in the benchmark's directory.

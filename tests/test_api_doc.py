@@ -33,7 +33,7 @@ def doc_cells(text: str) -> list[tuple[str, str | None]]:
 
 def test_the_page_has_cells_with_their_output() -> None:
     cells = doc_cells(API_DOC.read_text(encoding="utf-8"))
-    assert len(cells) == 4
+    assert len(cells) == 5
     assert all(printed for _, printed in cells)
 
 

@@ -367,6 +367,20 @@ def test_three_runs_are_held_out_one_at_a_time(cli: CliRunner, workdir: Path) ->
     assert document["samples"]["runs"] == 3
 
 
+def test_the_split_counts_only_runs_holding_the_fitted_models_rows(
+    cli: CliRunner, workdir: Path
+) -> None:
+    """Runs of other (here simulated) models hold out nothing: one run of the model is k-fold."""
+    mine = [log_line(i, actual=1400 + 30 * i) for i in range(25)]
+    simulated = [
+        [log_line(i, actual=900 + i, model="simulated-claude") for i in range(5)] for _ in range(2)
+    ]
+    document = _propose_lines(cli, workdir, mine, *simulated)
+    assert document["samples"]["model"] == MODEL
+    assert document["samples"]["runs"] == 1
+    assert document["backtest"]["split"].startswith("5-fold by row (1 run")
+
+
 def test_simulated_models_count_only_on_request(cli: CliRunner, workdir: Path) -> None:
     assert is_simulated_model("simulated-claude")
     assert is_simulated_model("Simulated-GPT")

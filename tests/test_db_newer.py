@@ -14,6 +14,7 @@ from tests.conftest import CliRunner, build_original_db
 from tests.fake_llm import FakeLlmServer
 
 NEWER_HINT = "this DB was written by a newer autopack"
+PHASE = "telemetry-p1-string-util"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -128,6 +129,11 @@ def test_readers_warn_and_go_on(cli: CliRunner, workdir: Path, url: str) -> None
     assert stale.exit_code in (0, 1), stale.stderr
     assert NEWER_HINT in stale.stderr  # --json hides the panel, not this warning
     assert json.loads(stale.stdout)["count"] == 0
+
+    for report in (["runs", "list"], ["phases", "show", "telemetry-collection-v4", PHASE]):
+        shown = cli(*report, "--database-url", url, "--json")
+        assert shown.exit_code == 0, shown.stderr
+        assert NEWER_HINT in shown.stderr
 
     check = cli("db", "check", "--database-url", url)
     assert check.exit_code == 1

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("autopack.render",),
     ("autopack.console",),
     ("autopack.demo",),
-    ("autopack.drain", "autopack.triage", "autopack.calibrate"),
+    ("autopack.drain", "autopack.triage", "autopack.calibrate", "autopack.runs"),
     (
         "autopack.executor",
         "autopack.llm",

@@ -95,6 +95,9 @@ def test_no_secret_reaches_any_output_file_or_row(
         ("telemetry", "analyze", *url, "--json"),
         ("telemetry", "explain", *url, "--debug"),
         ("triage", "stale", *url, "--json"),
+        ("runs", "list", *url),
+        ("runs", "show", "run-ok", *url, "--json"),
+        ("phases", "show", "run-ok", "run-ok-p0", *url, "--debug"),
         # Failures: an unreachable server, a refused call, a DB that is not there.
         ("db", "identity", "--database-url", secret_url.replace(":5432/", ":1/"), "--debug"),
         ("db", "identity", "--database-url", secret_url.replace("/test", "/no_such_db")),

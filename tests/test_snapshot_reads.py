@@ -1,5 +1,6 @@
 """Reports read one snapshot: a writer changing phase states while they run never makes their
-numbers disagree (the stale listing with its unleased list; identity's counts with each other).
+numbers disagree (the stale listing with its unleased list; identity's counts with each other;
+a run's EXECUTING phases with its telemetry rows in `runs show` and `runs list`).
 
 A writer thread moves stale QUEUED phases to EXECUTING (without a lease: they become
 "unleased") and, in the same transaction, records one clean telemetry event per phase moved.
@@ -26,6 +27,7 @@ import autopack.triage.stale as stale_module
 from autopack.db.engine import Database, OpenMode, open_database
 from autopack.db.identity import inspect_database
 from autopack.db.models import Phase, TokenEstimationV2Event, table_of, utc_now
+from autopack.runs import list_runs, show_run
 from autopack.seed.model import create_seed_run
 from autopack.settings import build_target
 from autopack.triage import stale_report
@@ -120,7 +122,7 @@ def _consistent_reports(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small batches: a report takes many steps, and the writer commits between them.
     monkeypatch.setattr(stale_module, "BATCH_ROWS", 25)
     writer = _Writer(db, old)
-    overlapped = {"stale": 0, "identity": 0}
+    overlapped = {"stale": 0, "identity": 0, "runs": 0}
     writer.start()
     deadline = time.monotonic() + TIME_LIMIT
     try:
@@ -144,6 +146,15 @@ def _consistent_reports(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
             assert executing == identity.telemetry.events == identity.telemetry.clean_samples
             assert identity.counts["token_estimation_v2_events"] == executing
             assert sum(identity.phase_states.values()) == identity.counts["phases"]
+
+            before = writer.commits
+            run = show_run(db, RUN)
+            (listed,) = list_runs(db).runs
+            overlapped["runs"] += writer.commits > before
+            assert run.telemetry is not None
+            assert run.phase_states.get("EXECUTING", 0) == run.telemetry.events
+            assert sum(p.telemetry_events for p in run.phases) == run.telemetry.events
+            assert listed.phase_states.get("EXECUTING", 0) == listed.telemetry_events
     finally:
         writer.stop.set()
         writer.join()

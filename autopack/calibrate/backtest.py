@@ -93,12 +93,14 @@ def feature_budget_terms(
     return base, start
 
 
-def feature_budgets(
-    layout: Layout, estimates: IntArray, reach: IntArray, budgets: dict[Group, BudgetFit]
-) -> IntArray:
-    """Per feature: the budget the proposed set selects for the proposed estimate."""
-    base, start = feature_budget_terms(layout, reach, budgets)
-    return layout.predictions.budgets(estimates, base, start)
+@dataclass(frozen=True)
+class FoldPrediction:
+    """What one fold's fit (at the chosen damping) predicts, per feature tuple: the held-out
+    estimate and the budget's base and buffer start (for scoring other rows of that fold)."""
+
+    estimates: IntArray
+    base: IntArray
+    start: FloatArray
 
 
 @dataclass
@@ -110,6 +112,7 @@ class CrossValidation:
     result: BacktestResult
     improves: bool
     folds_fitted: list[dict[Group, ScaleFit]] = field(default_factory=list)
+    by_fold: dict[int, FoldPrediction] = field(default_factory=dict)
 
 
 def cross_validate(layout: Layout, min_group_samples: int) -> CrossValidation:
@@ -134,13 +137,16 @@ def cross_validate(layout: Layout, min_group_samples: int) -> CrossValidation:
         smape[damping] = round(weighted_median(values, samples.weight[clean]), 2)
     damping = min(DAMPING_CANDIDATES, key=lambda d: (smape[d], d))
     held_out_budgets = np.zeros(samples.actual.size)
+    by_fold: dict[int, FoldPrediction] = {}
     for fold in folds:
         train = samples.fold != fold
         estimates, _, reach = proposed_estimates(layout, scales_by_fold[fold], damping)
         budgets = fit_budgets(
             layout, train, estimates, scales_by_fold[fold], damping, min_group_samples
         )
-        per_feature = feature_budgets(layout, estimates, reach, budgets)
+        base, start = feature_budget_terms(layout, reach, budgets)
+        by_fold[fold] = FoldPrediction(estimates, base, start)
+        per_feature = layout.predictions.budgets(estimates, base, start)
         held_out_budgets[~train] = per_feature[samples.feature[~train]]
     current = _current_score(layout)
     proposed = score(
@@ -163,7 +169,7 @@ def cross_validate(layout: Layout, min_group_samples: int) -> CrossValidation:
         proposed.smape_median < current.smape_median
         and proposed.truncation_rate <= current.truncation_rate
     )
-    return CrossValidation(damping, smape, result, improves, list(scales_by_fold.values()))
+    return CrossValidation(damping, smape, result, improves, list(scales_by_fold.values()), by_fold)
 
 
 def _current_score(layout: Layout) -> SetScore:

@@ -87,6 +87,18 @@ class FeaturePredictions:
         scaled = np.floor(estimates * buffer).astype(np.int64)
         return np.minimum(np.maximum(base, scaled), self.cap)
 
+    def entry_budgets(
+        self, feature: IntArray, estimates: IntArray, base: IntArray, start: FloatArray
+    ) -> IntArray:
+        """`budgets` for entries whose estimate is their own (not their feature tuple's):
+        `estimates` per entry, `base` and `start` per feature tuple."""
+        override = self.override[feature]
+        buffer = np.where(
+            np.isnan(override), np.maximum(start[feature], self.raised_to[feature]), override
+        )
+        scaled = np.floor(estimates * buffer).astype(np.int64)
+        return np.minimum(np.maximum(base[feature], scaled), self.cap[feature])
+
 
 def predict_features(features: Sequence[Features], current: CoefficientSet) -> FeaturePredictions:
     """Run the estimator once per feature tuple with the current set (and without its

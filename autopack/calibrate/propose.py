@@ -33,6 +33,7 @@ from autopack.calibrate.fit import (
     fit_scales,
     proposed_estimates,
 )
+from autopack.calibrate.input_sizes import InputSizes, read_input_sizes
 from autopack.calibrate.predict import predict_features
 from autopack.calibrate.report import (
     BudgetParams,
@@ -42,6 +43,7 @@ from autopack.calibrate.report import (
     SampleSummary,
 )
 from autopack.calibrate.samples import SampleFilters, SampleSet, read_samples, read_snapshot
+from autopack.calibrate.size_term import backtest_size_term
 from autopack.calibrate.stats import weighted_quantile
 from autopack.db.engine import Database, translated_errors
 from autopack.estimator import CoefficientSet, coefficient_set_hash
@@ -109,8 +111,9 @@ def propose(db: Database, options: ProposeOptions, *, now: datetime | None = Non
         read_snapshot(connection) as snapshot,
     ):
         samples = read_samples(snapshot, options.filters, min_samples=options.min_samples)
+        sizes = read_input_sizes(snapshot, options.filters, samples)
         current = resolve_coefficients(snapshot, model=samples.model, name=options.coefficients)
-    return build_proposal(samples, current, options, moment, target=_target(db))
+    return build_proposal(samples, current, options, moment, target=_target(db), sizes=sizes)
 
 
 def _target(db: Database) -> dict[str, Any]:
@@ -124,8 +127,10 @@ def build_proposal(
     moment: datetime,
     *,
     target: dict[str, Any],
+    sizes: InputSizes | None = None,
 ) -> Proposal:
-    """The proposal for samples already read (plain computation; no DB)."""
+    """The proposal for samples already read (plain computation; no DB). `sizes`: the rows
+    with input tokens, for the size-term section (none: the section says so)."""
     predictions = predict_features(samples.features, current)
     layout = Layout.build(samples, predictions, current)
     validation = cross_validate(layout, options.min_group_samples)
@@ -193,6 +198,9 @@ def build_proposal(
         ),
         groups=groups,
         backtest=validation.result,
+        backtest_size_term=backtest_size_term(
+            layout, validation, sizes or InputSizes.empty(), estimates, options.min_samples
+        ),
         coefficients=proposed_set.model_dump(mode="json"),
     )
     proposal._chart_data = _chart_data(layout, estimates, reach, budgets)

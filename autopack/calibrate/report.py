@@ -13,6 +13,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from autopack.calibrate.backtest import BacktestResult
 from autopack.calibrate.charts import ChartData
+from autopack.calibrate.size_term import SizeTermBacktest
 
 PROPOSAL_FORMAT: Final = "autopack-estimator-calibration-proposal"
 PROPOSAL_FORMAT_VERSION: Final = 1
@@ -102,6 +103,8 @@ class Proposal(BaseModel):
     method: Method
     groups: list[GroupEvidence]
     backtest: BacktestResult
+    backtest_size_term: SizeTermBacktest | None = None
+    """The prompt-size term's backtest (absent from proposals made before it existed)."""
     coefficients: dict[str, Any]
     """The full proposed set, in the format the estimator loads."""
     charts: list[str] = []

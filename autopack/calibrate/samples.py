@@ -196,81 +196,124 @@ def _base_conditions(filters: SampleFilters, truncated: sa.ColumnElement[bool]) 
     return conditions
 
 
-def _columns(connection: Connection) -> set[str]:
-    return {str(c["name"]) for c in sa.inspect(connection).get_columns(EVENTS.name)}
+def _truncated_flag(connection: Connection) -> sa.ColumnElement[bool]:
+    columns = {str(c["name"]) for c in sa.inspect(connection).get_columns(EVENTS.name)}
+    return _truncated("is_truncated_output" in columns)
 
 
-def _runs_with_telemetry(connection: Connection, filters: SampleFilters) -> list[str]:
-    """The runs that hold telemetry rows (one index probe per run, not a scan of the rows)."""
-    has_rows = sa.select(EVENTS.c.event_id).where(EVENTS.c.run_id == RUNS.c.id).exists()
+def _clean_rows_by_model(
+    connection: Connection, conditions: list[Any], truncated: sa.ColumnElement[bool]
+) -> dict[str, int]:
+    """Each model's clean rows with deliverables, most first: which model a proposal fits."""
+    rows = connection.execute(
+        sa.select(EVENTS.c.model, sa.func.sum(sa.case((truncated, 0), else_=1)))
+        .where(*conditions, EVENTS.c.deliverable_count > 0)
+        .group_by(EVENTS.c.model)
+    ).all()
+    models = {str(model): int(clean or 0) for model, clean in rows}
+    return dict(sorted(models.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _runs_with_rows(connection: Connection, conditions: list[Any]) -> list[str]:
+    """The runs that hold sample rows (of the fitted model): what the split holds out. One
+    index probe per run, not a scan of the rows."""
+    has_rows = (
+        sa.select(EVENTS.c.event_id).where(EVENTS.c.run_id == RUNS.c.id, *conditions).exists()
+    )
     query = sa.select(RUNS.c.id).where(has_rows).order_by(RUNS.c.id)
-    if filters.run_ids:
-        query = query.where(RUNS.c.id.in_(filters.run_ids))
     return [str(value) for value in connection.execute(query).scalars()]
 
 
-def _aggregate_array(connection: Connection, value: sa.ColumnElement[int]) -> Any:
+def aggregate_array(connection: Connection, value: sa.ColumnElement[int]) -> Any:
     """The DB's own JSON array aggregate over a packed integer per row."""
     if connection.dialect.name == "postgresql":
         return sa.func.json_agg(value)
     return sa.func.json_group_array(value)
 
 
+@dataclass(frozen=True)
+class RowQuery:
+    """What every query over the qualifying rows shares, so they all see the same rows and
+    folds: the conditions, the truncation flag, each row's fold and the feature columns."""
+
+    conditions: list[Any]
+    truncated: sa.ColumnElement[bool]
+    fold: sa.ColumnElement[int]
+    folds: int
+    split: str
+    runs: int
+    features: list[sa.ColumnElement[Any]]
+
+
+def row_query(connection: Connection, filters: SampleFilters, model: str) -> RowQuery:
+    """The shared parts of the queries over one model's sample rows (inside `read_snapshot`)."""
+    truncated = _truncated_flag(connection)
+    conditions = [*_base_conditions(filters, truncated), EVENTS.c.model == model]
+    # Only the runs holding this model's rows: a run of other models' (or simulated) rows
+    # would turn a one-run k-fold into a leave-one-run-out that holds out nothing.
+    runs = _runs_with_rows(connection, conditions)
+    fold_column, folds, split = _fold_column(runs, connection.dialect.name)
+    return RowQuery(
+        conditions=conditions,
+        truncated=truncated,
+        fold=fold_column,
+        folds=folds,
+        split=split,
+        runs=len(runs),
+        features=[
+            EVENTS.c.category,
+            EVENTS.c.complexity,
+            EVENTS.c.deliverable_count,
+            EVENTS.c.deliverables_json,
+            EVENTS.c.context_quality,
+            EVENTS.c.api_reference_required,
+            EVENTS.c.examples_required,
+            EVENTS.c.research_required,
+            EVENTS.c.usage_guide_required,
+        ],
+    )
+
+
 def read_samples(connection: Connection, filters: SampleFilters, *, min_samples: int) -> SampleSet:
     """Read the samples for a proposal or a backtest (inside `read_snapshot`).
 
-    Two queries: the runs with telemetry (for the split), then ONE scan grouped by model and
-    features, which returns each group's rows as a JSON array of packed integers (actual
-    output, fold, truncated) built by the DB.
+    Three queries: each model's clean rows (which model to fit), the runs holding that model's
+    rows (for the split), then ONE scan of its rows grouped by features, which returns each
+    group's rows as a JSON array of packed integers (actual output, fold, truncated) built by
+    the DB.
     """
-    columns = _columns(connection)
-    truncated = _truncated("is_truncated_output" in columns)
-    conditions = _base_conditions(filters, truncated)
-    runs = _runs_with_telemetry(connection, filters)
-    fold_column, folds, split = _fold_column(runs, connection.dialect.name)
-    packed = (
-        EVENTS.c.actual_output_tokens * PACK + fold_column * 2 + sa.case((truncated, 1), else_=0)
-    )
-    feature_columns = [
-        EVENTS.c.category,
-        EVENTS.c.complexity,
-        EVENTS.c.deliverable_count,
-        EVENTS.c.deliverables_json,
-        EVENTS.c.context_quality,
-        EVENTS.c.api_reference_required,
-        EVENTS.c.examples_required,
-        EVENTS.c.research_required,
-        EVENTS.c.usage_guide_required,
-    ]
-    grouped = connection.execute(
-        sa.select(
-            EVENTS.c.model,
-            *feature_columns,
-            sa.func.count().label("n"),
-            sa.func.sum(sa.case((truncated, 0), else_=1)).label("clean"),
-            _aggregate_array(connection, packed).label("packed"),
-        )
-        .where(*conditions)
-        .group_by(EVENTS.c.model, *feature_columns)
-    ).all()
-    models: dict[str, int] = {}
-    for row in grouped:
-        name = str(row.model)
-        if int(row.deliverable_count or 0) <= 0:
-            continue
-        if is_simulated_model(name) and not filters.include_simulated:
-            continue
-        models[name] = models.get(name, 0) + int(row.clean or 0)
-    models = dict(sorted(models.items(), key=lambda item: (-item[1], item[0])))
+    truncated = _truncated_flag(connection)
+    models = {
+        name: clean
+        for name, clean in _clean_rows_by_model(
+            connection, _base_conditions(filters, truncated), truncated
+        ).items()
+        if filters.include_simulated or not is_simulated_model(name)
+    }
     model = filters.model or next(iter(models), None)
     clean_rows = models.get(model, 0) if model is not None else 0
     if model is None or clean_rows < min_samples:
         raise _too_few(model, clean_rows, min_samples, filters)
-    mine = [row for row in grouped if str(row.model) == model]
-    excluded = sum(int(row.n) for row in mine if int(row.deliverable_count or 0) <= 0)
-    kept = [row for row in mine if int(row.deliverable_count or 0) > 0]
+    query = row_query(connection, filters, model)
+    packed = (
+        EVENTS.c.actual_output_tokens * PACK + query.fold * 2 + sa.case((truncated, 1), else_=0)
+    )
+    grouped = connection.execute(
+        sa.select(
+            *query.features,
+            sa.func.count().label("n"),
+            sa.func.sum(sa.case((truncated, 0), else_=1)).label("clean"),
+            aggregate_array(connection, packed).label("packed"),
+        )
+        .where(*query.conditions)
+        .group_by(*query.features)
+    ).all()
+    excluded = sum(int(row.n) for row in grouped if int(row.deliverable_count or 0) <= 0)
+    kept = [row for row in grouped if int(row.deliverable_count or 0) > 0]
     qualifying = sum(int(row.n) for row in kept)
-    return _assemble(kept, model, models, len(runs), folds, split, excluded, qualifying)
+    return _assemble(
+        kept, model, models, query.runs, query.folds, query.split, excluded, qualifying
+    )
 
 
 def _too_few(
@@ -318,9 +361,24 @@ def _run_hash(dialect: str) -> sa.ColumnElement[int]:
     return last + 3 * before
 
 
-def _unpack(value: Any) -> IntArray:
+def unpack(value: Any) -> IntArray:
     items = json.loads(value) if isinstance(value, str) else value
     return np.asarray(items, dtype=np.int64)
+
+
+def features_of(row: Any) -> Features:
+    """A result row's feature columns (as `RowQuery.features` selects them)."""
+    return Features(
+        category=str(row.category or ""),
+        complexity=str(row.complexity or ""),
+        deliverable_count=int(row.deliverable_count),
+        deliverables_json=str(row.deliverables_json or "[]"),
+        context_quality=row.context_quality,
+        api_reference_required=row.api_reference_required,
+        examples_required=row.examples_required,
+        research_required=row.research_required,
+        usage_guide_required=row.usage_guide_required,
+    )
 
 
 def _bin_actual(actual: IntArray) -> IntArray:
@@ -346,18 +404,8 @@ def _assemble(
     parts: list[tuple[IntArray, ...]] = []
     cells: dict[tuple[str, str, str], int] = {}
     for row in rows:
-        features = Features(
-            category=str(row.category or ""),
-            complexity=str(row.complexity or ""),
-            deliverable_count=int(row.deliverable_count),
-            deliverables_json=str(row.deliverables_json or "[]"),
-            context_quality=row.context_quality,
-            api_reference_required=row.api_reference_required,
-            examples_required=row.examples_required,
-            research_required=row.research_required,
-            usage_guide_required=row.usage_guide_required,
-        )
-        packed = _unpack(row.packed)
+        features = features_of(row)
+        packed = unpack(row.packed)
         actual = packed // PACK
         if rounded:
             actual = _bin_actual(actual)

@@ -36,6 +36,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "drain": ("autopack.cli.drain", "app"),
     "triage": ("autopack.cli.triage", "app"),
     "calibrate": ("autopack.cli.calibrate", "app"),
+    "runs": ("autopack.cli.runs", "app"),
+    "phases": ("autopack.cli.phases", "app"),
 }
 COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("autopack.cli.estimate", "estimate_command"),

@@ -7,22 +7,17 @@ known id.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from autopack.db.models import Phase, Run, TokenEstimationV2Event, table_of
+from autopack.db.suggest import did_you_mean
 from autopack.errors import GuardError
 
 RUNS = table_of(Run)
 PHASES = table_of(Phase)
 EVENTS = table_of(TokenEstimationV2Event)
-
-
-def _guess(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def require_known_runs(
@@ -50,7 +45,7 @@ def require_known_runs(
     known = list(connection.execute(sa.select(RUNS.c.id)).scalars())
     first = unknown[0]
     raise GuardError(
-        f"run {first!r} is not in this database{_guess(first, known)}."
+        f"run {first!r} is not in this database{did_you_mean(first, known)}."
         + (f" Also unknown: {', '.join(unknown[1:4])}." if len(unknown) > 1 else ""),
         hint="check the run id (`autopack db identity` shows what the DB holds)",
     )
@@ -68,6 +63,6 @@ def require_known_phase(connection: sa.Connection, run_id: str, phase_id: str) -
         connection.execute(sa.select(PHASES.c.phase_id).where(PHASES.c.run_id == run_id)).scalars()
     )
     raise GuardError(
-        f"phase {phase_id!r} is not in run {run_id!r}{_guess(phase_id, known)}.",
+        f"phase {phase_id!r} is not in run {run_id!r}{did_you_mean(phase_id, known)}.",
         hint="check the phase id (phase ids are unique within their run)",
     )

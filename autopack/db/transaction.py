@@ -70,6 +70,11 @@ class Transaction:
         for partition in result.partitions():
             yield [tuple(row) for row in partition]
 
+    def decoded(self, raw: bytes) -> str:
+        """Bytes read as a BLOB, as text: UTF-8, or the database's replacement and report
+        for text that is not (autopack.db.text_cells)."""
+        return self._db.invalid_text.decoder()(raw)
+
     def execute_many(self, sql: str, params: Sequence[Params]) -> int:
         """Run one changing statement once per parameter set; the rows it changed in all."""
         if not params:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from autopack.calibrate.apply import ActivateResult, ApplyResult, StoredSet
 from autopack.calibrate.backtest import BacktestResult, SetScore
 from autopack.calibrate.report import GroupEvidence, Proposal
+from autopack.calibrate.size_term import SizeTermBacktest
 from autopack.console import report_console, warn
 from autopack.errors import ConfigError
 from autopack.render.fit import Column, fit_table
@@ -187,6 +188,10 @@ def proposal_markdown(proposal: Proposal) -> str:
         + ", ".join(f"×{d}: {v:.1f} %" for d, v in method.smape_by_damping.items())
         + f". Chosen: {method.damping:g}.",
         "",
+    ]
+    if proposal.backtest_size_term is not None:
+        lines += _size_term_markdown(proposal.backtest_size_term)
+    lines += [
         "## Groups",
         "",
         "| group | n | ratio median (p25–p75) | rule | step (95 % interval) | scale now → proposed "
@@ -225,6 +230,74 @@ def proposal_markdown(proposal: Proposal) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _size_term_markdown(term: SizeTermBacktest) -> list[str]:
+    lines = [
+        "## Prompt size term (held-out rows with input tokens)",
+        "",
+        f"**{term.verdict[:1].upper()}{term.verdict[1:]}.**",
+        "",
+    ]
+    if term.current is None or term.proposed is None or term.proposed_with_size_term is None:
+        lines += [
+            f"{term.rows_with_input_tokens} of {term.qualifying_rows} rows carry input tokens. "
+            "Nothing else in this proposal depends on them.",
+            "",
+        ]
+        return lines
+    lines += [
+        f"{term.rows_with_input_tokens} of {term.qualifying_rows} rows carry input tokens "
+        f"({term.n} clean, {term.censored} truncated); same split as above ({term.split}). "
+        f"The term multiplies the proposed estimate by {term.level:g} × (input tokens / "
+        f"{term.reference_input_tokens:g}) ^ {term.exponent:g} (exponent bounded to "
+        f"{term.exponent_bounds[0]:g} … {term.exponent_bounds[1]:g}); in each fold it is "
+        "fitted on the other folds only.",
+        "",
+        "| metric | current | proposed | proposed + size term |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, now, then, sized in zip(
+        SCORE_NAMES,
+        _score_rows(term.current),
+        _score_rows(term.proposed),
+        _score_rows(term.proposed_with_size_term),
+        strict=True,
+    ):
+        lines.append(f"| {name} | {now} | {then} | {sized} |")
+    lines += [
+        "",
+        "The term is reported, not proposed: the proposed set does not contain it, and rows "
+        "without input tokens are estimated by the proposal alone.",
+        "",
+    ]
+    return lines
+
+
+_SIZE_TERM_COLUMNS = (
+    Column("metric", "text"),
+    Column("current", justify="right"),
+    Column("proposed", justify="right"),
+    Column("+ size term", justify="right"),
+)
+
+
+def show_size_term(term: SizeTermBacktest) -> None:
+    out = report_console()
+    if term.current is None or term.proposed is None or term.proposed_with_size_term is None:
+        out.print(f"size term: {escape(term.verdict)}")
+        return
+    rows = zip(
+        SCORE_NAMES,
+        _score_rows(term.current),
+        _score_rows(term.proposed),
+        _score_rows(term.proposed_with_size_term),
+        strict=True,
+    )
+    title = f"size term: {term.n} clean rows with input tokens (exponent {term.exponent:g})"
+    out.print(fit_table(_SIZE_TERM_COLUMNS, list(rows), width=out.width, title=title))
+    style = "green" if term.helps else "yellow"
+    out.print(f"[{style}]{escape(term.verdict)} (reported, not proposed)[/]")
+
+
 _PROPOSAL_COLUMNS = (
     Column("group", "id"),
     Column("n", justify="right"),
@@ -252,6 +325,8 @@ def show_proposal(proposal: Proposal, written: Sequence[Path]) -> None:
     title = f"calibration proposal: {escape(proposal.samples.model)}"
     out.print(fit_table(_PROPOSAL_COLUMNS, rows, width=out.width, title=title))
     show_backtest(proposal.backtest)
+    if proposal.backtest_size_term is not None:
+        show_size_term(proposal.backtest_size_term)
     style = "green" if proposal.changed else "yellow"
     out.print(f"[bold {style}]{escape(proposal.verdict)}[/]")
     if not proposal.coverage.get("ready", False):

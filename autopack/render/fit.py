@@ -61,17 +61,22 @@ class TableStyle:
     padding: int = 1
     """Cells on each side of a cell's content."""
     pad_edge: bool = True
+    show_edge: bool = True
 
     def overhead(self, columns: int) -> int:
         """Cells a table of `columns` columns spends on borders and padding."""
         pads = 2 * self.padding * columns - (0 if self.pad_edge else 2 * self.padding)
-        borders = columns + 1 if self.box is not None else 0
+        borders = 0
+        if self.box is not None:
+            borders = columns - 1 + (2 if self.show_edge else 0)
         return pads + borders
 
 
 BOXED = TableStyle()
 PLAIN = TableStyle(box=None, show_header=True, padding=1, pad_edge=False)
 KEY_VALUE = TableStyle(box=None, show_header=False, padding=1, pad_edge=False)
+COMPACT = TableStyle(box=boxes.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+"""A rule under the header and nothing else (the runs and phases reports)."""
 
 
 def _width(markup: str) -> int:
@@ -192,6 +197,7 @@ def _table(
         show_header=style.show_header,
         padding=(0, style.padding),
         pad_edge=style.pad_edge,
+        show_edge=style.show_edge,
     )
     for i in kept:
         column = measured[i].column

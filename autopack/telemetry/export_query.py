@@ -185,17 +185,18 @@ def _typed(value: sa.ColumnElement[Any], kind: Kind, on_sqlite: bool) -> sa.Colu
         if kind is Kind.TIMESTAMP:
             return sa.func.to_char(value, 'YYYY-MM-DD"T"HH24:MI:SS.US')
         return value
+    # Simple CASEs on typeof(): SQLite evaluates typeof() once per cell, not once per branch.
     storage = sa.func.typeof(value)
     raw = sa.type_coerce(value, sa.Integer)
     if kind is Kind.INTEGER:
-        return sa.case(
-            (storage == "integer", raw),
-            (sa.and_(storage == "real", raw == sa.cast(raw, sa.Integer)), sa.cast(raw, sa.Integer)),
-        )
+        whole = sa.case((raw == sa.cast(raw, sa.Integer), sa.cast(raw, sa.Integer)))
+        return sa.case({"integer": raw, "real": whole}, value=storage)
     if kind is Kind.FLOAT:
-        return sa.case((storage.in_(("integer", "real")), sa.cast(value, sa.Float)))
+        real = sa.cast(value, sa.Float)
+        return sa.case({"integer": real, "real": real}, value=storage)
     if kind is Kind.BOOLEAN:
-        return sa.case((storage.in_(("integer", "real")), sa.case((raw == 1, 1), (raw == 0, 0))))
+        bit = sa.case({1: 1, 0: 0}, value=raw)
+        return sa.case({"integer": bit, "real": bit}, value=storage)
     text = sa.cast(sa.type_coerce(value, sa.String), sa.Text)
     if kind is Kind.TIMESTAMP:
         return sa.func.replace(text, " ", "T")

@@ -131,11 +131,13 @@ class NdjsonWriter:
 
         pieces: list[Any] = []
         for index, column in enumerate(RECORD_COLUMNS):
-            pieces.append(("{" if index == 0 else ",") + json.dumps(column.name) + ":")
-            pieces.append(_json_values(column, batch.column(column.name)))
-        pieces.append("," + json.dumps(DELIVERABLES_KEY) + ":")
+            key = ("{" if index == 0 else ",") + json.dumps(column.name) + ":"
+            _append(pieces, key)
+            for piece in _json_values(column, batch.column(column.name)):
+                _append(pieces, piece)
+        _append(pieces, "," + json.dumps(DELIVERABLES_KEY) + ":")
         pieces.append(self._parsed_deliverables(batch.column("deliverables_json")))
-        pieces.append("}\n")
+        _append(pieces, "}\n")
         lines = pc.binary_join_element_wise(*pieces, "")
         if len(lines):
             self._out.write(_joined_bytes(lines))
@@ -172,26 +174,51 @@ class NdjsonWriter:
 
 _CONTROL = [chr(code) for code in range(0x20)]
 _CONTROL_PATTERN = "[\\x00-\\x1f]"
+_ESCAPED_PATTERN = '[\\x00-\\x1f"\\\\]'
+"""A character JSON text must escape: a control character, a quote or a backslash."""
 
 
-def _json_values(column: RecordColumn, values: pa.Array) -> pa.Array:
-    """Each value as JSON text: `null`, a number, `true`/`false`, or a quoted string."""
+def _append(pieces: list[Any], piece: str | pa.Array) -> None:
+    """Add a piece of the line; adjacent literal texts become one (fewer inputs to join)."""
+    if isinstance(piece, str) and pieces and isinstance(pieces[-1], str):
+        pieces[-1] += piece
+    else:
+        pieces.append(piece)
+
+
+def _json_values(column: RecordColumn, values: pa.Array) -> list[str | pa.Array]:
+    """Each value as JSON text (`null`, a number, `true`/`false`, or a quoted string), as the
+    pieces of the line: a column without nulls gets its quotes as literal pieces, which spares
+    a pass over it."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column.kind in (Kind.INTEGER, Kind.BOOLEAN):
-        return pc.fill_null(pc.cast(values, pa.string()), "null")
+        return [_or_null(pc.cast(values, pa.string()))]
     if column.kind is Kind.FLOAT:
         finite = pc.is_finite(values)
-        text = pc.if_else(finite, pc.cast(values, pa.string()), None)
-        return pc.fill_null(text, "null")  # JSON has no NaN or infinity
-    text = pc.replace_substring(values, "\\", "\\\\")
-    text = pc.replace_substring(text, '"', '\\"')
-    if pc.any(pc.match_substring_regex(text, _CONTROL_PATTERN)).as_py():
-        for char in _CONTROL:
-            text = pc.replace_substring(text, char, json.dumps(char)[1:-1])
-    quoted = pc.binary_join_element_wise('"', text, '"', "")
-    return pc.fill_null(quoted, "null")
+        text = pc.cast(values, pa.string())
+        if not pc.all(finite).as_py():
+            text = pc.if_else(finite, text, None)  # JSON has no NaN or infinity
+        return [_or_null(text)]
+    text = values
+    # Most columns (timestamps, names, states) never hold a character JSON escapes: one scan
+    # of the batch spares them the replacing passes.
+    if pc.any(pc.match_substring_regex(values, _ESCAPED_PATTERN)).as_py():
+        text = pc.replace_substring(text, "\\", "\\\\")
+        text = pc.replace_substring(text, '"', '\\"')
+        if pc.any(pc.match_substring_regex(text, _CONTROL_PATTERN)).as_py():
+            for char in _CONTROL:
+                text = pc.replace_substring(text, char, json.dumps(char)[1:-1])
+    if text.null_count == 0:
+        return ['"', text, '"']
+    return [pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")]
+
+
+def _or_null(text: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.fill_null(text, "null") if text.null_count else text
 
 
 def _joined_bytes(lines: pa.Array) -> pa.Buffer:

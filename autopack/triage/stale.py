@@ -270,7 +270,11 @@ class _KindStatement:
     def listing(self, dialect: StaleDialect, *, full: bool, limit: bool = False) -> str:
         """Its rows in report order: run_id, last activity, phase_id, then (`full`) the
         StalePhase columns, then the entry's JSON text."""
-        columns = ["p.run_id", f"{self.last} AS last_activity", "p.phase_id"]
+        if full:
+            columns = ["p.run_id", f"{self.last} AS last_activity", "p.phase_id"]
+        else:
+            raw = dialect.as_raw
+            columns = [raw.format("p.run_id"), raw.format(self.last), raw.format("p.phase_id")]
         if full:
             columns += [
                 "p.id",
@@ -281,7 +285,8 @@ class _KindStatement:
                 self.expires,
                 dialect.age_minutes(self.last),
             ]
-        columns.append(self.document(dialect))
+        document = self.document(dialect)
+        columns.append(document if full else dialect.as_raw.format(document))
         order = f"p.run_id{dialect.collate}, {self.last}, p.phase_id{dialect.collate}"
         sql = f"SELECT {', '.join(columns)} {self.source} ORDER BY {order}"
         return sql + (" LIMIT :limit" if limit else "")
@@ -483,12 +488,20 @@ def _read_documents(
         columns = list(zip(*rows, strict=True))  # in C: no Python loop per row
         runs.update(columns[0])
         listing.count += len(rows)
-        listing.documents.append(DOCUMENT_SEPARATOR.join(columns[-1]))
+        listing.documents.append(_joined_text(snapshot, columns[-1]))
     first_count = listing.count - sum(len(rows) for rows in others)
     if first_count:
         listing.by_kind = {statements[0].kind: first_count, **listing.by_kind}
     listing.runs = len(runs)
     return listing
+
+
+def _joined_text(snapshot: Transaction, documents: Sequence[str | bytes]) -> str:
+    """The documents joined by DOCUMENT_SEPARATOR: raw bytes (SQLite) decoded at once."""
+    if documents and isinstance(documents[0], bytes):
+        raw = DOCUMENT_SEPARATOR.encode().join(documents)  # type: ignore[arg-type]
+        return snapshot.decoded(raw)
+    return DOCUMENT_SEPARATOR.join(documents)  # type: ignore[arg-type]
 
 
 def _counted(

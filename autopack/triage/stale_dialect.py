@@ -19,6 +19,10 @@ class StaleDialect:
     json_false: str
     as_text: str
     """Format of an expression that reads a JSON value as text (psycopg would parse it)."""
+    as_raw: str
+    """Format of a text expression read for the `--json` listing: raw bytes on SQLite, where
+    a text cell costs a Python decoder call (autopack.db.text_cells) and a batch of bytes is
+    decoded at once; text on PostgreSQL, which never stores invalid text."""
     collate: str
     """Appended to the text keys of ORDER BY."""
     null_safe_equal: str
@@ -71,6 +75,7 @@ SQLITE = StaleDialect(
     json_object="json_object",
     json_false="json('false')",
     as_text="{}",
+    as_raw="CAST({} AS BLOB)",
     collate="",
     null_safe_equal="IS",
     postgres=False,
@@ -79,6 +84,7 @@ POSTGRESQL = StaleDialect(
     json_object="json_build_object",
     json_false="false",
     as_text="CAST({} AS text)",
+    as_raw="{}",
     collate=' COLLATE "C"',
     null_safe_equal="IS NOT DISTINCT FROM",
     postgres=True,
