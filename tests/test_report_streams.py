@@ -290,3 +290,22 @@ def test_seed_show_reads_at_80(cli: CliRunner, workdir: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     assert_reads(result, 80, [RUN, *PHASES, "implementation"], workdir)
+
+
+# runs and phases -------------------------------------------------------------------------------
+
+
+def test_runs_and_phases_reports_read_at_80(
+    cli: CliRunner, drained: CliResult, workdir: Path
+) -> None:
+    listing = cli("runs", "list", "--db", "seed", env=NARROW)
+    assert listing.exit_code == 0, listing.stderr
+    assert_panel_only(listing)
+    assert_reads(listing, 80, [RUN, "PHASE_EXECUTION"], workdir)
+    run = cli("runs", "show", RUN, "--db", "seed", "-q", env=NARROW)
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr == ""
+    assert_reads(run, 80, [RUN, *PHASES, "implementation", "FAILED"], workdir)
+    phase = cli("phases", "show", RUN, PHASES[0], "--db", "seed", "-q", env=NARROW)
+    assert phase.exit_code == 0, phase.stderr
+    assert_reads(phase, 80, [RUN, PHASES[0]], workdir)

@@ -218,10 +218,10 @@ def _show_attempts(out: Console, detail: PhaseDetail) -> None:
 
 def _show_attempt(out: Console, number: int, attempt: PhaseAttempt) -> None:
     who = ", ".join(x for x in (attempt.session_kind, attempt.worker) if x)
+    # Wrapped at spaces: the session id and the worker stay whole, each on its line if need be.
     out.print(
         f"{number}. session {escape(attempt.session_id)} #{attempt.seq}"
-        + (f" ({escape(who)})" if who else ""),
-        soft_wrap=True,
+        + (f" ({escape(who)})" if who else "")
     )
     took = f" ({attempt.duration_s:.1f} s)" if attempt.duration_s is not None else ""
     final = f" → {_state(attempt.final_state)}" if attempt.final_state else ""
@@ -233,7 +233,7 @@ def _show_attempt(out: Console, number: int, attempt: PhaseAttempt) -> None:
         kind = f" ({escape(attempt.failure_kind)})" if attempt.failure_kind else ""
         out.print(f"   reason{kind}: {escape(attempt.failure_reason.strip())}")
     if attempt.fingerprint:
-        out.print(f"   fingerprint: {escape(attempt.fingerprint)}", soft_wrap=True)
+        out.print(f"   fingerprint: {escape(attempt.fingerprint)}")  # has spaces: wraps at them
     yielded = f"   telemetry rows {attempt.telemetry_events}, LLM calls {attempt.llm_calls}, "
     yielded += f"output tokens {attempt.output_tokens:,}"
     if attempt.zero_yield_reason:
