@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ from rich.panel import Panel
 from rich.prompt import Confirm
 from rich.table import Table
 
+from autopack.db.clock import utc_text
 from autopack.db.compat import is_newer
 from autopack.environment import Environment
 from autopack.errors import AutopackError
@@ -89,6 +91,14 @@ class JsonReport(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
 
+def json_value(value: object) -> object:
+    """What json writes for a value it has no form for: a datetime as the one timestamp text
+    (autopack.db.clock.utc_text), anything else as its str()."""
+    if isinstance(value, datetime):
+        return utc_text(value)
+    return str(value)
+
+
 def print_json(
     document: Mapping[str, Any] | BaseModel | JsonReport, *, target: TargetInfo | None = None
 ) -> None:
@@ -105,7 +115,7 @@ def print_json(
     if target is not None:
         data = {"target": target.model_dump(mode="json"), **data}
     out = stdout()
-    out.write(json.dumps(data, indent=2, default=str) + "\n")
+    out.write(json.dumps(data, indent=2, default=json_value) + "\n")
     out.flush()
 
 

@@ -14,7 +14,7 @@ banner and its engine, and reported the wrong file).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
@@ -22,6 +22,7 @@ from urllib.parse import unquote
 from autopack.errors import ConfigError, TargetError
 from autopack.settings_base import CONFIG_FILE, config_file_in
 from autopack.settings_base import parse_flag as parse_flag  # the one flag parser
+from autopack.text import closest
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -43,6 +44,11 @@ _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
 
 Backend = Literal["sqlite", "postgresql", "other"]
 _PLAIN_SQLITE_PREFIX = "sqlite:///"
+# Directories at the root of a filesystem: a relative SQLite path starting with one was
+# probably meant to be absolute.
+_ROOT_DIRECTORIES = frozenset(
+    {"tmp", "home", "var", "srv", "opt", "mnt", "media", "data", "root", "etc", "Users", "Volumes"}
+)
 
 
 def _make_url(raw: str) -> URL:
@@ -110,6 +116,25 @@ class DatabaseTarget:
     """How the operator named it, e.g. `--db seed`, `--database-url`, `DATABASE_URL`."""
     name: str | None = None
     """The named target used, if any (`seed`, `legacy`, or one from autopack.toml)."""
+    relative_path: str | None = None
+    """A SQLite path as the URL wrote it, when relative: `sqlite:///tmp/x.db` names `tmp/x.db`
+    in the current directory, which is seldom what was meant (see `absolute_intent`)."""
+
+    def absolute_intent(self) -> str | None:
+        """The four-slash URL of the absolute path a relative SQLite URL probably meant, or None.
+
+        `sqlite:///tmp/x.db` is relative (three slashes, then `tmp/x.db`); an absolute path
+        needs four. It was probably meant absolute when that file exists, or when the path
+        starts in a directory found at the root of a filesystem (`tmp`, `home`, …).
+        """
+        written = self.relative_path
+        if written is None:
+            return None
+        absolute = Path("/") / written
+        first = Path(written).parts[0] if Path(written).parts else ""
+        if absolute.exists() or first in _ROOT_DIRECTORIES:
+            return f"sqlite:///{absolute.as_posix()}"
+        return None
 
     @property
     def identity_key(self) -> str:
@@ -214,11 +239,12 @@ def _sqlite_target(database: str, *, source: str, cwd: Path, name: str | None) -
             name,
         )
     path = Path(database).expanduser()
+    relative = None if path.is_absolute() else database
     if not path.is_absolute():
         path = cwd / path
     path = path.resolve()
     final = f"sqlite:///{path.as_posix()}"
-    return DatabaseTarget(final, final, "sqlite", path, False, source, name)
+    return DatabaseTarget(final, final, "sqlite", path, False, source, name, relative)
 
 
 def resolve_target(
@@ -242,9 +268,11 @@ def resolve_target(
         targets = load_named_targets(work_dir)
         if db_name not in targets:
             known = ", ".join(sorted(targets))
+            guess = closest(db_name, targets)
             raise TargetError(
                 f"unknown database name {db_name!r}.",
-                hint=f"known names: {known}; add more under [databases] in {CONFIG_FILE}",
+                hint=(f"did you mean {guess!r}? " if guess else "")
+                + f"known names: {known}; add more under [databases] in {CONFIG_FILE}",
             )
         candidates.append(
             build_target(targets[db_name], source=f"--db {db_name}", cwd=work_dir, name=db_name)
@@ -268,13 +296,5 @@ def resolve_target(
     named = next((c for c in candidates if c.name is not None), None)
     if named is not None and first.name is None:
         # Same database from two sources: keep the name so its built-in role applies.
-        return DatabaseTarget(
-            first.url,
-            first.display_url,
-            first.backend,
-            first.sqlite_path,
-            first.in_memory,
-            first.source,
-            named.name,
-        )
+        return replace(first, name=named.name)
     return first

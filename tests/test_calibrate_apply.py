@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,10 @@ def _propose_apply_estimate_drain(
     assert stored["model"] == MODEL
     assert stored["sample_count"] == document["samples"]["clean"]
     assert len(stored["proposal_sha256"]) == 64
+    # The one timestamp format of docs/json.md: RFC 3339, UTC, +00:00.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?\+00:00", stored["created_at"])
+    assert stored["activated_at"].endswith("+00:00")
+    assert document["generated_at"].endswith("+00:00")
 
     # estimate --db uses the DB's active set for the model; without a DB, the built-in default.
     with_db = _estimate(cli, "--database-url", url, "--model", MODEL)

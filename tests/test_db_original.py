@@ -1,5 +1,5 @@
 """A DB made by the original Autopack (all 36 tables, with rows): readable as is, upgradable
-without losing a row, and treated as legacy until stamped."""
+without losing a row, treated as legacy until stamped, and stamped legacy by `db upgrade`."""
 
 from __future__ import annotations
 
@@ -93,14 +93,64 @@ def test_upgrade_keeps_every_row_of_every_table_and_backs_up_first(
     assert identity["counts"]["runs"] == 2
 
 
-def test_upgrade_then_stamp(cli: CliRunner, original_db) -> None:
+def test_upgrade_stamps_the_unstamped_original_legacy(cli: CliRunner, original_db) -> None:
+    result = cli("db", "upgrade", "--db", "legacy", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "stamp role=legacy (the DB has no role stamp; it was made by the original Autopack)"
+        in result.stderr
+    )
+    identity = json.loads(cli("db", "identity", "--db", "legacy", "--json").stdout)
+    assert identity["target"]["role"] == "legacy"
+    assert identity["target"]["role_stamped"] is True
+    assert identity["target"]["db_id"]
+    assert not any("unstamped" in w for w in identity["warnings"])
+    # A second stamp is not needed, and still works (it keeps the DB id).
+    stamp = json.loads(cli("db", "stamp", "--db", "legacy", "--role", "legacy", "--json").stdout)
+    assert stamp["previous_role"] == "legacy"
+    assert stamp["db_id"] == identity["target"]["db_id"]
+
+
+def test_upgrade_json_names_the_legacy_stamp(cli: CliRunner, original_db) -> None:
+    result = cli("db", "upgrade", "--db", "legacy", "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["stamped_role"] == "legacy"
+
+
+def test_upgrade_keeps_an_existing_stamp(cli: CliRunner, original_db) -> None:
+    assert cli("db", "stamp", "--db", "legacy", "--role", "general").exit_code == 0
+    result = cli("db", "upgrade", "--db", "legacy", "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["stamped_role"] is None
+    assert "stamp role=" not in result.stderr
+    identity = json.loads(cli("db", "identity", "--db", "legacy", "--json").stdout)
+    assert identity["target"]["role"] == "general"
+
+
+def test_an_unstamped_db_at_head_is_only_stamped(cli: CliRunner, original_db) -> None:
+    path, _counts = original_db
     assert cli("db", "upgrade", "--db", "legacy", "--yes").exit_code == 0
-    result = cli("db", "stamp", "--db", "legacy", "--role", "legacy", "--json")
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("DELETE FROM autopack_meta")  # as an older autopack left it
+    connection.close()
+    result = cli("db", "upgrade", "--db", "legacy", "--yes", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["previous_role"] is None
-    assert doc["role"] == "legacy"
+    assert doc["changed"] is True
+    assert doc["stamped_role"] == "legacy"
+    assert doc["created_tables"] == []
     assert doc["target"]["role_stamped"] is True
+    again = json.loads(cli("db", "upgrade", "--db", "legacy", "--yes", "--json").stdout)
+    assert again["changed"] is False
+
+
+def test_a_db_made_by_init_is_not_restamped_by_upgrade(cli: CliRunner) -> None:
+    assert cli("db", "init", "--db", "seed").exit_code == 0
+    doc = json.loads(cli("db", "upgrade", "--db", "seed", "--yes", "--json").stdout)
+    assert doc["changed"] is False
+    identity = json.loads(cli("db", "identity", "--db", "seed", "--json").stdout)
+    assert identity["target"]["role"] == "seed"
 
 
 def test_stamp_before_upgrade_adds_only_the_stamp(cli: CliRunner, original_db) -> None:

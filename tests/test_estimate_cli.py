@@ -100,3 +100,44 @@ def test_estimate_table_and_coefficient_choices(cli: CliRunner, workdir: Path) -
     )
     assert missing.exit_code == 2
     assert "missing.json" in missing.stderr
+
+
+def _estimate(cli: CliRunner, category: str, complexity: str, *extra: str) -> tuple[int, str]:
+    result = cli("estimate", "--category", category, "--complexity", complexity, "src/x.py", *extra)
+    return result.exit_code, result.stderr
+
+
+def test_an_unknown_complexity_is_refused_not_estimated_as_medium(cli: CliRunner) -> None:
+    code, stderr = _estimate(cli, "implementation", "extreme", "--json")
+    assert code == 2
+    assert "error: --complexity 'extreme' is not a complexity." in stderr
+    assert "hint: valid values: low, medium, high, maintenance" in stderr
+
+
+def test_a_misspelt_category_is_refused_with_a_did_you_mean(cli: CliRunner) -> None:
+    code, stderr = _estimate(cli, "implementationn", "low")
+    assert code == 2
+    assert "error: --category 'implementationn' is not a category" in stderr
+    assert "hint: did you mean 'implementation'? valid values: backend," in stderr
+
+
+def test_a_close_complexity_gets_a_did_you_mean(cli: CliRunner) -> None:
+    code, stderr = _estimate(cli, "tests", "hihg")
+    assert code == 2
+    assert "did you mean 'high'?" in stderr
+
+
+def test_the_estimators_aliases_are_still_accepted(cli: CliRunner) -> None:
+    for category, complexity in [
+        ("testing", "med"),
+        ("IMPLEMENT_FEATURE", "high_complexity"),
+        ("Documentation", "Low"),
+        ("doc_synthesis", "maintenance"),
+    ]:
+        code, stderr = _estimate(cli, category, complexity)
+        assert code == 0, stderr
+
+
+def test_a_raw_lookup_set_accepts_its_own_keys(cli: CliRunner) -> None:
+    code, stderr = _estimate(cli, "testing", "low", "--coefficients", "original-head")
+    assert code == 0, stderr

@@ -928,3 +928,31 @@ def test_the_cli_refuses_an_unsafe_key_with_exit_2_and_never_echoes_it(
         assert "AUTOPACK_LLM_API_KEY holds a newline" in result.stderr
         assert "secret" not in result.stdout + result.stderr
     assert fake_llm.requests == []
+
+
+def test_a_missing_key_is_named_with_the_other_wrong_settings() -> None:
+    # Before, the key rule ran only once every other setting passed: one problem per run.
+    error = _config_error(
+        {
+            "AUTOPACK_LLM_PROVIDER": "anthropic",
+            "AUTOPACK_LLM_MODEL": "m",
+            "AUTOPACK_LLM_BASE_URL": "ftp://x",
+            "AUTOPACK_LLM_MAX_RETRIES": "99",
+        }
+    )
+    assert error.message.startswith("3 LLM settings are wrong:")
+    assert "No API key for the anthropic LLM provider." in error.message
+    assert "AUTOPACK_LLM_BASE_URL" in error.message
+    assert "AUTOPACK_LLM_MAX_RETRIES" in error.message
+
+
+def test_a_local_openai_server_still_needs_no_key() -> None:
+    env = {
+        "AUTOPACK_LLM_PROVIDER": "openai",
+        "AUTOPACK_LLM_MODEL": "m",
+        "AUTOPACK_LLM_BASE_URL": "http://localhost:11434/v1",
+    }
+    assert load_llm_settings(env).api_key is None
+    assert (
+        "No API key for the openai" in _config_error({**env, "AUTOPACK_LLM_BASE_URL": ""}).message
+    )

@@ -10,7 +10,6 @@ and estimator versions) and the active set for its model, in one transaction. Wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from autopack.calibrate.proposal_file import ProposalError, load_proposal
+from autopack.db.clock import UtcTimestamp
 from autopack.db.engine import Database, translated_errors
 from autopack.db.models import utc_now
 from autopack.errors import ConfigError, SchemaError
@@ -57,8 +57,8 @@ class StoredSet(BaseModel):
     name: str
     model: str
     active: bool
-    created_at: datetime
-    activated_at: datetime | None
+    created_at: UtcTimestamp
+    activated_at: UtcTimestamp | None
     sample_count: int
     proposal_sha256: str | None
     format_version: int

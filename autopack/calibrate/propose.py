@@ -45,6 +45,7 @@ from autopack.calibrate.report import (
 from autopack.calibrate.samples import SampleFilters, SampleSet, read_samples, read_snapshot
 from autopack.calibrate.size_term import backtest_size_term
 from autopack.calibrate.stats import weighted_quantile
+from autopack.db.clock import utc_text
 from autopack.db.engine import Database, translated_errors
 from autopack.estimator import CoefficientSet, coefficient_set_hash
 from autopack.estimator.active import resolve_coefficients
@@ -149,7 +150,7 @@ def build_proposal(
     proposal = Proposal(
         estimator_version=ESTIMATOR_VERSION,
         coefficients_format_version=proposed_set.schema_version,
-        generated_at=moment.isoformat(timespec="seconds"),
+        generated_at=utc_text(moment.replace(microsecond=0)),
         target=target,
         base_set={"name": current.name, "hash": coefficient_set_hash(current)},
         changed=validation.improves,
@@ -330,7 +331,7 @@ def _proposed_set(
             "base_set_hash": coefficient_set_hash(current),
             "model": samples.model,
             "samples": str(samples.clean_rows),
-            "generated_at": moment.isoformat(timespec="seconds"),
+            "generated_at": utc_text(moment.replace(microsecond=0)),
         },
         calibration=calibration,
         budget=budget_data,

@@ -20,6 +20,7 @@ from autopack.environment import Environment
 from autopack.errors import (
     EXIT_FOUND_PROBLEMS,
     EXIT_INTERRUPTED,
+    EXIT_REFUSED,
     EXIT_TERMINATED,
     AutopackError,
     ConfigError,
@@ -134,6 +135,27 @@ def refuse_non_utf8(args: list[str]) -> None:
             ) from None
 
 
+def _usage_error(exc: typer.TyperException, args: list[str], env: Environment) -> int:
+    """A usage error (unknown command or option, missing argument) as `error:` + `hint:`, 2."""
+    from typer._click.exceptions import UsageError
+
+    from autopack.cli.usage_errors import usage_problem
+
+    problem = None
+    if isinstance(exc, UsageError):
+        problem = usage_problem(exc, args, lambda: typer.main.get_command(build_app(None)))
+    if problem is not None:
+        console.render_error(problem)
+        return problem.exit_code
+    # A group named without a command prints its help (Click's text is the right one).
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show(file=env.stderr)
+    else:
+        env.stderr.write(f"error: {exc.message}\n")
+    return getattr(exc, "exit_code", EXIT_REFUSED)
+
+
 def _run(args: list[str], env: Environment) -> int:
     if args[:1] == ["--version"]:
         env.stdout.write(f"autopack {__version__}\n")  # without loading any command group
@@ -144,20 +166,14 @@ def _run(args: list[str], env: Environment) -> int:
         # The command is invoked here, not through Typer's main(), which turns Ctrl-C into a
         # plain exit code 130 before autopack could tell Ctrl-C from SIGTERM.
         command = typer.main.get_command(build_app(args))
-        with command.make_context("autopack", args, obj=invocation) as context:
+        with command.make_context("autopack", list(args), obj=invocation) as context:
             result = command.invoke(context)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         return EXIT_INTERRUPTED
     except typer.TyperException as exc:
-        # Usage errors (unknown option, missing argument) print themselves; they exit 2.
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show(file=env.stderr)
-        else:
-            env.stderr.write(f"error: {exc.message}\n")
-        return exc.exit_code
+        return _usage_error(exc, args, env)
     except AutopackError as exc:
         if invocation.debug:
             traceback.print_exc(file=env.stderr)

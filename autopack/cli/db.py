@@ -123,7 +123,7 @@ def upgrade(
 
     e.g. autopack db upgrade --db legacy
     """
-    from autopack.db.lifecycle import UpgradePlan, upgrade_database
+    from autopack.db.lifecycle import LEGACY_STAMP_REASON, UpgradePlan, upgrade_database
 
     def confirm(plan: UpgradePlan) -> None:
         if not as_json:
@@ -135,6 +135,8 @@ def upgrade(
                 state.head,
                 console.log_line,
             )
+            if plan.stamp_role is not None:
+                console.info(f"  stamp role={plan.stamp_role} ({LEGACY_STAMP_REASON})")
         confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
 
     with open_named(db, database_url, OpenMode.READ_WRITE) as database:
@@ -150,6 +152,8 @@ def upgrade(
             console.report_text(f"backup: {result.backup_path}")
         kept = sum((result.rows_before or {}).values())
         console.report(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
+        if result.plan.stamp_role is not None:
+            console.report(f"stamped role {result.plan.stamp_role} ({LEGACY_STAMP_REASON})")
 
 
 @app.command()

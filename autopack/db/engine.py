@@ -11,6 +11,7 @@ before every command (the target panel, `db identity`) read a SQLite file throug
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import sys
@@ -121,10 +122,20 @@ def _open_sqlite(target: DatabaseTarget, mode: OpenMode) -> Database:
     path = target.sqlite_path
     assert path is not None  # a file target always has a path (settings.build_target)
     created = False
-    if mode is OpenMode.CREATE:
-        created = _check_sqlite_creatable(path)
-    else:
-        _check_sqlite_file(path, writable=mode is OpenMode.READ_WRITE)
+    try:
+        if mode is OpenMode.CREATE:
+            created = _check_sqlite_creatable(path)
+        else:
+            _check_sqlite_file(path, writable=mode is OpenMode.READ_WRITE)
+    except TargetError as exc:
+        meant = target.absolute_intent()
+        if meant is None or path.exists():
+            raise
+        raise TargetError(
+            exc.message,
+            hint=f"{target.relative_path} is relative to this directory (three slashes); an "
+            f"absolute path takes four: {meant}",
+        ) from None
 
     def build() -> Engine:
         import sqlalchemy as sa
@@ -297,10 +308,7 @@ def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
             connection.execute(sa.text("SELECT 1"))
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise TargetError(
-            f"cannot reach PostgreSQL at {target.display_url}: {_first_line(exc)}.",
-            hint="check the server is running and the URL's host, port, user and database",
-        ) from exc
+        raise _connection_refused(target, engine.url, exc) from exc
     db = Database(target, lambda: engine, mode, _engine=engine)
     if mode is not OpenMode.READ_ONLY:
         try:
@@ -314,6 +322,29 @@ def _open_postgresql(target: DatabaseTarget, mode: OpenMode) -> Database:
             engine.dispose()
             raise
     return db
+
+
+# The server's own words when the database named is not there: the server was reached. psycopg
+# gives no SQLSTATE (3D000) for an error raised while connecting, only the message.
+_NO_SUCH_DATABASE = re.compile(r'database "(?P<name>[^"]*)" does not exist')
+
+
+def _connection_refused(target: DatabaseTarget, url: Any, exc: BaseException) -> TargetError:
+    """Why PostgreSQL could not be used: a missing database is not an unreachable server."""
+    message = _first_line(exc)
+    missing = _NO_SUCH_DATABASE.search(message)
+    if missing is None:
+        return TargetError(
+            f"cannot reach PostgreSQL at {target.display_url}: {message}.",
+            hint="check the server is running and the URL's host, port, user and database",
+        )
+    name = missing["name"]
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return TargetError(
+        f"database {name!r} does not exist on {where} (the server answered).",
+        hint=f"create it (createdb -h {url.host or 'localhost'} -p {url.port or 5432} {name}) "
+        "and run `autopack db init` on it, or correct the database name in the URL",
+    )
 
 
 def _first_line(exc: BaseException) -> str:

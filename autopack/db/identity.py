@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from autopack.db.buckets import deliverable_bucket
+from autopack.db.clock import utc_text
 from autopack.db.engine import Database
 from autopack.db.meta import read_stamp_in
 from autopack.db.names import ALL_TABLES, PhaseState, RunState
@@ -106,7 +107,7 @@ def _file_facts(db: Database) -> tuple[int | None, str | None]:
     if path is None or not path.exists():
         return None, None
     stat = path.stat()
-    mtime = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds")
+    mtime = utc_text(datetime.fromtimestamp(stat.st_mtime, UTC).replace(microsecond=0))
     return stat.st_size, mtime
 
 
@@ -145,7 +146,8 @@ def _warnings(info: TargetInfo, schema: SchemaState) -> list[str]:
     warnings: list[str] = []
     if not info.role_stamped:
         warnings.append(
-            "unstamped Autopack DB — treated as legacy (stamp it: autopack db stamp --role legacy)"
+            "unstamped Autopack DB — treated as legacy (`autopack db upgrade` stamps it legacy; "
+            "`autopack db stamp --role legacy` stamps it without upgrading)"
         )
     if schema.missing_tables:
         warnings.append(f"missing tables: {', '.join(schema.missing_tables)}")

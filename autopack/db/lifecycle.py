@@ -21,6 +21,7 @@ from autopack.db.engine import Database, OpenMode, open_database, translated_err
 from autopack.db.identity import TargetInfo, TargetPanel, read_panel
 from autopack.db.integrity import IntegrityReport, check_integrity
 from autopack.db.meta import (
+    UNSTAMPED_ROLE,
     RoleStamp,
     read_stamp,
     record_schema_revision,
@@ -139,9 +140,16 @@ def _remove_sqlite_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+# Why an unstamped DB is stamped legacy by `db upgrade`: autopack's own `db init` always
+# stamps, so a DB without a stamp was made by the original Autopack (its backlog).
+LEGACY_STAMP_REASON = "the DB has no role stamp; it was made by the original Autopack"
+
+
 @dataclass(frozen=True)
 class UpgradePlan:
     state: SchemaState
+    stamped: bool = True
+    """False: the DB has no role stamp, and the upgrade stamps it `legacy`."""
 
     @property
     def tables_to_create(self) -> tuple[str, ...]:
@@ -152,17 +160,23 @@ class UpgradePlan:
         return self.state.missing_columns
 
     @property
+    def stamp_role(self) -> str | None:
+        """The role the upgrade stamps (`legacy` for an unstamped DB), or None."""
+        return None if self.stamped else UNSTAMPED_ROLE
+
+    @property
     def nothing_to_do(self) -> bool:
         # A newer schema that opened for writing is one this autopack may use as it is
-        # (autopack.db.compat); it is never migrated "back" to this head.
-        return self.state.matches_code or self.state.newer
+        # (autopack.db.compat); it is never migrated "back" to this head, nor stamped.
+        return (self.state.matches_code and self.stamped) or self.state.newer
 
 
 def plan_upgrade(db: Database) -> UpgradePlan:
     with translated_errors(db), db.engine.connect() as connection:
         state = inspect_schema(connection, columns=True)
+        stamp = read_stamp(connection)
     require_autopack_schema(db, state)
-    return UpgradePlan(state)
+    return UpgradePlan(state, stamped=stamp.stamped)
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,7 @@ class UpgradeResult:
         }
         if self.changed:
             document |= {
+                "stamped_role": self.plan.stamp_role,
                 "backup_path": str(self.backup_path) if self.backup_path else None,
                 "created_tables": list(self.plan.tables_to_create),
                 "added_columns": {t: list(c) for t, c in self.plan.columns_to_add.items()},
@@ -241,6 +256,8 @@ def _upgrade_locked(db: Database, plan: UpgradePlan, *, backup: bool) -> Upgrade
             backup_path = backup_sqlite(db.target.sqlite_path)
         with db.engine.begin() as connection:
             revision = run_migrations(connection)
+            if plan.stamp_role is not None:
+                write_stamp(connection, plan.stamp_role, revision)
             record_schema_revision(connection, revision)
         enable_wal(db)
         with db.engine.connect() as connection:

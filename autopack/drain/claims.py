@@ -220,29 +220,50 @@ def _refuse(run_id: str, phase_id: str, state: str | None, *, run_busy: bool) ->
     )
 
 
+def release_claim(connection: sa.Connection, run_id: str, phase_id: str, worker: str) -> bool:
+    """Delete the claim if `worker` still holds it; whether it did."""
+    return bool(
+        connection.execute(
+            sa.delete(CLAIMS).where(
+                CLAIMS.c.run_id == run_id,
+                CLAIMS.c.phase_id == phase_id,
+                CLAIMS.c.worker == worker,
+            )
+        ).rowcount
+    )
+
+
+def return_phase(
+    connection: sa.Connection,
+    run_id: str,
+    phase_id: str,
+    state: str,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Put a phase still EXECUTING back in `state`, with `values` (the columns the claim
+    changed, as they were) or else a fresh updated_at. Every give-back goes through here."""
+    connection.execute(
+        sa.update(PHASES)
+        .where(
+            PHASES.c.run_id == run_id,
+            PHASES.c.phase_id == phase_id,
+            PHASES.c.state == PhaseState.EXECUTING.value,
+        )
+        .values(state=state, **(values or {"updated_at": utc_now()}))
+    )
+
+
 @retrying("give a phase back")
 def unclaim(engine: Engine, claim: Claim) -> None:
     """Give the phase back untouched (interrupted before it ran): its previous state returns."""
     with engine.begin() as connection:
-        held = connection.execute(
-            sa.delete(CLAIMS).where(
-                CLAIMS.c.run_id == claim.run_id,
-                CLAIMS.c.phase_id == claim.phase_id,
-                CLAIMS.c.worker == claim.worker,
-            )
-        ).rowcount
-        if held:
-            connection.execute(
-                sa.update(PHASES)
-                .where(
-                    PHASES.c.run_id == claim.run_id,
-                    PHASES.c.phase_id == claim.phase_id,
-                    PHASES.c.state == PhaseState.EXECUTING.value,
-                )
-                .values(
-                    state=claim.previous_state,
-                    **(claim.previous_values or {"updated_at": utc_now()}),
-                )
+        if release_claim(connection, claim.run_id, claim.phase_id, claim.worker):
+            return_phase(
+                connection,
+                claim.run_id,
+                claim.phase_id,
+                claim.previous_state,
+                claim.previous_values,
             )
 
 
@@ -282,15 +303,7 @@ def reclaim_session(engine: Engine, session_id: str) -> list[tuple[str, str, str
             )
         ]
         for run_id, phase_id, previous_state in held:
-            connection.execute(
-                sa.update(PHASES)
-                .where(
-                    PHASES.c.run_id == run_id,
-                    PHASES.c.phase_id == phase_id,
-                    PHASES.c.state == PhaseState.EXECUTING.value,
-                )
-                .values(state=previous_state, updated_at=utc_now())
-            )
+            return_phase(connection, run_id, phase_id, previous_state)
         connection.execute(sa.delete(CLAIMS).where(CLAIMS.c.session_id == session_id))
     return held
 
@@ -366,23 +379,8 @@ def reclaim_dead_local(engine: Engine) -> list[HeldClaim]:
     reclaimed: list[HeldClaim] = []
     for claim in dead_local_claims(engine):
         with engine.begin() as connection:
-            gone = connection.execute(
-                sa.delete(CLAIMS).where(
-                    CLAIMS.c.run_id == claim.run_id,
-                    CLAIMS.c.phase_id == claim.phase_id,
-                    CLAIMS.c.worker == claim.worker,
-                )
-            ).rowcount
-            if not gone:
+            if not release_claim(connection, claim.run_id, claim.phase_id, claim.worker):
                 continue
-            connection.execute(
-                sa.update(PHASES)
-                .where(
-                    PHASES.c.run_id == claim.run_id,
-                    PHASES.c.phase_id == claim.phase_id,
-                    PHASES.c.state == PhaseState.EXECUTING.value,
-                )
-                .values(state=claim.previous_state, updated_at=utc_now())
-            )
+            return_phase(connection, claim.run_id, claim.phase_id, claim.previous_state)
         reclaimed.append(claim)
     return reclaimed

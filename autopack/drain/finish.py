@@ -22,7 +22,6 @@ from autopack.db.models import (
     DrainResult,
     DrainSession,
     Phase,
-    PhaseClaim,
     PhaseState,
     Run,
     RunState,
@@ -33,11 +32,10 @@ from autopack.db.models import (
     utc_now,
 )
 from autopack.drain.attempt import PhaseOutcome
-from autopack.drain.claims import Claim
+from autopack.drain.claims import Claim, release_claim, return_phase
 from autopack.drain.sessions import SEQ_LOCK, next_seq
 
 PHASES = table_of(Phase)
-CLAIMS = table_of(PhaseClaim)
 RUNS = table_of(Run)
 TIERS = table_of(Tier)
 RESULTS = table_of(DrainResult)
@@ -84,17 +82,16 @@ def finish_attempt(
     with SEQ_LOCK:
         with engine.begin() as connection:
             if claim is not None:
-                held = connection.execute(
-                    sa.delete(CLAIMS).where(
-                        CLAIMS.c.run_id == claim.run_id,
-                        CLAIMS.c.phase_id == claim.phase_id,
-                        CLAIMS.c.worker == claim.worker,
-                    )
-                ).rowcount
-                if not held:
+                if not release_claim(connection, claim.run_id, claim.phase_id, claim.worker):
                     return False
                 if give_back:
-                    restore_phase(connection, claim)
+                    return_phase(
+                        connection,
+                        claim.run_id,
+                        claim.phase_id,
+                        claim.previous_state,
+                        claim.previous_values,
+                    )
                 else:
                     _set_final_state(connection, claim, outcome)
                     move_run_state(connection, claim.run_id)
@@ -103,24 +100,6 @@ def finish_attempt(
         if on_recorded is not None:
             on_recorded(outcome)
     return True
-
-
-def restore_phase(connection: sa.Connection, claim: Claim) -> None:
-    """The phase exactly as it was before the claim (state and the timestamps it touched)."""
-    values: dict[str, Any] = {"state": claim.previous_state}
-    if claim.previous_values:
-        values.update(claim.previous_values)
-    else:
-        values["updated_at"] = utc_now()
-    connection.execute(
-        sa.update(PHASES)
-        .where(
-            PHASES.c.run_id == claim.run_id,
-            PHASES.c.phase_id == claim.phase_id,
-            PHASES.c.state == PhaseState.EXECUTING.value,
-        )
-        .values(**values)
-    )
 
 
 def _set_final_state(connection: sa.Connection, claim: Claim, outcome: PhaseOutcome) -> None:

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
+from autopack.db.clock import UtcTimestamp, utc_text
 from autopack.errors import EXIT_FOUND_PROBLEMS, EXIT_OK, EXIT_REFUSED
 
 
@@ -88,6 +89,15 @@ class DrainReport(BaseModel):
     stop_reason: str | None = None
     hint: str | None = Field(default=None, exclude=True)
     """For a refused `drain phase`: what the operator can do (shown, not part of the JSON)."""
+
+    @field_serializer("results", when_used="json")
+    def _results_json(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Entries are plain dicts (an attempt's values, or stored rows): their datetimes take
+        # the one timestamp text here, as the typed fields do through UtcTimestamp.
+        return [
+            {key: utc_text(v) if isinstance(v, datetime) else v for key, v in entry.items()}
+            for entry in results
+        ]
 
     @property
     def any_failed(self) -> bool:
@@ -191,8 +201,8 @@ class SessionSummary(BaseModel):
     id: str
     kind: str
     status: str
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: UtcTimestamp
+    finished_at: UtcTimestamp | None
     worker: str | None
     stop_reason: str | None
     results: int

@@ -16,10 +16,13 @@ applied consistently):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from autopack.db.buckets import DELIVERABLE_BUCKETS as DELIVERABLE_BUCKETS
 from autopack.db.buckets import deliverable_bucket
+from autopack.errors import ConfigError
+from autopack.text import closest
 
 CATEGORY_ALIASES: Final[dict[str, str]] = {
     "testing": "tests",
@@ -91,6 +94,12 @@ def normalize_complexity(complexity: str | None) -> str:
     """
     if complexity is None:
         return DEFAULT_COMPLEXITY
+    return known_complexity(complexity) or DEFAULT_COMPLEXITY
+
+
+def known_complexity(complexity: str) -> str | None:
+    """The level `normalize_complexity` reads `complexity` as, or None where it would only
+    fall back to `medium` (an operator's typo is refused, not estimated as medium)."""
     value = complexity.strip().lower()
     value = _COMPLEXITY_ALIASES.get(value, value)
     stripped = True
@@ -102,7 +111,38 @@ def normalize_complexity(complexity: str | None) -> str:
                 stripped = True
                 break
     value = _COMPLEXITY_ALIASES.get(value, value)
-    return value if value in COMPLEXITY_LEVELS else DEFAULT_COMPLEXITY
+    return value if value in COMPLEXITY_LEVELS else None
+
+
+def require_known_complexity(complexity: str) -> str:
+    """`complexity` as given, or a refusal naming the levels (and the closest one)."""
+    if known_complexity(complexity) is None:
+        raise ConfigError(
+            f"--complexity {complexity!r} is not a complexity.",
+            hint=_choices(complexity, COMPLEXITY_LEVELS),
+        )
+    return complexity
+
+
+def require_known_category(category: str, known: Iterable[str]) -> str:
+    """`category` as given, or a refusal when its normalised key is none of `known` (keys).
+
+    Aliases are accepted (`testing`, `IMPLEMENT_FEATURE`): they normalise to a known key.
+    """
+    keys = sorted(set(known))
+    if normalize_category(category) not in keys:
+        raise ConfigError(
+            f"--category {category!r} is not a category this estimator knows.",
+            hint=_choices(normalize_category(category), keys),
+        )
+    return category
+
+
+def _choices(value: str, valid: Iterable[str]) -> str:
+    names = list(valid)
+    guess = closest(value.strip().lower(), names)
+    listing = f"valid values: {', '.join(names)}"
+    return f"did you mean {guess!r}? {listing}" if guess else listing
 
 
 def deliverable_count_bucket(count: int | None) -> str:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autopack.errors import ConfigError
-from autopack.estimator.categories import normalize_category
+from autopack.estimator.categories import DOC_CATEGORIES, normalize_category
 
 SETS_PACKAGE: Final = "autopack.estimator"
 SETS_DIRECTORY: Final = "sets"
@@ -287,6 +287,19 @@ class CoefficientSet(_Frozen):
                     "never match: " + ", ".join(stray)
                 )
         return self
+
+    def known_categories(self) -> frozenset[str]:
+        """The normalised categories this set has numbers or rules for: what `estimate`
+        accepts (an alias of one, such as `testing`, is accepted too)."""
+        names = [
+            *self.phase_overhead,
+            *self.budget.base,
+            *self.calibration,
+            *self.budget.high_complexity_categories,
+            *self.provider.large_categories,
+            *DOC_CATEGORIES,
+        ]
+        return frozenset(normalize_category(name) for name in names)
 
     def category_key(self, category: str) -> str:
         """The key a category is looked up under in this set (raw, or normalised)."""

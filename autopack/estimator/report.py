@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from autopack.estimator.active import resolve_coefficients
+from autopack.estimator.categories import require_known_category, require_known_complexity
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.estimator.model import TokenEstimate, estimate, select_budget
 from autopack.estimator.provider import provider_max_tokens
@@ -35,6 +36,9 @@ def estimate_phase(
     description: str = "",
     scope_paths: list[str] | None = None,
 ) -> EstimateReport:
+    # A typo would otherwise be estimated silently as medium / the fallback category.
+    require_known_complexity(complexity)
+    require_known_category(category, coefficients.known_categories())
     predicted = estimate(
         deliverables,
         category,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -104,7 +104,11 @@ class LlmSettings(BaseSettings):
     model: str = Field(min_length=1, alias=ENV_VARS["model"])
     base_url: str = Field(alias=ENV_VARS["base_url"])
     api_key_variable: str | None = None
-    api_key: SecretStr | None = Field(default=None, alias=ENV_VARS["api_key"])
+    # validate_default: a missing key is checked with the other fields, so it is named in the
+    # same refusal as a wrong timeout (a model validator would run only once they all pass).
+    api_key: SecretStr | None = Field(
+        default=None, alias=ENV_VARS["api_key"], validate_default=True
+    )
     anthropic_api_key: SecretStr | None = Field(
         default=None, alias=FALLBACK_KEY_VARS["anthropic"], exclude=True, repr=False
     )
@@ -179,17 +183,20 @@ class LlmSettings(BaseSettings):
             return None
         return value
 
-    @model_validator(mode="after")
-    def _require_key(self) -> Self:
-        if self.api_key is None and not (
-            self.provider == "openai" and not self.uses_default_base_url
-        ):
-            raise PydanticCustomError(
-                "api_key_missing",
-                "no API key for the {provider} provider",
-                {"provider": self.provider},
-            )
-        return self
+    @field_validator("api_key")
+    @classmethod
+    def _require_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        provider = info.data.get("provider")
+        if value is not None or provider is None:
+            return value  # a wrong provider is reported on its own: no key rule to apply
+        if provider == "openai":
+            base_url = info.data.get("base_url")
+            # A local OpenAI-compatible server may need no key; a wrong URL is its own error.
+            if base_url is None or base_url != DEFAULT_BASE_URLS["openai"]:
+                return value
+        raise PydanticCustomError(
+            "api_key_missing", "no API key for the {provider} provider", {"provider": provider}
+        )
 
     @property
     def uses_default_base_url(self) -> bool:

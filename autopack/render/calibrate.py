@@ -5,8 +5,6 @@ The report (tables, verdict, the paths written) and `--json` documents go to std
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from autopack.calibrate.report import GroupEvidence, Proposal
 from autopack.calibrate.size_term import SizeTermBacktest
 from autopack.console import report_console, warn
 from autopack.errors import ConfigError
+from autopack.output_file import open_output
 from autopack.render.fit import Column, fit_table
 
 FILE_PREFIX = "estimator_calibration_proposal_"
@@ -35,13 +34,9 @@ def output_directory(path: Path) -> Path:
 
 
 def _write_atomically(path: Path, text: str) -> Path:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    with open_output(path) as file:  # a temporary file beside it, renamed when complete
+        file.stream.write(text.encode("utf-8"))
+    return file.path
 
 
 def write_proposal_files(

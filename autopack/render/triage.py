@@ -11,7 +11,8 @@ from typing import Any, TextIO
 from rich.console import Console, RenderableType
 from rich.markup import escape
 
-from autopack.console import report_console, stderr_console, stdout
+from autopack.console import json_value, report_console, stderr_console, stdout
+from autopack.db.clock import utc_text
 from autopack.db.identity import TargetInfo
 from autopack.render.fit import Column, fit_table
 from autopack.triage import (
@@ -57,11 +58,6 @@ def _plural(n: int, word: str) -> str:
 
 
 # --json ---------------------------------------------------------------------------------------
-
-
-def utc_text(value: datetime) -> str:
-    """ISO 8601 with an explicit +00:00 (the DB's values are naive UTC)."""
-    return value.isoformat() + "+00:00"
 
 
 def _write_list(documents: Iterable[str], out: TextIO) -> None:
@@ -119,7 +115,7 @@ def write_stale_json(
 
 
 def _indented(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
+    return json.dumps(value, indent=2, default=json_value).replace("\n", "\n  ")
 
 
 # human report (stdout) ------------------------------------------------------------------------

@@ -1,16 +1,18 @@
 """The typed results of `runs list`, `runs show` and `phases show` (their `--json` documents).
 
-Timestamps are naive UTC, as the DB stores them. Counts of rows in tables a DB may lack (an
-original Autopack DB not yet upgraded has no drain results) are 0, and the report says the
-table is missing rather than pretending nothing happened.
+Timestamps are naive UTC, as the DB stores them; JSON writes them as RFC 3339 with `+00:00`
+(UtcTimestamp). Counts of rows in tables a DB may lack (an original Autopack DB not yet
+upgraded has no drain results) are 0, and the report says the table is missing rather than
+pretending nothing happened.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from autopack.db.clock import UtcTimestamp
 
 DEFAULT_LIMIT = 50
 
@@ -26,8 +28,8 @@ class RunFilters(BaseModel):
 class RunSummary(BaseModel):
     id: str
     state: str
-    created_at: datetime | None
-    updated_at: datetime | None
+    created_at: UtcTimestamp | None
+    updated_at: UtcTimestamp | None
     phases: int
     phase_states: dict[str, int]
     """Only the states its phases are in (no zeros)."""
@@ -70,10 +72,10 @@ class PhaseSummary(BaseModel):
 class RunFields(BaseModel):
     id: str
     state: str
-    created_at: datetime | None
-    updated_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
+    created_at: UtcTimestamp | None
+    updated_at: UtcTimestamp | None
+    started_at: UtcTimestamp | None
+    completed_at: UtcTimestamp | None
     token_cap: int | None
     tokens_used: int | None
     max_phases: int | None
@@ -98,8 +100,8 @@ class PhaseAttempt(BaseModel):
     attempt: int
     session_kind: str | None
     worker: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcTimestamp | None
+    finished_at: UtcTimestamp | None
     duration_s: float | None
     outcome: str
     final_state: str | None
@@ -123,7 +125,7 @@ class PhaseTelemetryRow(BaseModel):
     """One token_estimation_v2_events row: predicted vs actual output tokens of one call."""
 
     event_id: int
-    timestamp: datetime | None
+    timestamp: UtcTimestamp | None
     model: str
     predicted_output_tokens: int
     actual_output_tokens: int
@@ -144,7 +146,7 @@ class PhaseEscalation(BaseModel):
     """One token_budget_escalation_events row: a truncated call retried with a larger budget."""
 
     event_id: int
-    timestamp: datetime | None
+    timestamp: UtcTimestamp | None
     attempt_index: int
     reason: str
     was_truncated: bool
@@ -167,10 +169,10 @@ class PhaseDetail(BaseModel):
     builder_attempts: int
     retry_attempt: int
     last_failure_reason: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
+    created_at: UtcTimestamp | None
+    updated_at: UtcTimestamp | None
+    started_at: UtcTimestamp | None
+    completed_at: UtcTimestamp | None
     attempts: list[PhaseAttempt] = Field(default_factory=list)
     drain_results_available: bool = True
     telemetry: list[PhaseTelemetryRow] = Field(default_factory=list)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 from typing import Final
 
 from autopack.errors import ConfigError
 from autopack.seed.files import parse_seed_text
 from autopack.seed.model import SeedRunSpec
+from autopack.text import closest
 
 BUILTIN_RUNS: Final[tuple[str, ...]] = (
     "telemetry-collection-v4",
@@ -34,8 +34,8 @@ def builtin_text(name: str) -> str:
 def require_builtin(name: str) -> str:
     if name in BUILTIN_RUNS:
         return name
-    close = difflib.get_close_matches(name, BUILTIN_RUNS, n=1, cutoff=0.6)
-    guess = f"did you mean {close[0]}? " if close else ""
+    close = closest(name, BUILTIN_RUNS)
+    guess = f"did you mean {close}? " if close else ""
     raise ConfigError(
         f"there is no built-in seed run named {name!r}.",
         hint=f"{guess}built-in runs: {', '.join(BUILTIN_RUNS)} (autopack seed list); "

@@ -16,7 +16,6 @@ medium or high"), in one `SeedFileError`; nothing is half-accepted. The Python A
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import tomllib
@@ -37,6 +36,7 @@ from pydantic_core import ErrorDetails
 from autopack.errors import ConfigError
 from autopack.executor.workspace import normalize_relative_path
 from autopack.seed.model import SeedPhase, SeedRunSpec, SeedScope
+from autopack.text import closest
 
 SeedFormat = Literal["toml", "json"]
 
@@ -279,10 +279,10 @@ def _suggestion(name: str, known: Sequence[str]) -> str:
     hint = _FIELD_HINTS.get(name)
     if hint is not None:
         return f" ({hint})"
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    close = closest(name, known)
     if not close and name in ("id", "category"):
-        close = ["phase_id" if name == "id" else "task_category"]
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        close = "phase_id" if name == "id" else "task_category"
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def _describe(error: ErrorDetails, *, prefix: str, known: Sequence[str]) -> str:

@@ -8,12 +8,12 @@ is in autopack.telemetry.analysis_scan and the assembly in autopack.telemetry.an
 
 from __future__ import annotations
 
-from datetime import datetime
 from fractions import Fraction
 from typing import Final, Literal
 
 from pydantic import BaseModel
 
+from autopack.db.clock import UtcTimestamp
 from autopack.telemetry.coverage import CoverageReport
 
 UNDERESTIMATION_TARGET: Final = 0.05
@@ -92,8 +92,8 @@ class Filters(BaseModel):
     categories: list[str]
     """As given; matched after normalisation."""
     complexities: list[str]
-    since: datetime | None
-    until: datetime | None
+    since: UtcTimestamp | None
+    until: UtcTimestamp | None
 
 
 class TargetCheck(BaseModel):
@@ -185,15 +185,15 @@ class Verdict(BaseModel):
 
 
 class AnalysisReport(BaseModel):
-    generated_at: datetime
+    generated_at: UtcTimestamp
     filters: Filters
     under_multiplier: float
     table_rows: int
     """Rows in token_estimation_v2_events before any filter."""
     rows: int
     """Rows analysed (after the filters)."""
-    first_timestamp: datetime | None
-    last_timestamp: datetime | None
+    first_timestamp: UtcTimestamp | None
+    last_timestamp: UtcTimestamp | None
     tier1: Tier1
     waste: list[WasteStats]
     smape: SmapeStats

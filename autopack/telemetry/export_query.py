@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from autopack.db.buckets import deliverable_bucket_sql
+from autopack.db.clock import utc_text
 from autopack.db.models import TelemetryProvenance, TokenEstimationV2Event, table_of
 from autopack.errors import ConfigError
 from autopack.estimator import COMPLEXITY_LEVELS, normalize_category
@@ -91,8 +92,8 @@ class ExportFilters:
             "run_ids": list(self.run_ids),
             "categories": list(self.categories),
             "complexities": list(self.complexities),
-            "since": self.since.isoformat() if self.since is not None else None,
-            "until": self.until.isoformat() if self.until is not None else None,
+            "since": utc_text(self.since) if self.since is not None else None,
+            "until": utc_text(self.until) if self.until is not None else None,
         }
 
 

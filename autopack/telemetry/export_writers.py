@@ -9,6 +9,8 @@ Each writes what the column spec (autopack.telemetry.columns) says:
   JSON writer, so each line is assembled column-wise with Arrow's compute functions.
 - Parquet: the record schema, timestamps as `timestamp[us]` (naive UTC), for pandas, polars
   or DuckDB.
+
+CSV and NDJSON write timestamps as the `--json` documents do: RFC 3339 with `+00:00`.
 """
 
 from __future__ import annotations
@@ -66,10 +68,35 @@ class CsvWriter:
         self._writer = pyarrow.csv.CSVWriter(out, record_schema(), write_options=options)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
+        self._writer.write_batch(_with_utc_offsets(batch))
 
     def close(self) -> None:
         self._writer.close()
+
+
+# A timestamp as the query yields it (naive UTC, autopack's storage form with a `T`); the text
+# writers add the offset, so an export's timestamps read as the `--json` documents' do
+# (autopack.db.clock.utc_text). Text that is no such timestamp (a legacy oddity) is left as is.
+_NAIVE_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$"
+UTC_OFFSET = "+00:00"
+
+
+def utc_timestamps(texts: pa.Array) -> pa.Array:
+    """Naive-UTC timestamp texts with `+00:00` appended; nulls and other text unchanged."""
+    import pyarrow.compute as pc
+
+    naive = pc.fill_null(pc.match_substring_regex(texts, _NAIVE_TIMESTAMP), False)
+    return pc.if_else(naive, pc.binary_join_element_wise(texts, UTC_OFFSET, ""), texts)
+
+
+def _with_utc_offsets(batch: pa.RecordBatch) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    columns = [
+        utc_timestamps(batch.column(c.name)) if c.kind is Kind.TIMESTAMP else batch.column(c.name)
+        for c in RECORD_COLUMNS
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 class ParquetWriter:
@@ -201,10 +228,10 @@ def _json_values(column: RecordColumn, values: pa.Array) -> list[str | pa.Array]
         if not pc.all(finite).as_py():
             text = pc.if_else(finite, text, None)  # JSON has no NaN or infinity
         return [_or_null(text)]
-    text = values
+    text = utc_timestamps(values) if column.kind is Kind.TIMESTAMP else values
     # Most columns (timestamps, names, states) never hold a character JSON escapes: one scan
     # of the batch spares them the replacing passes.
-    if pc.any(pc.match_substring_regex(values, _ESCAPED_PATTERN)).as_py():
+    if pc.any(pc.match_substring_regex(text, _ESCAPED_PATTERN)).as_py():
         text = pc.replace_substring(text, "\\", "\\\\")
         text = pc.replace_substring(text, '"', '\\"')
         if pc.any(pc.match_substring_regex(text, _CONTROL_PATTERN)).as_py():
