@@ -1,6 +1,8 @@
 """Rendering: the target panel, tables, errors, prompts and `--json` documents.
 
-Human output goes to stderr through Rich; data goes to stdout. Core modules never import this.
+A command's report (tables, summaries, the paths it wrote) and its `--json` document go to
+stdout; the target panel shown before a command acts, progress, questions, warnings and errors
+go to stderr (docs/output.md). Core modules never import this.
 Both are the streams of the `Environment` that `main` binds for the run (`bound_to`), so a test
 hands in its own streams, terminal flags and variables instead of patching `sys`.
 """
@@ -26,8 +28,7 @@ from autopack.errors import AutopackError
 if TYPE_CHECKING:  # rendering needs the report types only for annotations
     from pydantic import BaseModel  # imported when printing: `--help` needs no pydantic
 
-    from autopack.db.identity import IdentityReport, TargetInfo, TargetPanel, TelemetryStats
-    from autopack.estimator.report import EstimateReport
+    from autopack.db.identity import TargetInfo, TargetPanel
 
 
 _bound: Environment | None = None
@@ -53,33 +54,33 @@ def environment() -> Environment:
     return _bound if _bound is not None else Environment.from_process()
 
 
-def stderr_console() -> Console:
-    """A console on the environment's stderr, made when needed so it honours its COLUMNS and
-    NO_COLOR."""
-    env = environment()
+def _console(stream: TextIO, isatty: bool) -> Console:
+    """A console on one of the environment's streams, made when needed so it honours its
+    COLUMNS and NO_COLOR."""
     return Console(
-        file=env.stderr,
+        file=stream,
         # A terminal flag forces Rich's terminal mode; otherwise Rich decides as it always did
         # (FORCE_COLOR, TTY_COMPATIBLE and the stream itself).
-        force_terminal=True if env.stderr_isatty else None,
+        force_terminal=True if isatty else None,
         highlight=False,
-        _environ=dict(env.environ),
+        _environ=dict(environment().environ),
     )
 
 
-def stdout_console() -> Console:
-    """A console on the environment's stdout, for a report that is the command's output."""
+def stderr_console() -> Console:
+    """Where the target panel, progress, questions, warnings and errors go."""
     env = environment()
-    return Console(
-        file=env.stdout,
-        force_terminal=True if env.stdout_isatty else None,
-        highlight=False,
-        _environ=dict(env.environ),
-    )
+    return _console(env.stderr, env.stderr_isatty)
+
+
+def report_console() -> Console:
+    """Where a command's report goes: stdout, so `autopack … | grep` reads it."""
+    env = environment()
+    return _console(env.stdout, env.stdout_isatty)
 
 
 def stdout() -> TextIO:
-    """The environment's stdout, where reports' data goes."""
+    """The environment's stdout, where reports and `--json` documents go."""
     return environment().stdout
 
 
@@ -142,7 +143,19 @@ Logger = Callable[[str], None]
 
 
 def info(message: str) -> None:
+    """A line about what the command is about to do (stderr, beside the target panel)."""
     stderr_console().print(message)
+
+
+def report(message: str) -> None:
+    """A line of the command's report (stdout), in Rich markup, wrapped at spaces."""
+    report_console().print(message)
+
+
+def report_text(message: str) -> None:
+    """A line of the command's report taken as plain text and never wrapped, so a path in it
+    stays whole to copy."""
+    report_console().print(escape(message), soft_wrap=True)
 
 
 def log_line(message: str) -> None:
@@ -205,8 +218,11 @@ def _target_lines(target: TargetInfo) -> list[tuple[str, str]]:
     ]
 
 
-def show_panel(panel: TargetPanel, *, title: str = "target database") -> None:
-    """The panel every DB command shows on stderr before it acts."""
+def show_panel(
+    panel: TargetPanel, *, title: str = "target database", out: Console | None = None
+) -> None:
+    """The panel every DB command shows on stderr before it acts (`db identity`, whose report
+    it is, passes the report console)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     # fold, never truncate: a path cut short by "…" would hide which database this is.
@@ -217,89 +233,4 @@ def show_panel(panel: TargetPanel, *, title: str = "target database") -> None:
     grid.add_row("rows", counts or "—")
     for warning in panel.warnings:
         grid.add_row("[yellow]warning[/]", escape(warning))
-    stderr_console().print(Panel(grid, title=title, title_align="left", expand=False))
-
-
-def _counts_table(title: str, counts: Mapping[str, int]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
-    table.add_column()
-    table.add_column(justify="right")
-    for key, value in counts.items():
-        table.add_row(escape(key), f"{value:,}")
-    return table
-
-
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
-def _telemetry_table(stats: TelemetryStats) -> Table | None:
-    if not stats.available:
-        return None
-    table = Table(
-        title="telemetry (token_estimation_v2_events)",
-        title_justify="left",
-        show_header=False,
-        box=None,
-        padding=(0, 2),
-    )
-    table.add_column()
-    table.add_column(justify="right")
-    table.add_row("events", f"{stats.events:,}")
-    table.add_row("success", f"{stats.success:,} ({_rate(stats.success_rate)})")
-    table.add_row("truncated", f"{stats.truncated:,} ({_rate(stats.truncation_rate)})")
-    table.add_row("clean samples (success, not truncated)", f"{stats.clean_samples:,}")
-    for label, breakdown in (
-        ("by category", stats.by_category),
-        ("by complexity", stats.by_complexity),
-        ("by deliverables", stats.by_deliverable_bucket),
-    ):
-        for key, value in breakdown.items():
-            table.add_row(f"  {label}: {escape(key)}", f"{value:,}")
-    if stats.escalation_events is not None:
-        table.add_row("escalation events", f"{stats.escalation_events:,}")
-    if stats.llm_usage_events is not None:
-        table.add_row("LLM usage events", f"{stats.llm_usage_events:,}")
-    return table
-
-
-def show_identity(report: IdentityReport) -> None:
-    from autopack.db.identity import TargetPanel
-
-    show_panel(
-        TargetPanel(target=report.target, counts=report.counts, warnings=report.warnings),
-        title="database identity",
-    )
-    stderr_console().print(_counts_table("phases by state", report.phase_states))
-    stderr_console().print(_counts_table("runs by state", report.run_states))
-    telemetry = _telemetry_table(report.telemetry)
-    if telemetry is None:
-        stderr_console().print("[yellow]telemetry:[/] table token_estimation_v2_events is missing")
-    else:
-        stderr_console().print(telemetry)
-    if report.missing_tables:
-        stderr_console().print(f"[yellow]missing tables:[/] {', '.join(report.missing_tables)}")
-
-
-def show_estimate(report: EstimateReport) -> None:
-    predicted = report.estimate
-    table = Table(
-        title="token estimate", title_justify="left", show_header=False, box=None, padding=(0, 2)
-    )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_row("predicted output tokens", f"{predicted.estimated_tokens:,}")
-    table.add_row("category (effective)", escape(predicted.category))
-    table.add_row("complexity", escape(predicted.complexity))
-    table.add_row("deliverables", str(predicted.deliverable_count))
-    table.add_row("model", predicted.model)
-    for part, tokens in predicted.breakdown.items():
-        table.add_row(f"  {escape(part)}", f"{tokens:,}")
-    table.add_row("confidence", f"{predicted.confidence:.2f}")
-    table.add_row("selected budget", f"{report.selected_budget:,}")
-    floors = f" ({', '.join(report.floors)})" if report.floors else ""
-    table.add_row("max_tokens sent", f"{report.max_tokens:,}{escape(floors)}")
-    table.add_row(
-        "coefficient set", f"{predicted.coefficient_set} ({predicted.coefficient_set_hash})"
-    )
-    stderr_console().print(table)
+    (out or stderr_console()).print(Panel(grid, title=title, title_align="left", expand=False))

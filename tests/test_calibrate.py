@@ -216,9 +216,9 @@ def test_no_charts_and_the_summary(cli: CliRunner, reference: str, workdir: Path
     )
     assert result.exit_code == 0, result.stderr
     assert not list(out.glob("*.png"))
-    assert "median SMAPE" in result.stderr
-    assert "implementation/low" in result.stderr
-    assert "wrote" in result.stderr
+    assert "median SMAPE" in result.stdout
+    assert "implementation/low" in result.stdout
+    assert "wrote" in result.stdout
     assert "not representative" in result.stderr  # no high-complexity sample: coverage warns
 
 

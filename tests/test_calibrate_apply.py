@@ -96,8 +96,8 @@ def _propose_apply_estimate_drain(
     # Without --approve: a table of old and new, nothing written.
     preview = cli("calibrate", "apply", proposal, "--database-url", url)
     assert preview.exit_code == 0, preview.stderr
-    assert "implementation/low" in preview.stderr
-    assert "--approve" in preview.stderr
+    assert "implementation/low" in preview.stdout
+    assert "--approve" in preview.stdout
     listed = json.loads(cli("calibrate", "sets", "--database-url", url, "--json").stdout)
     assert listed == {"sets": []}
     assert (
@@ -132,7 +132,7 @@ def _propose_apply_estimate_drain(
     # Applying it again is a no-op with a message.
     again = cli("calibrate", "apply", proposal, "--database-url", url, "--approve")
     assert again.exit_code == 0
-    assert "already applied" in again.stderr
+    assert "already applied" in again.stdout
 
     # A drain of that DB stores the set's name on every telemetry row it writes.
     _add_backlog(url, "calibrated-run")
@@ -269,7 +269,7 @@ def test_activate_refuses_unknown_names_and_needs_a_model_for_default(
         "calibrate", "activate", "default", "--model", MODEL, "--database-url", url, "--approve"
     )
     assert same.exit_code == 0
-    assert "already in force" in same.stderr
+    assert "already in force" in same.stdout
 
 
 def test_resolution_order(workdir: Path, cli: CliRunner) -> None:

@@ -288,8 +288,8 @@ def test_json_shape_and_report(cli: CliRunner, workdir: Path) -> None:
     assert "The size term helps" in text
     result = cli("calibrate", "propose", "--database-url", url, "--output-dir", str(workdir))
     assert result.exit_code == 0, result.stderr
-    assert "+ size term" in result.stderr
-    assert "reported, not proposed" in result.stderr
+    assert "+ size term" in result.stdout
+    assert "reported, not proposed" in result.stdout
 
 
 def test_old_proposal_without_the_section_still_loads(cli: CliRunner, workdir: Path) -> None:

@@ -195,13 +195,14 @@ def test_identity_panel_shows_path_size_role_counts(cli: CliRunner, workdir: Pat
     assert cli("db", "init", "--db", "legacy").exit_code == 0
     result = cli("db", "identity", "--db", "legacy")
     assert result.exit_code == 0
-    assert str(workdir / "autopack_legacy.db") in result.stderr
-    assert "role" in result.stderr
-    assert "legacy" in result.stderr
-    assert "QUEUED" in result.stderr
-    assert "SKIPPED" in result.stderr
-    assert "runs 0" in result.stderr
-    assert result.stdout == ""
+    # The identity panel is this command's report: stdout, nothing on stderr.
+    assert str(workdir / "autopack_legacy.db") in result.stdout
+    assert "role" in result.stdout
+    assert "legacy" in result.stdout
+    assert "QUEUED" in result.stdout
+    assert "SKIPPED" in result.stdout
+    assert "runs 0" in result.stdout
+    assert result.stderr == ""
 
 
 def test_quiet_hides_the_panel(cli: CliRunner, workdir: Path) -> None:

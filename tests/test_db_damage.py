@@ -46,7 +46,7 @@ def corrupt_schema_page(path: Path) -> None:
 def test_check_finds_no_damage_in_a_whole_file(cli: CliRunner, seeded: Path) -> None:
     result = cli("db", "check", "--db", "seed")
     assert result.exit_code == 0, result.stderr
-    assert "quick_check found no damage" in result.stderr
+    assert "quick_check found no damage" in result.stdout  # the check's report
     doc = json.loads(cli("db", "check", "--db", "seed", "--json", "--full").stdout)
     assert doc["integrity"] == {
         "checked": True,
@@ -67,9 +67,9 @@ def test_check_exits_1_and_lists_the_damage_of_an_index(
     human = cli("db", "check", "--db", "seed", *flags)
     assert human.exit_code == 1, human.stderr
     mode = "integrity_check" if full else "quick_check"
-    assert f"damaged: PRAGMA {mode} found" in human.stderr
-    assert "Page " in human.stderr or "malformed" in human.stderr  # SQLite's own words
-    assert "restore it from a backup" in human.stderr
+    assert f"damaged: PRAGMA {mode} found" in human.stdout
+    assert "Page " in human.stdout or "malformed" in human.stdout  # SQLite's own words
+    assert "restore it from a backup" in human.stdout
 
     doc = json.loads(cli("db", "check", "--db", "seed", "--json", *flags).stdout)
     assert doc["integrity"]["checked"] is True

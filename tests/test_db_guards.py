@@ -87,7 +87,7 @@ def test_corrupt_sqlite_is_refused_untouched(cli: CliRunner, workdir: Path, comm
     if command == ["db", "check"]:
         # Finding damage is db check's job: it lists it and exits 1 (issue 11, defect 14).
         assert result.exit_code == 1, result.stderr
-        assert "damaged: PRAGMA quick_check found" in result.stderr
+        assert "damaged: PRAGMA quick_check found" in result.stdout
         assert "Traceback" not in result.stderr
     else:
         _assert_refused(result, str(path))

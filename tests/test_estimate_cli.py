@@ -80,8 +80,9 @@ def test_estimate_table_and_coefficient_choices(cli: CliRunner, workdir: Path) -
         "original-head",
     )
     assert shown.exit_code == 0
-    assert "predicted output tokens" in shown.stderr
-    assert "original-head" in shown.stderr
+    assert "predicted output tokens" in shown.stdout
+    assert "original-head" in shown.stdout
+    assert shown.stderr == ""
     unknown = cli(
         "estimate", "--category", "docs", "--complexity", "low", "x.md", "--coefficients", "nope"
     )

@@ -654,9 +654,9 @@ def test_plan_of_a_builtin_and_the_list() -> None:
 def test_list_needs_no_database_and_touches_nothing(cli: CliRunner, workdir: Path) -> None:
     human = cli("seed", "list")
     assert human.exit_code == 0, human.stderr
-    assert human.stdout == ""
+    assert human.stderr == ""  # the list is the report: stdout
     for name in BUILTIN_RUNS:
-        assert name in human.stderr
+        assert name in human.stdout
     result = cli("seed", "list", "--json")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
@@ -680,7 +680,8 @@ def test_show_checks_a_file_without_a_database(cli: CliRunner, workdir: Path) ->
     assert document["coverage"]["by_deliverables"] == {"1": 1, "2-5": 1}
     human = cli("seed", "show", "telemetry-collection-v4")
     assert human.exit_code == 0, human.stderr
-    assert "telemetry-p10-file-util" in human.stderr
+    assert "telemetry-p10-file-util" in human.stdout
+    assert human.stderr == ""
     assert sorted(p.name for p in workdir.iterdir()) == ["my_phases.toml"]
 
 
@@ -688,9 +689,11 @@ def test_run_v4_prints_the_panel_the_real_mix_and_the_matrix(cli: CliRunner, wor
     _init(cli, "--db", "seed")
     result = cli("seed", "run", "telemetry-collection-v4", "--db", "seed")
     assert result.exit_code == 0, result.stderr
-    err = result.stderr
-    assert str(workdir / SEED_FILE) in err  # the target panel came first
-    assert err.index(SEED_FILE) < err.index("created run telemetry-collection-v4")
+    # The target panel on stderr, before acting; the report of what was created on stdout.
+    assert str(workdir / SEED_FILE) in result.stderr
+    assert "created run" not in result.stderr
+    err = result.stdout
+    assert "created run telemetry-collection-v4" in err
     assert "implementation: 6 phases (2 low, 4 medium, 0 high)" in err
     assert "tests: 3 phases (1 low, 2 medium, 0 high)" in err
     assert "docs: 1 phase (1 low, 0 medium, 0 high)" in err
@@ -700,7 +703,6 @@ def test_run_v4_prints_the_panel_the_real_mix_and_the_matrix(cli: CliRunner, wor
     assert "3 low, 3 medium" not in err
     assert "coverage" in err
     assert "total" in err
-    assert result.stdout == ""
     assert _rows(workdir / SEED_FILE) == {"runs": 1, "tiers": 1, "phases": 10}
 
 
@@ -751,8 +753,8 @@ def test_quiet_hides_the_panel(cli: CliRunner, workdir: Path) -> None:
     _init(cli, "--db", "seed")
     result = cli("seed", "run", "telemetry-collection-v4", "--db", "seed", "--quiet")
     assert result.exit_code == 0, result.stderr
-    assert "target database" not in result.stderr
-    assert "created run telemetry-collection-v4" in result.stderr
+    assert result.stderr == ""
+    assert "created run telemetry-collection-v4" in result.stdout
 
 
 def test_run_refuses_an_existing_run_and_run_id_seeds_it_again(

@@ -872,15 +872,16 @@ def test_json_document(cli: CliRunner, reference_target: DatabaseTarget) -> None
     assert "target database" not in result.stderr
 
 
-def test_human_output_goes_to_stderr(cli: CliRunner, reference_target: DatabaseTarget) -> None:
+def test_the_report_goes_to_stdout(cli: CliRunner, reference_target: DatabaseTarget) -> None:
     result = cli(
         "telemetry", "analyze", "--database-url", url_of(reference_target),
         "--run-id", V5, "--success-only", "--stratify",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == ""
-    err = result.stderr
-    assert "target database" in err  # the panel, before acting
+    assert "target database" in result.stderr  # the panel, before acting
+    assert "Tier 1" not in result.stderr
+    assert "warning: --success-only" in result.stderr  # warnings stay on stderr
+    err = result.stdout
     assert "Tier 1" in err
     assert "❌ missed" in err
     assert "✅ met" in err
@@ -903,7 +904,7 @@ def test_check_exits_1_only_when_a_target_is_missed(
     passing = ("--run-id", "telemetry-collection-v4", "--success-only")
     result = cli("telemetry", "analyze", "--database-url", url, *passing, "--check")
     assert result.exit_code == 0, result.stderr
-    assert "within targets" in result.stderr
+    assert "within targets" in result.stdout
 
 
 def test_no_samples_is_a_report_not_an_error(
@@ -912,8 +913,8 @@ def test_no_samples_is_a_report_not_an_error(
     url = url_of(reference_target)
     result = cli("telemetry", "analyze", "--database-url", url, "--category", "tset")
     assert result.exit_code == 0, result.stderr
-    assert "no samples" in result.stderr
-    assert "no telemetry row has category 'tset'" in result.stderr
+    assert "no samples" in result.stdout
+    assert "no telemetry row has category 'tset'" in result.stderr  # a warning
     checked = cli(
         "telemetry", "analyze", "--database-url", url, "--category", "tset", "--check", "--json"
     )
@@ -929,7 +930,7 @@ def test_output_writes_a_markdown_report(
         "--run-id", V5, "--success-only", "--stratify", "--output", "report.md",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert f"report written to {workdir / 'report.md'}" in result.stderr
+    assert f"report written to {workdir / 'report.md'}" in result.stdout
     text = (workdir / "report.md").read_text()
     assert text.startswith("# Token-estimation telemetry analysis\n")
     for heading in (

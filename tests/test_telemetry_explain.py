@@ -122,8 +122,9 @@ def test_every_reason_is_explained_with_its_evidence(
     assert one["by_reason"] == {"llm_call_failed": 1}
     shown = cli("telemetry", "explain", "--db", "seed", "--run-id", RUN)
     assert shown.exit_code == 0
-    assert "telemetry_write_rejected" in shown.stderr
-    assert "what to do" in shown.stderr
+    assert "telemetry_write_rejected" in shown.stdout
+    assert "what to do" in shown.stdout
+    assert "what to do" not in shown.stderr
 
 
 def test_unknown_session_is_refused(cli: CliRunner, seed_db: Database) -> None:

@@ -556,10 +556,11 @@ def test_report_lists_stale_phases_by_run_and_exits_1(cli: CliRunner, seed_db: D
     _age(seed_db, P[2], 49, state="EXECUTING")
     result = cli("triage", "stale", "--db", "seed", "--report-only")
     assert result.exit_code == 1, result.stderr
-    assert result.stdout == ""
-    err = result.stderr
-    assert "target database" in err  # the panel comes first
-    assert "autopack_telemetry_seed.db" in err
+    # The panel on stderr, before acting; the report on stdout.
+    assert "target database" in result.stderr
+    assert "autopack_telemetry_seed.db" in result.stderr
+    assert "stale phase" not in result.stderr
+    err = result.stdout
     assert "2 stale phases in 1 run" in err
     assert "1 QUEUED untouched for over 48h" in err
     assert "1 EXECUTING with an expired lease" in err
@@ -576,7 +577,7 @@ def test_report_lists_stale_phases_by_run_and_exits_1(cli: CliRunner, seed_db: D
 def test_report_with_nothing_stale_exits_0(cli: CliRunner, seed_db: Database) -> None:
     result = cli("triage", "stale", "--db", "seed")
     assert result.exit_code == 0, result.stderr
-    assert "no stale phases" in result.stderr
+    assert "no stale phases" in result.stdout
     quiet = cli("triage", "stale", "--db", "seed", "--quiet")
     assert quiet.exit_code == 0
     assert "target database" not in quiet.stderr
@@ -603,12 +604,12 @@ def test_show_limits_the_table(cli: CliRunner, seed_db: Database) -> None:
         _age(seed_db, phase_id, 100 + index)
     result = cli("triage", "stale", "--db", "seed", "--show", "3")
     assert result.exit_code == 1
-    assert "… and 7 more phases" in result.stderr
-    assert P[9] in result.stderr
-    assert P[0] not in result.stderr
+    assert "… and 7 more phases" in result.stdout
+    assert P[9] in result.stdout
+    assert P[0] not in result.stdout
     everything = cli("triage", "stale", "--db", "seed", "--show", "0")
-    assert all(p in everything.stderr for p in P)
-    assert "more phase" not in everything.stderr
+    assert all(p in everything.stdout for p in P)
+    assert "more phase" not in everything.stdout
 
 
 def test_json_document(cli: CliRunner, seed_db: Database) -> None:
@@ -728,7 +729,7 @@ def test_mark_failed_without_a_terminal_is_refused(cli: CliRunner, seed_db: Data
     _age(seed_db, P[0], 50)
     result = cli("triage", "stale", "--db", "seed", "--mark-failed")
     assert result.exit_code == 2
-    assert P[0] in result.stderr  # the report came first
+    assert P[0] in result.stdout  # the report came first
     assert "no terminal is attached" in result.stderr
     assert "--yes" in result.stderr
     assert _states(seed_db)[P[0]] == "QUEUED"
@@ -752,9 +753,9 @@ def test_mark_failed_with_yes(cli: CliRunner, seed_db: Database) -> None:
     _age(seed_db, P[2], 60, state="EXECUTING")
     result = cli("triage", "stale", "--db", "seed", "--mark-failed", "--yes")
     assert result.exit_code == 1, result.stderr
-    assert "marked 2 phases FAILED" in result.stderr
-    assert "released 1 expired lease" in result.stderr
-    assert "not marked: 1 EXECUTING phase without a lease" in result.stderr
+    assert "marked 2 phases FAILED" in result.stdout
+    assert "released 1 expired lease" in result.stdout
+    assert "not marked: 1 EXECUTING phase without a lease" in result.stdout
     states = _states(seed_db)
     assert (states[P[0]], states[P[1]], states[P[2]]) == ("FAILED", "FAILED", "EXECUTING")
     assert _row(seed_db, P[0]).last_failure_reason.endswith("; previous: TOKEN_ESCALATION")
@@ -821,9 +822,9 @@ def test_runbook_commands_on_an_original_legacy_db(
     report = cli("triage", "stale", "--db", "legacy", "--report-only")
     assert report.exit_code == 1, report.stderr
     assert "unstamped" in report.stderr
-    assert "2 stale phases in 2 runs" in report.stderr
-    assert "no autopack_phase_claims table" in report.stderr
-    assert "1 EXECUTING phase without a lease" in report.stderr
+    assert "2 stale phases in 2 runs" in report.stdout
+    assert "no autopack_phase_claims table" in report.stdout
+    assert "1 EXECUTING phase without a lease" in report.stdout
 
     doc = _json(cli("triage", "stale", "--db", "legacy", "--json"))
     assert doc["leases_checked"] is False
@@ -1096,8 +1097,9 @@ def test_the_report_loads_no_sqlalchemy(seed_db: Database, workdir: Path) -> Non
         [sys.executable, "-c", script], cwd=workdir, capture_output=True, text=True, check=True
     )
     assert result.stderr.strip().splitlines()[-1] == "False"
-    document = json.loads(result.stdout)
+    document, end = json.JSONDecoder().raw_decode(result.stdout)
     assert document["count"] == 2
+    assert P[0] in result.stdout[end:]  # then the --show 0 report, on stdout too
 
 
 # PostgreSQL ------------------------------------------------------------------------------------
@@ -1167,13 +1169,13 @@ def test_report_and_mark_on_postgres(cli: CliRunner, postgres_url: str, workdir:
     assert (doc["count"], doc["runs"], doc["unleased_count"]) == (3, 2, 2)
     human = cli("triage", "stale", "--database-url", postgres_url, "--show", "2")
     assert human.exit_code == 1, human.stderr
-    assert "3 stale phases in 2 runs: 2 QUEUED" in human.stderr
-    assert "… and 1 more phase " in human.stderr
-    assert "2 EXECUTING phases without a lease in 2 runs" in human.stderr
+    assert "3 stale phases in 2 runs: 2 QUEUED" in human.stdout
+    assert "… and 1 more phase " in human.stdout
+    assert "2 EXECUTING phases without a lease in 2 runs" in human.stdout
 
     marked = cli("triage", "stale", "--database-url", postgres_url, "--mark-failed", "--yes")
     assert marked.exit_code == 1, marked.stderr
-    assert "marked 3 phases FAILED" in marked.stderr
+    assert "marked 3 phases FAILED" in marked.stdout
     with open_database(target, OpenMode.READ_ONLY) as db, db.engine.connect() as connection:
         rows = connection.execute(
             sa.select(

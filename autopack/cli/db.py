@@ -61,7 +61,7 @@ def init(
         return
     if result.panel is not None and not quiet:
         console.show_panel(result.panel, title="database created")
-    console.info(f"initialised with schema {result.revision}, role [bold]{result.role}[/]")
+    console.report(f"initialised with schema {result.revision}, role [bold]{result.role}[/]")
 
 
 @app.command()
@@ -83,7 +83,9 @@ def identity(
     if as_json:
         console.print_json(report)
     else:
-        console.show_identity(report)
+        from autopack.render.db import show_identity
+
+        show_identity(report)
 
 
 @app.command()
@@ -111,7 +113,9 @@ def stamp(
         console.print_json(result)
         return
     before = result.previous.role if result.previous.stamped else "unstamped"
-    console.info(f"role: {before} → [bold]{result.current.role}[/] (db id {result.current.db_id})")
+    console.report(
+        f"role: {before} → [bold]{result.current.role}[/] (db id {result.current.db_id})"
+    )
 
 
 @app.command()
@@ -132,7 +136,13 @@ def upgrade(
     def confirm(plan: UpgradePlan) -> None:
         if not as_json:
             state = plan.state
-            _show_plan(plan.tables_to_create, plan.columns_to_add, state.revision, state.head)
+            _show_plan(
+                plan.tables_to_create,
+                plan.columns_to_add,
+                state.revision,
+                state.head,
+                console.log_line,
+            )
             if plan.stamp_role is not None:
                 console.info(f"  stamp role={plan.stamp_role} ({LEGACY_STAMP_REASON})")
         confirm_or_refuse(yes, "Upgrade this database now (a backup is made first)?")
@@ -144,14 +154,14 @@ def upgrade(
     if as_json:
         console.print_json(result)
     elif not result.changed:
-        console.info(f"already at schema {result.revision}: nothing to do")
+        console.report(f"already at schema {result.revision}: nothing to do")
     else:
         if result.backup_path:
-            console.info(f"backup: {result.backup_path}")
+            console.report_text(f"backup: {result.backup_path}")
         kept = sum((result.rows_before or {}).values())
-        console.info(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
+        console.report(f"upgraded to schema {result.revision}; all {kept:,} rows kept")
         if result.plan.stamp_role is not None:
-            console.info(f"stamped role {result.plan.stamp_role} ({LEGACY_STAMP_REASON})")
+            console.report(f"stamped role {result.plan.stamp_role} ({LEGACY_STAMP_REASON})")
 
 
 @app.command()
@@ -186,17 +196,23 @@ def check(
         console.print_json(result)
     elif not integrity.ok:
         found = len(integrity.problems)
-        console.info(f"damaged: PRAGMA {integrity.mode} found {found} problem(s):")
+        console.report(f"damaged: PRAGMA {integrity.mode} found {found} problem(s):")
         for problem in integrity.problems:
-            console.log_line(f"  {problem}")
-        console.info("restore it from a backup (db upgrade leaves one beside the file)")
+            console.report_text(f"  {problem}")
+        console.report("restore it from a backup (db upgrade leaves one beside the file)")
     elif state is not None and state.matches_code:
-        console.info(f"schema matches this autopack (revision {state.head}); {_whole(integrity)}")
+        console.report(f"schema matches this autopack (revision {state.head}); {_whole(integrity)}")
     elif state is not None and state.newer:
         console.warn(state.compatibility.warning() or "")
     elif state is not None:
-        _show_plan(state.missing_tables, state.missing_columns, state.revision, state.head)
-        console.info("schema does not match: run `autopack db upgrade` on it")
+        _show_plan(
+            state.missing_tables,
+            state.missing_columns,
+            state.revision,
+            state.head,
+            console.report_text,
+        )
+        console.report("schema does not match: run `autopack db upgrade` on it")
     if not result.ok:
         raise typer.Exit(EXIT_FOUND_PROBLEMS)
 
@@ -208,10 +224,15 @@ def _whole(integrity: IntegrityReport) -> str:
 
 
 def _show_plan(
-    tables: tuple[str, ...], columns: dict[str, tuple[str, ...]], revision: str | None, head: str
+    tables: tuple[str, ...],
+    columns: dict[str, tuple[str, ...]],
+    revision: str | None,
+    head: str,
+    say: console.Logger,
 ) -> None:
-    console.info(f"schema revision: {revision or 'none'} → {head}")
+    """What a schema lacks: before `db upgrade` acts (stderr), or as `db check`'s report."""
+    say(f"schema revision: {revision or 'none'} → {head}")
     for table in tables:
-        console.info(f"  + table {table}")
+        say(f"  + table {table}")
     for table, names in columns.items():
-        console.info(f"  + columns on {table}: {', '.join(names)}")
+        say(f"  + columns on {table}: {', '.join(names)}")

@@ -77,7 +77,9 @@ def estimate_command(
     if as_json:
         console.print_json(report)
     else:
-        console.show_estimate(report)
+        from autopack.render.estimate import show_estimate
+
+        show_estimate(report)
 
 
 def _coefficients(

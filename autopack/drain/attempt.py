@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autopack.db.clock import utc_now
-from autopack.drain.report import telemetry_per_minute
+from autopack.drain.report import per_hour, telemetry_per_minute
 from autopack.estimator.coefficients import CoefficientSet
 from autopack.telemetry.zero_yield import DrainFacts
 
@@ -92,6 +92,7 @@ class PhaseOutcome:
             "files_written": self.files_written,
             "estimated_tokens": self.estimated_tokens,
             "telemetry_per_minute": telemetry_per_minute(self.telemetry_events, self.duration_s),
+            "telemetry_per_hour": per_hour(self.telemetry_events, self.duration_s),
         }
 
     def result_values(self) -> dict[str, Any]:

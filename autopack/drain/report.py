@@ -21,6 +21,17 @@ def telemetry_per_minute(events: int, seconds: float | None) -> float | None:
     return round(events / (seconds / 60), 3)
 
 
+def per_hour(count: int, seconds: float | None) -> float | None:
+    """A rate per hour of the time spent draining (None without a duration).
+
+    Per hour because a drain's phases take minutes: a per-minute rate over one short phase
+    reads as noise ("1546.392/min").
+    """
+    if not seconds or seconds <= 0:
+        return None
+    return round(count / (seconds / 3600), 1)
+
+
 class DrainTotals(BaseModel):
     processed: int = 0
     succeeded: int = 0
@@ -36,6 +47,9 @@ class DrainTotals(BaseModel):
     output_tokens: int = 0
     duration_s: float = 0.0
     telemetry_per_minute: float | None = None
+    telemetry_per_hour: float | None = None
+    phases_per_hour: float | None = None
+    """Phase attempts per hour of the attempts' summed duration."""
     zero_yield_reasons: dict[str, int] = Field(default_factory=dict)
 
 
@@ -160,6 +174,8 @@ def summarise(
         runs.setdefault(run_id, RunSummary()).stopped = reason
     totals.zero_yield_reasons = dict(sorted(reasons.items()))
     totals.telemetry_per_minute = telemetry_per_minute(totals.telemetry_events, totals.duration_s)
+    totals.telemetry_per_hour = per_hour(totals.telemetry_events, totals.duration_s)
+    totals.phases_per_hour = per_hour(totals.processed, totals.duration_s)
     totals.duration_s = round(totals.duration_s, 3)
     forecast = _forecast(entries, max_total_tokens) if dry_run else None
     return DrainReport(

@@ -17,6 +17,7 @@ from autopack.drain.report import (
     DrainReport,
     SessionList,
     SessionSummary,
+    per_hour,
     summarise,
     telemetry_per_minute,
 )
@@ -212,6 +213,7 @@ def _session_entries(connection: sa.Connection, session_id: str) -> list[dict[st
         entry["telemetry_per_minute"] = telemetry_per_minute(
             entry["telemetry_events"], entry["duration_s"]
         )
+        entry["telemetry_per_hour"] = per_hour(entry["telemetry_events"], entry["duration_s"])
         entries.append(entry)
     return entries
 

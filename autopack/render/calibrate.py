@@ -1,6 +1,6 @@
 """Rendering `calibrate …`: the proposal's files (Markdown, JSON, charts) and Rich tables.
 
-Human output goes to stderr; `--json` documents to stdout (autopack.console.print_json).
+The report (tables, verdict, the paths written) and `--json` documents go to stdout.
 """
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.markup import escape
-from rich.table import Table
 
 from autopack.calibrate.apply import ActivateResult, ApplyResult, StoredSet
 from autopack.calibrate.backtest import BacktestResult, SetScore
 from autopack.calibrate.report import GroupEvidence, Proposal
 from autopack.calibrate.size_term import SizeTermBacktest
-from autopack.console import stderr_console
+from autopack.console import report_console, warn
 from autopack.errors import ConfigError
 from autopack.output_file import open_output
+from autopack.render.fit import Column, fit_table
 
 FILE_PREFIX = "estimator_calibration_proposal_"
 
@@ -267,94 +267,107 @@ def _size_term_markdown(term: SizeTermBacktest) -> list[str]:
     return lines
 
 
+_SIZE_TERM_COLUMNS = (
+    Column("metric", "text"),
+    Column("current", justify="right"),
+    Column("proposed", justify="right"),
+    Column("+ size term", justify="right"),
+)
+
+
 def show_size_term(term: SizeTermBacktest) -> None:
-    out = stderr_console()
+    out = report_console()
     if term.current is None or term.proposed is None or term.proposed_with_size_term is None:
-        out.print(f"size term: {escape(term.verdict)}", soft_wrap=True)
+        out.print(f"size term: {escape(term.verdict)}")
         return
-    table = Table(
-        title=f"size term: {term.n} clean rows with input tokens (exponent {term.exponent:g})",
-        title_justify="left",
-    )
-    for column in ("metric", "current", "proposed", "+ size term"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for name, now, then, sized in zip(
+    rows = zip(
         SCORE_NAMES,
         _score_rows(term.current),
         _score_rows(term.proposed),
         _score_rows(term.proposed_with_size_term),
         strict=True,
-    ):
-        table.add_row(name, now, then, sized)
-    out.print(table)
+    )
+    title = f"size term: {term.n} clean rows with input tokens (exponent {term.exponent:g})"
+    out.print(fit_table(_SIZE_TERM_COLUMNS, list(rows), width=out.width, title=title))
     style = "green" if term.helps else "yellow"
-    out.print(f"[{style}]{escape(term.verdict)} (reported, not proposed)[/]", soft_wrap=True)
+    out.print(f"[{style}]{escape(term.verdict)} (reported, not proposed)[/]")
+
+
+_PROPOSAL_COLUMNS = (
+    Column("group", "id"),
+    Column("n", justify="right"),
+    Column("ratio", justify="right", priority=1),
+    Column("rule", "id", priority=2),
+    Column("step", justify="right"),
+    Column("budget base / buffer", priority=3),
+)
 
 
 def show_proposal(proposal: Proposal, written: Sequence[Path]) -> None:
-    out = stderr_console()
-    table = Table(
-        title=f"calibration proposal: {escape(proposal.samples.model)}", title_justify="left"
-    )
-    table.add_column("group", no_wrap=True)
-    for column in ("n", "ratio", "rule", "step", "budget base / buffer"):
-        table.add_column(column, justify="right" if column in ("n", "ratio", "step") else "left")
-    for group in proposal.groups:
-        table.add_row(
+    """The proposal's groups, its backtest, the verdict and the files written (stdout)."""
+    out = report_console()
+    rows = [
+        (
             escape(f"{group.category}/{group.complexity}"),
             str(group.n),
             _ratio(group.ratio_median),
-            group.rule,
+            escape(group.rule),
             f"×{group.step:.2f}",
             escape(_budget(group)),
         )
-    out.print(table)
+        for group in proposal.groups
+    ]
+    title = f"calibration proposal: {escape(proposal.samples.model)}"
+    out.print(fit_table(_PROPOSAL_COLUMNS, rows, width=out.width, title=title))
     show_backtest(proposal.backtest)
     if proposal.backtest_size_term is not None:
         show_size_term(proposal.backtest_size_term)
     style = "green" if proposal.changed else "yellow"
-    out.print(f"[bold {style}]{escape(proposal.verdict)}[/]", soft_wrap=True)
+    out.print(f"[bold {style}]{escape(proposal.verdict)}[/]")
     if not proposal.coverage.get("ready", False):
-        verdict = escape(str(proposal.coverage.get("verdict")))
-        out.print(f"[yellow]warning: samples not representative — {verdict}[/]", soft_wrap=True)
+        warn(f"samples not representative — {proposal.coverage.get('verdict')}")
     for path in written:
-        out.print(f"wrote {escape(str(path))}", soft_wrap=True)
+        out.print(f"wrote {escape(str(path))}", soft_wrap=True)  # the path stays whole
+
+
+_BACKTEST_COLUMNS = (
+    Column("metric", "text"),
+    Column("current", justify="right"),
+    Column("proposed", justify="right"),
+)
 
 
 def show_backtest(result: BacktestResult) -> None:
-    table = Table(
-        title=f"backtest: {result.n} clean rows ({escape(result.split)})", title_justify="left"
-    )
-    table.add_column("metric")
-    table.add_column(
-        f"current{f' ({escape(result.current_set)})' if result.current_set else ''}",
-        justify="right",
-    )
-    table.add_column(
-        f"proposed{f' ({escape(result.proposed_set)})' if result.proposed_set else ''}",
-        justify="right",
-    )
-    for name, now, then in zip(
-        SCORE_NAMES, _score_rows(result.current), _score_rows(result.proposed), strict=True
-    ):
-        table.add_row(name, now, then)
-    stderr_console().print(table)
+    rows = zip(SCORE_NAMES, _score_rows(result.current), _score_rows(result.proposed), strict=True)
+    # The sets' names go in the title: as headers they would not leave the metrics room.
+    names = [
+        f"{label} = {escape(name)}"
+        for label, name in (("current", result.current_set), ("proposed", result.proposed_set))
+        if name
+    ]
+    title = f"backtest: {result.n} clean rows ({escape(result.split)})"
+    if names:
+        title += "; " + ", ".join(names)
+    out = report_console()
+    out.print(fit_table(_BACKTEST_COLUMNS, list(rows), width=out.width, title=title))
+
+
+_APPLY_COLUMNS = (
+    Column("group", "id"),
+    Column("scale"),
+    Column("buffer", priority=2),
+    Column("budget base", priority=3),
+    Column("up to deliverables", justify="right", priority=1),
+)
 
 
 def show_apply(result: ApplyResult) -> None:
-    out = stderr_console()
+    out = report_console()
     if result.status == "already_applied":
-        out.print(escape(result.message), soft_wrap=True)
+        out.print(escape(result.message))
         return
-    table = Table(
-        title=f"{escape(result.replaces)} -> {escape(result.name)} ({escape(result.model)})",
-        title_justify="left",
-    )
-    table.add_column("group", no_wrap=True)
-    for column in ("scale", "buffer", "budget base", "up to deliverables"):
-        table.add_column(column)
-    for change in result.changes:
-        table.add_row(
+    rows = [
+        (
             escape(f"{change.category}/{change.complexity}"),
             f"{change.old_scale:g} -> {change.new_scale:g}",
             f"{change.old_buffer:g} -> {change.new_buffer:g}",
@@ -362,22 +375,30 @@ def show_apply(result: ApplyResult) -> None:
             f"{change.new_base if change.new_base is not None else 'fallback'}",
             str(change.max_deliverables or "-"),
         )
-    out.print(table)
-    out.print(escape(result.message), soft_wrap=True)
+        for change in result.changes
+    ]
+    title = f"{escape(result.replaces)} -> {escape(result.name)} ({escape(result.model)})"
+    out.print(fit_table(_APPLY_COLUMNS, rows, width=out.width, title=title))
+    out.print(escape(result.message))
+
+
+_SET_COLUMNS = (
+    Column("name", "id"),
+    Column("model", "id"),
+    Column("active"),
+    Column("since", priority=2),
+    Column("samples", justify="right", priority=3),
+    Column("created", priority=1),
+)
 
 
 def show_sets(sets: Sequence[StoredSet]) -> None:
-    out = stderr_console()
+    out = report_console()
     if not sets:
-        out.print(
-            "no coefficient sets stored: every model uses the built-in default", soft_wrap=True
-        )
+        out.print("no coefficient sets stored: every model uses the built-in default")
         return
-    table = Table(title="coefficient sets in this database", title_justify="left")
-    for column in ("name", "model", "active", "since", "samples", "created"):
-        table.add_column(column, overflow="fold")
-    for item in sets:
-        table.add_row(
+    rows = [
+        (
             escape(item.name),
             escape(item.model),
             "yes" if item.active else "",
@@ -387,9 +408,12 @@ def show_sets(sets: Sequence[StoredSet]) -> None:
             str(item.sample_count),
             item.created_at.strftime("%Y-%m-%d %H:%M"),
         )
-    out.print(table)
-    out.print("models without an active set use the built-in default", soft_wrap=True)
+        for item in sets
+    ]
+    title = "coefficient sets in this database"
+    out.print(fit_table(_SET_COLUMNS, rows, width=out.width, title=title))
+    out.print("models without an active set use the built-in default")
 
 
 def show_activate(result: ActivateResult) -> None:
-    stderr_console().print(escape(result.message), soft_wrap=True)
+    report_console().print(escape(result.message))

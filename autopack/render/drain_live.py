@@ -14,14 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from autopack.console import Logger, stderr_console
 from autopack.drain.progress import DrainProgress
+from autopack.drain.report import per_hour
+from autopack.render.drain import RATE_FROM_SECONDS, rate_per_hour
+from autopack.render.fit import PLAIN, Column, fit_table
 
 
 def phase_line(entry: dict[str, Any]) -> str:
@@ -44,36 +46,51 @@ def _elapsed(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+_IN_FLIGHT_COLUMNS = (
+    Column("worker", justify="right"),
+    Column("run", "id"),
+    Column("phase in flight", "id"),
+    Column("elapsed", justify="right"),
+)
+
+
+def status_line(progress: DrainProgress, now: float) -> str:
+    """The live totals: elapsed, done, failed, the rate per hour, tokens, telemetry rows."""
+    seconds = now - progress.started
+    finished = progress.done + progress.failed
+    rate = per_hour(finished, seconds) if finished and seconds >= RATE_FROM_SECONDS else None
+    budget = (
+        f"{progress.tokens:,} / {progress.max_total_tokens:,}"
+        if progress.max_total_tokens
+        else f"{progress.tokens:,}"
+    )
+    return (
+        f"{_elapsed(seconds)} elapsed · {progress.done} done · {progress.failed} failed"
+        + (f" · {rate_per_hour(rate, 'phases')}" if rate is not None else "")
+        + f" · tokens {budget} · telemetry rows {progress.telemetry_rows}"
+    )
+
+
 @dataclass
 class _Panel:
     """The live part: re-rendered on every refresh from the progress the controller keeps."""
 
     progress: DrainProgress
 
-    def __rich__(self) -> RenderableType:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         progress = self.progress
         now = time.monotonic()
-        table = Table(box=None, show_header=True, pad_edge=False)
-        table.add_column("worker")
-        table.add_column("phase in flight", overflow="fold")
-        table.add_column("elapsed", justify="right")
-        for slot, flight in enumerate(progress.in_flight(), start=1):
-            table.add_row(
+        rows = [
+            (
                 str(slot),
-                escape(f"{flight.run_id} / {flight.phase_id}"),
+                escape(flight.run_id),
+                escape(flight.phase_id),
                 _elapsed(now - flight.started),
             )
-        budget = (
-            f"{progress.tokens:,} / {progress.max_total_tokens:,}"
-            if progress.max_total_tokens
-            else f"{progress.tokens:,}"
-        )
-        status = Text(
-            f"{_elapsed(now - progress.started)} elapsed · {progress.done} done · "
-            f"{progress.failed} failed · tokens {budget} · telemetry rows "
-            f"{progress.telemetry_rows}"
-        )
-        return Group(table, status)
+            for slot, flight in enumerate(progress.in_flight(), start=1)
+        ]
+        yield fit_table(_IN_FLIGHT_COLUMNS, rows, width=options.max_width, style=PLAIN)
+        yield Text(status_line(progress, now))
 
 
 @dataclass

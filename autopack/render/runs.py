@@ -1,7 +1,8 @@
 """Rendering `runs list`, `runs show` and `phases show`: the report on stdout.
 
-Ids never wrap (`no_wrap`, or lines printed with soft wrap): an operator copies them into the
-next command. Free text (failure reasons) is cut to one line in tables; `--json` has it whole.
+Ids never wrap (tables are fitted by autopack/render/fit.py; lines are printed with soft wrap):
+an operator copies them into the next command. Tables show a failure reason's first line only;
+`--json` has it whole.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from autopack.console import stdout_console
+from autopack.console import report_console
+from autopack.render.fit import COMPACT, KEY_VALUE, Column, fit_table
 from autopack.runs import PhaseAttempt, PhaseDetail, RunDetail, RunList, TelemetrySummary
 
 _STATE_STYLE = {
@@ -23,6 +23,35 @@ _STATE_STYLE = {
     "FAILED": "red",
     "EXECUTING": "yellow",
 }
+
+
+_RUN_COLUMNS = (
+    Column("run", "id"),
+    Column("state", "id"),
+    Column("phases by state", "text"),
+    Column("telemetry", justify="right", priority=2),
+    Column("created", priority=1),
+)
+_PHASE_COLUMNS = (
+    Column("#", justify="right", priority=3),
+    Column("phase", "id"),
+    Column("state", "id"),
+    Column("category", "id", priority=4),
+    Column("complexity", "id", priority=5),
+    Column("tries", justify="right", priority=2),
+    Column("tel", justify="right", priority=1),
+)
+_FAILURE_COLUMNS = (Column("phase", "id"), Column("reason", "text"))
+_TELEMETRY_COLUMNS = (
+    Column("event", justify="right"),
+    Column("when", priority=3),
+    Column("model", "id", priority=4),
+    Column("predicted", justify="right"),
+    Column("actual", justify="right"),
+    Column("budget", justify="right", priority=2),
+    Column("ok", priority=5),
+    Column("coefficients", "id", priority=1),
+)
 
 
 def _when(value: datetime | None) -> str:
@@ -40,17 +69,8 @@ def _state(value: str) -> str:
     return f"[{style}]{escape(value)}[/]" if style else escape(value)
 
 
-def _table() -> Table:
-    return Table(
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-    )
-
-
 def show_run_list(listing: RunList) -> None:
-    out = stdout_console()
+    out = report_console()
     filters = listing.filters
     scope = [f"state {filters.state}"] if filters.state else []
     scope += [f"id starting {filters.prefix!r}"] if filters.prefix else []
@@ -62,23 +82,19 @@ def show_run_list(listing: RunList) -> None:
     out.print(f"{head}, newest first", soft_wrap=True)
     if not listing.runs:
         return
-    # created and updated are both in --json; the table keeps to 80 columns with the created
-    # date only (the list's order).
-    table = _table()
-    table.add_column("run", no_wrap=True)
-    table.add_column("state", no_wrap=True, overflow="ellipsis")
-    table.add_column("phases by state", overflow="fold", min_width=12, ratio=1)
-    table.add_column("telemetry", justify="right", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    for run in listing.runs:
-        table.add_row(
+    # created and updated are both in --json; the table shows the created date only (the
+    # list's order).
+    rows = [
+        (
             escape(run.id),
             _state(run.state),
             escape(_states(run.phase_states)),
             f"{run.telemetry_events:,}" if listing.telemetry_available else "—",
             run.created_at.strftime("%Y-%m-%d") if run.created_at else "—",
         )
-    out.print(table)
+        for run in listing.runs
+    ]
+    out.print(fit_table(_RUN_COLUMNS, rows, width=out.width, style=COMPACT))
     if shown < listing.matching:
         out.print(f"{listing.matching - shown:,} older runs not shown: --limit 0 shows all")
 
@@ -103,7 +119,7 @@ def _field(out: Console, name: str, value: str, *, prose: bool = False) -> None:
 
 
 def show_run_detail(detail: RunDetail) -> None:
-    out = stdout_console()
+    out = report_console()
     run = detail.run
     _field(out, "run", f"[bold]{escape(run.id)}[/]  {_state(run.state)}")
     _field(out, "created", f"{_when(run.created_at)}   updated {_when(run.updated_at)}")
@@ -122,16 +138,8 @@ def show_run_detail(detail: RunDetail) -> None:
         out.print(line)
     if not detail.phases:
         return
-    table = _table()
-    table.add_column("#", justify="right")
-    table.add_column("phase", no_wrap=True)
-    table.add_column("state")
-    table.add_column("category", overflow="fold")
-    table.add_column("complexity", overflow="fold")
-    table.add_column("tries", justify="right")
-    table.add_column("tel", justify="right")
-    for phase in detail.phases:
-        table.add_row(
+    rows = [
+        (
             str(phase.phase_index),
             escape(phase.phase_id),
             _state(phase.state),
@@ -140,28 +148,28 @@ def show_run_detail(detail: RunDetail) -> None:
             str(phase.drain_attempts),
             str(phase.telemetry_events),
         )
-    out.print(table)
+        for phase in detail.phases
+    ]
+    out.print(fit_table(_PHASE_COLUMNS, rows, width=out.width, style=COMPACT))
     _show_failures(out, detail)
     out.print(f"one phase in detail: autopack phases show {escape(run.id)} PHASE", soft_wrap=True)
 
 
 def _show_failures(out: Console, detail: RunDetail) -> None:
-    """Each phase's last failure reason, cut to one line (the phase id stays whole)."""
+    """Each phase's last failure reason, its first line (the phase id stays whole)."""
     failed = [p for p in detail.phases if p.last_failure_reason]
     if not failed:
         return
     out.print("last failure reasons:")
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True)
-    grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
-    for phase in failed:
-        first_line = (phase.last_failure_reason or "").splitlines()[0]
-        grid.add_row(f"  {escape(phase.phase_id)}", escape(first_line))
-    out.print(grid)
+    rows = [
+        (escape(phase.phase_id), escape((phase.last_failure_reason or "").splitlines()[0]))
+        for phase in failed
+    ]
+    out.print(fit_table(_FAILURE_COLUMNS, rows, width=out.width, style=KEY_VALUE))
 
 
 def show_phase_detail(detail: PhaseDetail) -> None:
-    out = stdout_console()
+    out = report_console()
     _field(out, "run", f"{escape(detail.run_id)}  ({escape(detail.run_state)})")
     _field(out, "phase", f"[bold]{escape(detail.phase_id)}[/]  #{detail.phase_index}")
     _field(out, "name", escape(detail.name), prose=True)
@@ -210,10 +218,10 @@ def _show_attempts(out: Console, detail: PhaseDetail) -> None:
 
 def _show_attempt(out: Console, number: int, attempt: PhaseAttempt) -> None:
     who = ", ".join(x for x in (attempt.session_kind, attempt.worker) if x)
+    # Wrapped at spaces: the session id and the worker stay whole, each on its line if need be.
     out.print(
         f"{number}. session {escape(attempt.session_id)} #{attempt.seq}"
-        + (f" ({escape(who)})" if who else ""),
-        soft_wrap=True,
+        + (f" ({escape(who)})" if who else "")
     )
     took = f" ({attempt.duration_s:.1f} s)" if attempt.duration_s is not None else ""
     final = f" → {_state(attempt.final_state)}" if attempt.final_state else ""
@@ -225,7 +233,7 @@ def _show_attempt(out: Console, number: int, attempt: PhaseAttempt) -> None:
         kind = f" ({escape(attempt.failure_kind)})" if attempt.failure_kind else ""
         out.print(f"   reason{kind}: {escape(attempt.failure_reason.strip())}")
     if attempt.fingerprint:
-        out.print(f"   fingerprint: {escape(attempt.fingerprint)}", soft_wrap=True)
+        out.print(f"   fingerprint: {escape(attempt.fingerprint)}")  # has spaces: wraps at them
     yielded = f"   telemetry rows {attempt.telemetry_events}, LLM calls {attempt.llm_calls}, "
     yielded += f"output tokens {attempt.output_tokens:,}"
     if attempt.zero_yield_reason:
@@ -247,26 +255,20 @@ def _show_telemetry(out: Console, detail: PhaseDetail) -> None:
         out.print(line)
     if not detail.telemetry:
         return
-    # Truncation shows as `≥actual` (a lower bound), which keeps the table to 80 columns.
-    table = _table()
-    table.add_column("event", justify="right", no_wrap=True)
-    table.add_column("when", no_wrap=True)
-    table.add_column("model", overflow="fold")
-    table.add_column("predicted", justify="right", no_wrap=True)
-    table.add_column("actual", justify="right", no_wrap=True)
-    table.add_column("budget", justify="right", no_wrap=True)
-    table.add_column("ok", no_wrap=True)
-    table.add_column("coefficients", overflow="fold")
+    # Truncation shows as `≥actual` (a lower bound) rather than in a column of its own.
+    rows = []
     for row in detail.telemetry:
         actual = f"{row.actual_output_tokens:,}"
-        table.add_row(
-            str(row.event_id),
-            row.timestamp.strftime("%m-%d %H:%M") if row.timestamp else "—",
-            escape(row.model),
-            f"{row.predicted_output_tokens:,}",
-            f"≥{actual}" if row.truncated else actual,
-            f"{row.selected_budget:,}",
-            "yes" if row.success else "no",
-            escape(row.coefficient_set or "—"),
+        rows.append(
+            (
+                str(row.event_id),
+                row.timestamp.strftime("%m-%d %H:%M") if row.timestamp else "—",
+                escape(row.model),
+                f"{row.predicted_output_tokens:,}",
+                f"≥{actual}" if row.truncated else actual,
+                f"{row.selected_budget:,}",
+                "yes" if row.success else "no",
+                escape(row.coefficient_set or "—"),
+            )
         )
-    out.print(table)
+    out.print(fit_table(_TELEMETRY_COLUMNS, rows, width=out.width, style=COMPACT))

@@ -1,4 +1,4 @@
-"""Rendering `telemetry analyze`: Rich tables on stderr, and the Markdown report file.
+"""Rendering `telemetry analyze`: Rich tables on stdout, and the Markdown report file.
 
 Both render the same `AnalysisReport`; neither computes anything. The Markdown writer has no
 Rich in it (it is a file format), and lives here next to the terminal view so the two stay in
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.markup import escape
-from rich.table import Table
 
-from autopack.console import stderr_console, warn
+from autopack.console import report_console, warn
 from autopack.db.identity import TargetInfo
 from autopack.output_file import check_output_path, open_output
+from autopack.render.fit import Column, fit_table
 from autopack.telemetry.analysis_report import (
     AnalysisReport,
     Filters,
@@ -129,43 +129,76 @@ def _coverage_grid(
 # The terminal
 
 
+_TIER1_COLUMNS = (
+    Column("gate", "id"),
+    Column("count", justify="right"),
+    Column("rate", justify="right"),
+    Column("target", justify="right", priority=1),
+    Column("verdict", "id"),
+)
+_WASTE_COLUMNS = (
+    Column("waste", "text"),
+    Column("n", justify="right"),
+    Column("median", justify="right"),
+    Column("p90", justify="right"),
+    Column("mean", justify="right", priority=2),
+    Column("", "text", priority=1),
+)
+_SMAPE_COLUMNS = (
+    Column("n", justify="right"),
+    Column("mean", justify="right"),
+    Column("median", justify="right"),
+    Column("min", justify="right", priority=2),
+    Column("max", justify="right", priority=2),
+    Column("predicted mean", justify="right", priority=1),
+    Column("actual mean", justify="right", priority=1),
+)
+# Stratified tables: the stratum's value (a category, complexity or bucket) is an id; the
+# figures that matter most for tuning are kept longest.
+_STRATUM_PRIORITY = {"SMAPE mean": 3, "waste mean": 2, "success": 1}
+
+
+def _stratum_columns(title: str) -> list[Column]:
+    return [
+        Column(title, "id"),
+        *(
+            Column(header, justify="right", priority=_STRATUM_PRIORITY.get(header))
+            for header in STRATUM_HEADERS
+        ),
+    ]
+
+
 def show_analysis(report: AnalysisReport) -> None:
-    """The report as Rich tables on stderr (human output; data goes to stdout only with --json)."""
-    out = stderr_console()
+    """The report as Rich tables on stdout (warnings on stderr)."""
+    out = report_console()
+    width = out.width
     out.print(
         f"[bold]telemetry analysis[/]: {report.rows:,} of {report.table_rows:,} rows "
-        f"(filters: {escape(_filters(report.filters, report.under_multiplier))})",
-        soft_wrap=True,
+        f"(filters: {escape(_filters(report.filters, report.under_multiplier))})"
     )
     if report.first_timestamp and report.last_timestamp:
         out.print(
             f"samples from {report.first_timestamp:%Y-%m-%d %H:%M} to "
             f"{report.last_timestamp:%Y-%m-%d %H:%M} UTC"
         )
-    tier1 = Table(title=f"Tier 1 — risk ({report.tier1.population})", title_justify="left")
-    for column in ("gate", "count", "rate", "target", "verdict"):
-        tier1.add_column(column, justify="left" if column in ("gate", "verdict") else "right")
-    for name, check in _tier1_rows(report):
-        tier1.add_row(
-            name,
-            f"{check.count:,} / {check.rows:,}",
-            _pct(check.rate),
-            _target(check),
-            _mark(check),
+    tier1 = [
+        (name, f"{check.count:,} / {check.rows:,}", _pct(check.rate), _target(check), _mark(check))
+        for name, check in _tier1_rows(report)
+    ]
+    out.print(
+        fit_table(
+            _TIER1_COLUMNS,
+            tier1,
+            width=width,
+            title=escape(f"Tier 1 — risk ({report.tier1.population})"),
         )
-    out.print(tier1)
+    )
     style = {"within_targets": "green", "tuning_needed": "red", "no_samples": "yellow"}[
         report.verdict.status
     ]
-    out.print(f"[bold {style}]{escape(report.verdict.summary)}[/]", soft_wrap=True)
-    waste = Table(
-        title="Tier 2 — cost: waste = tokens allowed / actual (non-truncated rows)",
-        title_justify="left",
-    )
-    for column in ("waste", "n", "median", "p90", "mean", ""):
-        waste.add_column(column, justify="left" if column in ("waste", "") else "right")
-    for stats in report.waste:
-        waste.add_row(
+    out.print(f"[bold {style}]{escape(report.verdict.summary)}[/]")
+    waste = [
+        (
             escape(stats.definition),
             f"{stats.n:,}",
             _ratio(stats.median),
@@ -173,11 +206,17 @@ def show_analysis(report: AnalysisReport) -> None:
             _ratio(stats.mean),
             _waste_note(stats),
         )
-    out.print(waste)
-    smape = Table(title=f"SMAPE ({report.smape.population})", title_justify="left")
-    for column in ("n", "mean", "median", "min", "max", "predicted mean", "actual mean"):
-        smape.add_column(column, justify="right")
-    smape.add_row(
+        for stats in report.waste
+    ]
+    out.print(
+        fit_table(
+            _WASTE_COLUMNS,
+            waste,
+            width=width,
+            title="Tier 2 — cost: waste = tokens allowed / actual (non-truncated rows)",
+        )
+    )
+    smape = (
         f"{report.smape.n:,}",
         _smape(report.smape.mean),
         _smape(report.smape.median),
@@ -186,15 +225,21 @@ def show_analysis(report: AnalysisReport) -> None:
         _tokens(report.non_truncated.predicted_mean),
         _tokens(report.non_truncated.actual_mean),
     )
-    out.print(smape)
+    out.print(
+        fit_table(
+            _SMAPE_COLUMNS,
+            [smape],
+            width=width,
+            title=escape(f"SMAPE ({report.smape.population})"),
+        )
+    )
     truncated = report.truncated
     if truncated.rows:
         out.print(
             f"truncated rows (lower bounds, apart): {truncated.rows:,}; predicted mean "
             f"{_tokens(truncated.predicted_mean)}, actual mean ≥ {_tokens(truncated.actual_mean)}; "
             f"underestimated {truncated.underestimated:,} "
-            f"({_pct(truncated.underestimated_rate)})",
-            soft_wrap=True,
+            f"({_pct(truncated.underestimated_rate)})"
         )
     else:
         out.print("truncated rows: none")
@@ -204,50 +249,45 @@ def show_analysis(report: AnalysisReport) -> None:
             ("by complexity", report.strata.by_complexity),
             ("by deliverable count", report.strata.by_deliverable_bucket),
         ):
-            table = Table(title=f"stratified {title}", title_justify="left")
-            table.add_column(title.removeprefix("by "))
-            for column in STRATUM_HEADERS:
-                table.add_column(column, justify="right")
-            for stratum in strata:
-                table.add_row(escape(stratum.value), *_stratum_cells(stratum))
-            out.print(table)
-        out.print(escape(report.strata.note), soft_wrap=True)
+            rows = [(escape(stratum.value), *_stratum_cells(stratum)) for stratum in strata]
+            columns = _stratum_columns(title.removeprefix("by "))
+            out.print(fit_table(columns, rows, width=width, title=f"stratified {title}"))
+        out.print(escape(report.strata.note))
     _show_coverage(report.coverage)
     for message in report.warnings:
         warn(message)
     out.print(
         "median = true median (mean of the two middle values for even n); p90 = the exclusive "
-        "quantile of Python's statistics (the maximum below 10 values)",
-        soft_wrap=True,
+        "quantile of Python's statistics (the maximum below 10 values)"
     )
 
 
 def show_written(path: Path) -> None:
-    stderr_console().print(f"report written to {escape(str(path))}", soft_wrap=True)
+    report_console().print(f"report written to {escape(str(path))}", soft_wrap=True)
 
 
 def _show_coverage(coverage: CoverageReport) -> None:
-    out = stderr_console()
-    buckets, rows = _coverage_grid(coverage)
-    table = Table(
-        title="coverage: clean samples (success, not truncated) per deliverable bucket",
-        title_justify="left",
-    )
-    table.add_column("category")
-    table.add_column("complexity")
-    for bucket in buckets:
-        table.add_column(bucket, justify="right")
-    table.add_column("total", justify="right")
-    for category, complexity, counts in rows:
-        table.add_row(
+    out = report_console()
+    buckets, grid = _coverage_grid(coverage)
+    columns = [
+        Column("category", "id"),
+        Column("complexity", "id"),
+        *(Column(bucket, justify="right") for bucket in buckets),
+        Column("total", justify="right"),
+    ]
+    rows = [
+        (
             escape(category),
             escape(complexity),
             *(str(counts[b]) if b in counts else "" for b in buckets),
             str(sum(counts.values())),
         )
-    out.print(table)
+        for category, complexity, counts in grid
+    ]
+    title = "coverage: clean samples (success, not truncated) per deliverable bucket"
+    out.print(fit_table(columns, rows, width=out.width, title=title))
     style = "green" if coverage.ready else "yellow"
-    out.print(f"[bold {style}]{escape(coverage.verdict)}[/]", soft_wrap=True)
+    out.print(f"[bold {style}]{escape(coverage.verdict)}[/]")
 
 
 # --------------------------------------------------------------------------------------------

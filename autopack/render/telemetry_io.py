@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from autopack.console import stderr_console
+from autopack.console import report_console, stderr_console, warn
 from autopack.telemetry.export import ExportResult
 from autopack.telemetry.importer import FileReport, ImportReport
 
@@ -81,11 +81,12 @@ def show_broken_pipe() -> None:
 
 
 def show_import_report(report: ImportReport) -> None:
-    out = stderr_console()
+    """What the import did, file by file (stdout: it is the command's report)."""
+    out = report_console()
     for file in report.files:
-        out.print(_file_line(file), soft_wrap=True)
+        out.print(_file_line(file))
         for problem in file.problems[:PROBLEMS_SHOWN]:
-            out.print(f"  line {problem.line}: {escape(problem.reason)}", soft_wrap=True)
+            out.print(f"  line {problem.line}: {escape(problem.reason)}")
         hidden = file.unparseable - min(len(file.problems), PROBLEMS_SHOWN)
         if hidden > 0:
             out.print(f"  … and {hidden:,} more unparseable lines (--json lists up to 100)")
@@ -100,14 +101,11 @@ def show_import_report(report: ImportReport) -> None:
         summary += (
             f"; placeholders: {totals.placeholder_runs} runs, {totals.placeholder_phases:,} phases"
         )
-    out.print(summary, soft_wrap=True)
+    out.print(summary)
     if report.dry_run:
         out.print("dry run: nothing was written")
     if totals.records == 0 and totals.failed_files == 0:
-        out.print(
-            "[yellow]warning:[/] no telemetry sample found: are these the right files?",
-            soft_wrap=True,
-        )
+        warn("no telemetry sample found: are these the right files?")
 
 
 def _file_line(file: FileReport) -> str:

@@ -1,4 +1,4 @@
-"""Rendering `triage stale`: the stale phases by run (stderr) and its `--json` document (stdout)."""
+"""Rendering `triage stale`: the stale phases by run and its `--json` document (both stdout)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.table import Table
 
-from autopack.console import json_value, stderr_console, stdout
+from autopack.console import json_value, report_console, stderr_console, stdout
 from autopack.db.clock import utc_text
 from autopack.db.identity import TargetInfo
+from autopack.render.fit import Column, fit_table
 from autopack.triage import (
     MarkResult,
     StaleKind,
@@ -118,7 +118,7 @@ def _indented(value: Any) -> str:
     return json.dumps(value, indent=2, default=json_value).replace("\n", "\n  ")
 
 
-# human report (stderr) ------------------------------------------------------------------------
+# human report (stdout) ------------------------------------------------------------------------
 
 
 def _note(entry: StalePhase) -> str:
@@ -131,43 +131,43 @@ def _note(entry: StalePhase) -> str:
     return reason
 
 
-def _phase_table(title: str, entries: Sequence[StalePhase]) -> Table:
+_PHASE_COLUMNS = (
+    Column("run", "id"),
+    Column("phase", "id"),
+    Column("state", "id", priority=2),
+    Column("idle for", justify="right"),
+    Column("last activity (UTC)", priority=1),
+    Column("note", "text", priority=3),
+)
+
+
+def _phase_table(title: str, entries: Sequence[StalePhase], width: int) -> RenderableType:
     """One table grouped by run: the run named once, a rule between runs."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("run", overflow="fold")
-    table.add_column("phase", overflow="fold")
-    table.add_column("state")
-    table.add_column("idle for", justify="right")
-    table.add_column("last activity (UTC)")
-    table.add_column("note", overflow="fold")
-    previous: str | None = None
-    for entry in entries:
-        if previous is not None and entry.run_id != previous:
-            table.add_section()
-        table.add_row(
-            escape(entry.run_id) if entry.run_id != previous else "",
+    rows = [
+        (
+            escape(entry.run_id),
             escape(entry.phase_id),
             escape(entry.state),
             format_age(entry.age_minutes),
             _short(entry.last_activity),
             escape(_note(entry)),
         )
-        previous = entry.run_id
-    return table
+        for entry in entries
+    ]
+    return fit_table(_PHASE_COLUMNS, rows, width=width, title=title, group=0)
 
 
 def show_stale_report(report: StaleReport, *, keep: int | None) -> None:
     """The stale phases by run, oldest first (the first `keep` of each list; None: all), then
     the unleased."""
-    out = stderr_console()
+    out = report_console()
     query, stale, unleased = report.query, report.stale, report.unleased
     threshold = format_threshold(query.threshold)
     since = f"since {_short(query.cutoff)} UTC"
     if not stale.count and not unleased.count:
         out.print(
             f"no stale phases: nothing QUEUED untouched for over {threshold} ({since}), "
-            "no EXECUTING phase with an expired lease.",
-            soft_wrap=True,
+            "no EXECUTING phase with an expired lease."
         )
     if stale.count:
         queued = stale.by_kind.get(StaleKind.QUEUED, 0)
@@ -175,70 +175,61 @@ def show_stale_report(report: StaleReport, *, keep: int | None) -> None:
         out.print(
             f"[bold]{_plural(stale.count, 'stale phase')} in {_plural(stale.runs, 'run')}[/]: "
             f"{queued:,} QUEUED untouched for over {threshold} ({since}), "
-            f"{expired:,} EXECUTING with an expired lease (worker presumed dead)",
-            soft_wrap=True,
+            f"{expired:,} EXECUTING with an expired lease (worker presumed dead)"
         )
         _show_entries(out, "stale phases", stale, keep)
     if unleased.count:
         out.print(
             f"[yellow]{_plural(unleased.count, 'EXECUTING phase')} without a lease[/] in "
             f"{_plural(unleased.runs, 'run')}, untouched for over {threshold}: left by a worker "
-            "that keeps no lease (the original tool?); marked only with --include-unleased",
-            soft_wrap=True,
+            "that keeps no lease (the original tool?); marked only with --include-unleased"
         )
         _show_entries(out, "EXECUTING without a lease", unleased, keep)
     if not query.leases_checked:
         out.print(
             "[yellow]note:[/] this DB has no autopack_phase_claims table (never upgraded), so "
-            "every EXECUTING phase counts as unleased",
-            soft_wrap=True,
+            "every EXECUTING phase counts as unleased"
         )
 
 
 def _show_entries(out: Console, title: str, listing: StaleList, keep: int | None) -> None:
     shown = listing.entries[:keep]
     if shown:
-        out.print(_phase_table(title, shown))
+        out.print(_phase_table(title, shown, out.width))
     hidden = listing.count - len(shown)
     if hidden > 0:
         out.print(
-            f"… and {_plural(hidden, 'more phase')} (--show 0 lists all; --json gives every one)",
-            soft_wrap=True,
+            f"… and {_plural(hidden, 'more phase')} (--show 0 lists all; --json gives every one)"
         )
 
 
 def show_next_step() -> None:
-    stderr_console().print(
-        "to mark them FAILED: the same command with --mark-failed (it asks first; --yes in "
-        "scripts)",
-        soft_wrap=True,
+    report_console().print(
+        "to mark them FAILED: the same command with --mark-failed (it asks first; --yes in scripts)"
     )
 
 
 def show_mark_result(result: MarkResult, *, unleased_left: int) -> None:
     """What marking did; `unleased_left` unleased phases were listed but not asked for."""
-    out = stderr_console()
+    out = report_console()
     out.print(
         f"marked {_plural(len(result.marked), 'phase')} FAILED with a {escape('[STALE]')} "
         "reason (an old reason is kept after '; previous:'); released "
-        f"{_plural(result.released_claims, 'expired lease')}",
-        soft_wrap=True,
+        f"{_plural(result.released_claims, 'expired lease')}"
     )
     if result.skipped:
         out.print(
             f"[yellow]skipped {_plural(len(result.skipped), 'phase')}[/]: changed since the "
-            "report (taken, renewed, finished or given a new reason), so left as they are:",
-            soft_wrap=True,
+            "report (taken, renewed, finished or given a new reason), so left as they are:"
         )
         for entry in result.skipped[:SKIPPED_SHOWN]:
-            out.print(f"  {escape(entry.run_id)} / {escape(entry.phase_id)}", soft_wrap=True)
+            out.print(f"  {escape(entry.run_id)} / {escape(entry.phase_id)}")
         if len(result.skipped) > SKIPPED_SHOWN:
             out.print(f"  … and {len(result.skipped) - SKIPPED_SHOWN:,} more (--json lists them)")
     if unleased_left:
         out.print(
             f"not marked: {_plural(unleased_left, 'EXECUTING phase')} without a lease (add "
-            "--include-unleased once you know no other tool is running them)",
-            soft_wrap=True,
+            "--include-unleased once you know no other tool is running them)"
         )
 
 
