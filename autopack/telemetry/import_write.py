@@ -21,7 +21,7 @@ Python (`executemany`) took twice the CPU of moving them from staged tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -80,13 +80,13 @@ def staged(connection: sa.Connection, plan: FilePlan) -> Iterator[StagedPlan]:
     it is part of that transaction."""
     own_transaction = not connection.in_transaction()
     postgres = connection.dialect.name == "postgresql"
-    tiers, events = plan.tiers, plan.events
-    phases, provenance = plan.phases, plan.provenance
-    if postgres:
-        tiers, phases, events, provenance = _with_drawn_ids(connection, plan)
     tables: list[StagedTable] = []
     try:
         with _maybe_transaction(connection, own_transaction):
+            tiers, events = plan.tiers, plan.events
+            phases, provenance = plan.phases, plan.provenance
+            if postgres:
+                tiers, phases, events, provenance = _with_drawn_ids(connection, plan)
             for target, rows, extra in (
                 (RUNS, plan.runs, ()),
                 (TIERS, tiers, ()),
@@ -152,23 +152,25 @@ def write_staged(connection: sa.Connection, staged_plan: StagedPlan) -> None:
 
 def _check_still_valid(connection: sa.Connection, plan: StagedPlan) -> None:
     """Every check is driven by the staged rows and probes a unique index of the real table."""
-    stage = plan.provenance.stage
     if _any(
-        plan.provenance,
-        sa.exists().where(PROVENANCE.c.sample_key == stage.c.sample_key),
         connection,
+        plan.provenance,
+        lambda stage: sa.exists().where(PROVENANCE.c.sample_key == stage.c.sample_key),
     ):
         raise StalePlan("another writer stored one of the planned samples")
-    stage = plan.runs.stage
-    if _any(plan.runs, sa.exists().where(RUNS.c.id == stage.c.id), connection):
+    if _any(connection, plan.runs, lambda stage: sa.exists().where(RUNS.c.id == stage.c.id)):
         raise StalePlan("another writer created one of the planned runs")
-    stage = plan.phases.stage
     # A phase in a run the plan creates cannot exist unless that run does (checked above).
-    in_existing_run = sa.and_(
-        stage.c[NEW_TIER] == 0,
-        sa.exists().where(PHASES.c.run_id == stage.c.run_id, PHASES.c.phase_id == stage.c.phase_id),
-    )
-    if _any(plan.phases, in_existing_run, connection):
+    if _any(
+        connection,
+        plan.phases,
+        lambda stage: sa.and_(
+            stage.c[NEW_TIER] == 0,
+            sa.exists().where(
+                PHASES.c.run_id == stage.c.run_id, PHASES.c.phase_id == stage.c.phase_id
+            ),
+        ),
+    ):
         raise StalePlan("another writer created one of the planned phases")
     if plan.index_bases:
         highest = connection.execute(
@@ -181,12 +183,16 @@ def _check_still_valid(connection: sa.Connection, plan: StagedPlan) -> None:
                 raise StalePlan(f"another writer added phases to run {run_id}")
 
 
-def _any(table: StagedTable, condition: sa.ColumnElement[bool], connection: sa.Connection) -> bool:
+def _any(
+    connection: sa.Connection,
+    table: StagedTable,
+    condition: Callable[[sa.Table], sa.ColumnElement[bool]],
+) -> bool:
     """Whether a staged row meets the condition (one probe of the real table's index each)."""
     if not table.count:
         return False
-    query = sa.select(sa.literal(1)).select_from(table.stage).where(condition).limit(1)
-    return connection.execute(query).first() is not None
+    query = sa.select(sa.literal(1)).select_from(table.stage).where(condition(table.stage))
+    return connection.execute(query.limit(1)).first() is not None
 
 
 def _largest(connection: sa.Connection, column: sa.Column[Any]) -> int:
