@@ -2,10 +2,11 @@
 
 Sources (autopack.telemetry.import_sources): the original's `[TokenEstimationV2]` log lines,
 the original's NDJSON export, and our own export (CSV, NDJSON or Parquet). Each file is parsed
-and validated first, then written in one short transaction, so a file is either imported or not
-and the write lock is held only while its rows are inserted; a bad line is counted and
-reported, never fatal. Works on a freshly initialised, empty DB: importing is how a DB gets its
-history.
+and validated first, then planned with reads only (autopack.telemetry.import_plan), staged, and
+written in one short transaction (autopack.telemetry.import_write), so a file is either
+imported or not and the write lock is held only while its rows are inserted; a bad line is
+counted and reported, never fatal. Works on a freshly initialised, empty DB: importing is how
+a DB gets its history.
 
 Where a sample goes (token_estimation_v2_events has a foreign key to phases(run_id, phase_id)):
 
