@@ -22,7 +22,7 @@ Python (`executemany`) took twice the CPU of moving them from staged tables.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -105,11 +105,21 @@ def staged(connection: sa.Connection, plan: FilePlan) -> Iterator[StagedPlan]:
             ids_final=postgres,
             index_bases=plan.index_bases,
         )
-    finally:
-        with _maybe_transaction(connection, own_transaction):
-            for table in tables:
-                if table.count:
-                    connection.execute(sa.text(f"DROP TABLE {_temp_name(connection, table)}"))
+    except BaseException:
+        # Inside the caller's transaction the tables go with its rollback (and the next
+        # staging replaces them); a failed drop must not hide what went wrong.
+        if own_transaction:
+            with suppress(sa.exc.DBAPIError):
+                _drop(connection, tables)
+        raise
+    _drop(connection, tables, own_transaction)
+
+
+def _drop(connection: sa.Connection, tables: Sequence[StagedTable], own: bool = True) -> None:
+    with _maybe_transaction(connection, own):
+        for table in tables:
+            if table.count:
+                connection.execute(sa.text(f"DROP TABLE {_temp_name(connection, table)}"))
 
 
 def take_write_lock(connection: sa.Connection) -> None:
