@@ -637,7 +637,7 @@ def test_dry_run_of_several_files_sees_the_earlier_ones(
 def test_a_file_that_breaks_halfway_is_rolled_back_whole(
     fresh: tuple[str, Database], workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from autopack.telemetry import export_to, importer
+    from autopack.telemetry import export_to
     from autopack.telemetry.columns import ExportFormat
 
     _url, db = fresh
@@ -648,7 +648,6 @@ def test_a_file_that_breaks_halfway_is_rolled_back_whole(
     assert main(["db", "init", "--database-url", other_url, "-q"]) == 0
     other = open_rw(other_url)
     try:
-        monkeypatch.setattr(importer, "BATCH_SAMPLES", 10)
         broken = workdir / "broken.csv"
         # A cell beyond the csv module's field limit breaks the reader after 60 good rows.
         broken.write_text(exported.read_text() + "1," + "x" * 200_000 + "\n")

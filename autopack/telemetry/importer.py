@@ -2,10 +2,11 @@
 
 Sources (autopack.telemetry.import_sources): the original's `[TokenEstimationV2]` log lines,
 the original's NDJSON export, and our own export (CSV, NDJSON or Parquet). Each file is parsed
-and validated first, then written in one short transaction, so a file is either imported or not
-and the write lock is held only while its rows are inserted; a bad line is counted and
-reported, never fatal. Works on a freshly initialised, empty DB: importing is how a DB gets its
-history.
+and validated first, then planned with reads only (autopack.telemetry.import_plan), staged, and
+written in one short transaction (autopack.telemetry.import_write), so a file is either
+imported or not and the write lock is held only while its rows are inserted; a bad line is
+counted and reported, never fatal. Works on a freshly initialised, empty DB: importing is how
+a DB gets its history.
 
 Where a sample goes (token_estimation_v2_events has a foreign key to phases(run_id, phase_id)):
 
@@ -30,34 +31,31 @@ of the same file adds nothing). Rows from our own export keep the provenance the
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from autopack.db.engine import Database, translated_errors
-from autopack.db.models import (
-    Phase,
-    PhaseState,
-    Run,
-    RunState,
-    TelemetryProvenance,
-    Tier,
-    TierState,
-    TokenEstimationV2Event,
-    table_of,
-    utc_now,
-)
-from autopack.errors import ConfigError, GuardError, SchemaError
+from autopack.errors import ConfigError, SchemaError, TargetError
 from autopack.telemetry.choices import ImportFormat
 from autopack.telemetry.columns import ProgressCallback, TelemetryTables, inspect_telemetry_tables
+from autopack.telemetry.import_plan import (
+    EVENTS,
+    PHASES,
+    PROVENANCE,
+    RUNS,
+    TIERS,
+    FilePlan,
+    plan_file,
+)
+from autopack.telemetry.import_plan import PLACEHOLDER_MARK as PLACEHOLDER_MARK
+from autopack.telemetry.import_plan import file_run_id as file_run_id
 from autopack.telemetry.import_sources import (
     ImportSample,
     Problem,
@@ -70,22 +68,13 @@ from autopack.telemetry.import_sources import (
     parquet_records,
     read_records,
 )
+from autopack.telemetry.import_write import StalePlan, staged, take_write_lock, write_staged
 
-PLACEHOLDER_MARK: Final = "autopack-import-placeholder"
-BATCH_SAMPLES = 500
+MAX_PLAN_ATTEMPTS = 5
+"""Plans made for one file before giving up on writers that keep changing what it adds."""
 MAX_PROBLEMS_KEPT = 100
 """Per file; every unparseable line is counted, the first ones are listed with their number."""
 PROGRESS_EVERY_LINES = 20_000
-_PHASE_CACHE_LIMIT = 50_000
-_LOOKUP_CHUNK = 400
-"""(run, phase) pairs per lookup query: 800 bound values, under SQLite's old limit of 999."""
-
-
-_EVENTS = table_of(TokenEstimationV2Event)
-_PROVENANCE = table_of(TelemetryProvenance)
-_RUNS = table_of(Run)
-_TIERS = table_of(Tier)
-_PHASES = table_of(Phase)
 
 
 @dataclass(frozen=True)
@@ -181,7 +170,7 @@ def require_importable(db: Database) -> TelemetryTables:
         tables = inspect_telemetry_tables(db, connection)
     if not tables.has_provenance:
         raise SchemaError(
-            f"{db.target.display_url} has no {_PROVENANCE.name} table, which import needs "
+            f"{db.target.display_url} has no {PROVENANCE.name} table, which import needs "
             "to know what it already imported.",
             hint="add autopack's tables with `autopack db upgrade` (a backup is made first)",
         )
@@ -198,18 +187,11 @@ def import_files(
     """Import every file (one transaction each) and report what happened to each."""
     options = options or ImportOptions()
     files = check_input_files(paths)
-    tables = require_importable(db)
+    require_importable(db)
     columns = _present_columns(db)
     meter = _Meter(progress, {path: path.stat().st_size for path in files})
-    reports = _import_each(db, files, _Context(options, tables, columns, meter))
+    reports = _import_each(db, files, _Context(options, columns, meter))
     return ImportReport(dry_run=options.dry_run, files=reports, totals=_totals(reports))
-
-
-def file_run_id(path: Path) -> str:
-    """The imported run of a source file: readable, and distinct for two files of one name."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.")[:48] or "file"
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    return f"imported-{slug}-{digest}"
 
 
 def parse_utc_offset(text: str) -> timedelta:
@@ -235,16 +217,15 @@ def parse_utc_offset(text: str) -> timedelta:
 @dataclass(frozen=True)
 class _Context:
     options: ImportOptions
-    tables: TelemetryTables
     columns: dict[str, frozenset[str]]
     meter: _Meter
 
 
 def _import_each(db: Database, files: Sequence[Path], context: _Context) -> list[FileReport]:
-    """Each file is read, parsed and validated first, outside any transaction; then its rows
-    are written in one short transaction (committed; rolled back for a dry run), so a writer
-    such as a drain waits for the lock only while rows are inserted, not while a file is
-    parsed. A dry run writes every file in one transaction, rolled back, so it sees what the
+    """Each file is read, parsed and validated first, outside any transaction; its rows are
+    planned with reads only, staged, and then moved in by one short write transaction, so a
+    writer such as a drain waits for the lock only while rows are inserted (issue 11, defect
+    8). A dry run writes every file in one transaction, rolled back, so it sees what the
     earlier files would have added."""
     reports: list[FileReport] = []
     with translated_errors(db), db.engine.connect() as connection:
@@ -252,15 +233,15 @@ def _import_each(db: Database, files: Sequence[Path], context: _Context) -> list
             with connection.begin() as transaction:
                 for path in files:
                     report, samples = _read_file(path, context)
-                    _write_samples(connection, path, report, samples, context)
+                    if report.error is None and samples:
+                        _import_samples(connection, path, report, samples, context)
                     reports.append(report)
                 transaction.rollback()
             return reports
         for path in files:
             report, samples = _read_file(path, context)
             if report.error is None and samples:
-                with connection.begin():
-                    _write_samples(connection, path, report, samples, context)
+                _import_samples(connection, path, report, samples, context)
             reports.append(report)
     return reports
 
@@ -293,16 +274,73 @@ def _read_file(path: Path, context: _Context) -> tuple[FileReport, list[ImportSa
         context.meter.finish_file(path)
 
 
-def _write_samples(
+def _import_samples(
     connection: sa.Connection,
     path: Path,
     report: FileReport,
     samples: Sequence[ImportSample],
     context: _Context,
 ) -> None:
-    writer = _Writer(connection, path, report, context.tables, context.columns)
-    for start in range(0, len(samples), BATCH_SAMPLES):
-        writer.write(samples[start : start + BATCH_SAMPLES])
+    """Plan with reads only, stage the rows, then write them under the write lock; if another
+    writer got there first (the plan is stale), plan again with the lock released."""
+    dry_run = context.options.dry_run
+    for _attempt in range(MAX_PLAN_ATTEMPTS):
+        with _reading(connection, dry_run):
+            plan = plan_file(connection, path, samples, context.columns)
+        if plan.empty:
+            _count(report, plan)
+            return
+        try:
+            with staged(connection, plan) as staged_plan, _writing(connection, dry_run):
+                write_staged(connection, staged_plan)
+        except StalePlan:
+            continue
+        _count(report, plan)
+        return
+    raise TargetError(
+        f"other writers kept adding the samples of {path} while it was being imported.",
+        hint="run the import again once the other imports are done",
+    )
+
+
+@contextmanager
+def _reading(connection: sa.Connection, dry_run: bool) -> Iterator[None]:
+    """One read transaction for the plan, ended before the write lock is asked for (on SQLite
+    a read snapshot cannot become a write transaction once another writer has committed). A
+    dry run reads inside its own transaction, so it sees what earlier files would add."""
+    if dry_run:
+        yield
+        return
+    transaction = connection.begin()
+    try:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN")  # pysqlite begins none before a SELECT
+        yield
+    finally:
+        transaction.rollback()
+
+
+@contextmanager
+def _writing(connection: sa.Connection, dry_run: bool) -> Iterator[None]:
+    """The write transaction, committed at the end of the block. A dry run writes inside the
+    transaction it rolls back at the end (it keeps SQLite's write lock from its first file's
+    rows on; nothing is committed)."""
+    if dry_run:
+        yield
+        return
+    with connection.begin():
+        take_write_lock(connection)
+        yield
+
+
+def _count(report: FileReport, plan: FilePlan) -> None:
+    report.already_present += plan.already_present
+    report.imported += len(plan.samples)
+    attached = sum(1 for planned in plan.samples if planned.attached)
+    report.on_existing_phases += attached
+    report.on_new_placeholders += len(plan.samples) - attached
+    report.placeholder_runs.extend(row["id"] for row in plan.runs)
+    report.placeholder_phases += len(plan.phases)
 
 
 def _format_of(path: Path, requested: ImportFormat) -> SourceFormat:
@@ -330,327 +368,13 @@ def _collected(
     return samples
 
 
-class _Writer:
-    """Inserts one batch at a time: skips known keys, places samples, writes rows and provenance."""
-
-    def __init__(
-        self,
-        connection: sa.Connection,
-        path: Path,
-        report: FileReport,
-        tables: TelemetryTables,
-        columns: dict[str, frozenset[str]],
-    ) -> None:
-        self._connection = connection
-        self._report = report
-        self._event_columns = tables.event_columns
-        self._placement = _Placement(connection, path, report, columns)
-
-    def write(self, batch: Sequence[ImportSample]) -> None:
-        keys = [sample.sample_key for sample in batch]
-        known = set(
-            self._connection.execute(
-                sa.select(_PROVENANCE.c.sample_key).where(_PROVENANCE.c.sample_key.in_(keys))
-            ).scalars()
-        )
-        rows: list[dict[str, Any]] = []
-        placed: list[tuple[ImportSample, bool]] = []
-        self._placement.prefetch(batch)
-        for sample in batch:
-            if sample.sample_key in known:
-                self._report.already_present += 1
-                continue
-            known.add(sample.sample_key)
-            run_id, phase_id, existing = self._placement.place(sample)
-            if existing and self._recorded(run_id, phase_id, sample):
-                self._report.already_present += 1
-                continue
-            row = {"run_id": run_id, "phase_id": phase_id, **sample.event}
-            rows.append({k: v for k, v in row.items() if k in self._event_columns})
-            placed.append((sample, existing))
-        self._placement.flush()
-        if not rows:
-            return
-        inserted = self._connection.execute(
-            sa.insert(_EVENTS).returning(_EVENTS.c.event_id, sort_by_parameter_order=True), rows
-        )
-        event_ids = [int(value) for value in inserted.scalars()]
-        self._connection.execute(
-            sa.insert(_PROVENANCE),
-            [
-                {
-                    "event_id": event_id,
-                    "source": sample.source,
-                    "coefficient_set": sample.coefficient_set,
-                    "coefficient_set_hash": sample.coefficient_set_hash,
-                    "drain_result_id": None,
-                    "sample_key": sample.sample_key,
-                    "source_file": sample.source_file,
-                    "source_line": sample.source_line,
-                }
-                for event_id, (sample, _existing) in zip(event_ids, placed, strict=True)
-            ],
-        )
-        self._report.imported += len(rows)
-        attached = sum(1 for _sample, existing in placed if existing)
-        self._report.on_existing_phases += attached
-        self._report.on_new_placeholders += len(rows) - attached
-
-    def _recorded(self, run_id: str, phase_id: str, sample: ImportSample) -> bool:
-        """The same call already stored without a key (a drained row, or the original's)."""
-        event = sample.event
-        found = self._connection.execute(
-            sa.select(_EVENTS.c.event_id)
-            .where(
-                _EVENTS.c.run_id == run_id,
-                _EVENTS.c.phase_id == phase_id,
-                _EVENTS.c.timestamp == event["timestamp"],
-                _EVENTS.c.predicted_output_tokens == event["predicted_output_tokens"],
-                _EVENTS.c.actual_output_tokens == event["actual_output_tokens"],
-            )
-            .limit(1)
-        ).first()
-        return found is not None
-
-
-class _RunKind(StrEnum):
-    PLACEHOLDER = "placeholder"
-    REAL = "real"
-
-
-class _Placement:
-    """Finds or creates the phase a sample belongs to (see the module docstring)."""
-
-    def __init__(
-        self,
-        connection: sa.Connection,
-        path: Path,
-        report: FileReport,
-        columns: dict[str, frozenset[str]],
-    ) -> None:
-        self._connection = connection
-        self._path = path
-        self._report = report
-        self._columns = columns
-        self._file_run = file_run_id(path)
-        # Phases with a larger key than this were created during this import.
-        self._last_phase_before = int(
-            connection.execute(
-                sa.select(sa.func.coalesce(sa.func.max(_PHASES.c.id), 0))
-            ).scalar_one()
-        )
-        self._phases: dict[tuple[str, str], int | None] = {}
-        self._pending: list[dict[str, Any]] = []
-        self._phase_template: dict[str, Any] | None = None
-        """Phases to insert (together, at flush) before the batch's rows."""
-        self._runs: dict[str, _RunKind | None] = {}
-        self._tiers: dict[str, int] = {}
-        self._next_index: dict[str, int] = {}
-
-    def place(self, sample: ImportSample) -> tuple[str, str, bool]:
-        """(run_id, phase_id, whether that phase was in the DB before this import)."""
-        if sample.run_id and sample.phase_id:
-            run_id, phase_id = sample.run_id, sample.phase_id
-            key = self._phase_key(run_id, phase_id)
-            if key is not None:
-                return run_id, phase_id, key <= self._last_phase_before
-            kind = self._kind(run_id)
-            if kind is None:
-                self._create_run(run_id, f"stands in for run {run_id}")
-                kind = _RunKind.PLACEHOLDER
-            if kind is _RunKind.PLACEHOLDER:
-                self._create_phase(run_id, phase_id, sample)
-                return run_id, phase_id, False
-            run_id, phase_id = self._file_run, f"{run_id}/{phase_id}"
-        else:
-            run_id, phase_id = self._file_run, f"line-{sample.line}"
-        kind = self._kind(run_id)
-        if kind is None:
-            self._create_run(run_id, "holds the samples of one imported file")
-        elif kind is _RunKind.REAL:
-            raise GuardError(
-                f"run {run_id!r} exists and was not made by telemetry import.",
-                hint="rename or move the file to import, so its run gets another id",
-            )
-        key = self._phase_key(run_id, phase_id)
-        if key is not None:
-            return run_id, phase_id, key <= self._last_phase_before
-        self._create_phase(run_id, phase_id, sample)
-        return run_id, phase_id, False
-
-    def prefetch(self, batch: Sequence[ImportSample]) -> None:
-        """Look up, in one query, every phase the batch's samples may go to (not one query per
-        sample: the import holds the write lock meanwhile)."""
-        wanted: set[tuple[str, str]] = set()
-        for sample in batch:
-            if sample.run_id and sample.phase_id:
-                wanted.add((sample.run_id, sample.phase_id))
-                wanted.add((self._file_run, f"{sample.run_id}/{sample.phase_id}"))
-            else:
-                wanted.add((self._file_run, f"line-{sample.line}"))
-        missing = sorted(name for name in wanted if name not in self._phases)
-        if not missing:
-            return
-        if len(self._phases) + len(missing) > _PHASE_CACHE_LIMIT:
-            self._phases.clear()
-        found: dict[tuple[str, str], int] = {}
-        for start in range(0, len(missing), _LOOKUP_CHUNK):
-            chunk = missing[start : start + _LOOKUP_CHUNK]
-            pairs = sa.tuple_(_PHASES.c.run_id, _PHASES.c.phase_id)
-            query = sa.select(_PHASES.c.run_id, _PHASES.c.phase_id, _PHASES.c.id).where(
-                pairs.in_(chunk)
-            )
-            for run_id, phase_id, key in self._connection.execute(query):
-                found[(run_id, phase_id)] = int(key)
-        for name in missing:
-            self._phases[name] = found.get(name)
-
-    def flush(self) -> None:
-        """Insert the phases placed since the last flush, in one statement."""
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in self._pending:  # one executemany per set of columns given
-            shapes.setdefault(tuple(row), []).append(row)
-        for rows in shapes.values():
-            self._connection.execute(sa.insert(_PHASES), rows)
-        self._pending = []
-
-    def _phase_key(self, run_id: str, phase_id: str) -> int | None:
-        """The phase's primary key, or None if the DB has no such phase."""
-        name = (run_id, phase_id)
-        if name in self._phases:
-            return self._phases[name]
-        key = self._connection.execute(
-            sa.select(_PHASES.c.id).where(
-                _PHASES.c.run_id == run_id, _PHASES.c.phase_id == phase_id
-            )
-        ).scalar_one_or_none()
-        if len(self._phases) >= _PHASE_CACHE_LIMIT:
-            self._phases.clear()
-        self._phases[name] = None if key is None else int(key)
-        return self._phases[name]
-
-    def _kind(self, run_id: str) -> _RunKind | None:
-        if run_id not in self._runs:
-            anchor = self._connection.execute(
-                sa.select(_RUNS.c.goal_anchor).where(_RUNS.c.id == run_id)
-            ).first()
-            if anchor is None:
-                self._runs[run_id] = None
-            elif (anchor[0] or "").startswith(PLACEHOLDER_MARK):
-                self._runs[run_id] = _RunKind.PLACEHOLDER
-            else:
-                self._runs[run_id] = _RunKind.REAL
-        return self._runs[run_id]
-
-    def _create_run(self, run_id: str, purpose: str) -> None:
-        now = utc_now()
-        note = (
-            f"{PLACEHOLDER_MARK}: {purpose}; made by `autopack telemetry import` from {self._path}"
-        )
-        run = Run(
-            id=run_id,
-            state=RunState.DONE_SUCCESS.value,
-            goal_anchor=note,
-            created_at=now,
-            updated_at=now,
-        )
-        self._insert(_RUNS, run.model_dump())
-        tier = Tier(
-            tier_id="T1",
-            run_id=run_id,
-            tier_index=0,
-            name="imported telemetry",
-            description=note,
-            state=TierState.SKIPPED.value,
-            created_at=now,
-            updated_at=now,
-        )
-        self._tiers[run_id] = self._insert(_TIERS, tier.model_dump(exclude={"id"}), "id")
-        self._next_index[run_id] = 0
-        self._runs[run_id] = _RunKind.PLACEHOLDER
-        self._report.placeholder_runs.append(run_id)
-
-    def _create_phase(self, run_id: str, phase_id: str, sample: ImportSample) -> None:
-        now = utc_now()
-        if self._phase_template is None:
-            # The model's defaults, once: building a SQLModel object per phase costs more
-            # than the insert (and the import holds the write lock meanwhile).
-            template = Phase(
-                phase_id="",
-                run_id="",
-                tier_id=0,
-                phase_index=0,
-                name="",
-                description="",
-                state=PhaseState.SKIPPED.value,
-                created_at=now,
-                updated_at=now,
-            ).model_dump(exclude={"id"})
-            present = self._columns[_PHASES.name]
-            self._phase_template = {k: v for k, v in template.items() if k in present}
-        row = dict(self._phase_template)
-        row.update(
-            phase_id=phase_id,
-            run_id=run_id,
-            tier_id=self._tier_of(run_id),
-            phase_index=self._index_for(run_id),
-            name=f"imported telemetry: {phase_id}",
-            description=(
-                f"{PLACEHOLDER_MARK}: stands in for a phase this DB does not have; made by "
-                f"`autopack telemetry import` from {self._path} line {sample.line}"
-            ),
-            task_category=sample.event["category"],
-            complexity=sample.event["complexity"],
-            created_at=now,
-            updated_at=now,
-        )
-        # None is left to the column's NULL (a JSON column would store the text "null").
-        self._pending.append({k: v for k, v in row.items() if v is not None})
-        # Its key is not needed, only that it is newer than every phase before this import.
-        self._phases[(run_id, phase_id)] = self._last_phase_before + 1
-        self._report.placeholder_phases += 1
-
-    def _tier_of(self, run_id: str) -> int:
-        if run_id not in self._tiers:
-            tier = self._connection.execute(
-                sa.select(_TIERS.c.id).where(_TIERS.c.run_id == run_id).order_by(_TIERS.c.id)
-            ).first()
-            if tier is None:
-                raise SchemaError(
-                    f"placeholder run {run_id!r} has no tier; it was changed by hand.",
-                    hint="delete that run (and its phases) and import again",
-                )
-            self._tiers[run_id] = int(tier[0])
-        return self._tiers[run_id]
-
-    def _index_for(self, run_id: str) -> int:
-        if run_id not in self._next_index:
-            highest = self._connection.execute(
-                sa.select(sa.func.max(_PHASES.c.phase_index)).where(_PHASES.c.run_id == run_id)
-            ).scalar()
-            self._next_index[run_id] = 0 if highest is None else int(highest) + 1
-        index = self._next_index[run_id]
-        self._next_index[run_id] = index + 1
-        return index
-
-    def _insert(self, table: sa.Table, values: dict[str, Any], returning: str | None = None) -> int:
-        present = self._columns[table.name]
-        # None is left to the column's NULL (a JSON column would store the text "null").
-        row = {k: v for k, v in values.items() if k in present and v is not None}
-        statement = sa.insert(table).values(**row)
-        if returning is None:
-            self._connection.execute(statement)
-            return 0
-        return int(self._connection.execute(statement.returning(table.c[returning])).scalar_one())
-
-
 def _present_columns(db: Database) -> dict[str, frozenset[str]]:
     """The columns each table really has (an original DB may lack some of ours)."""
     with translated_errors(db), db.engine.connect() as connection:
         inspector = sa.inspect(connection)
         return {
             table.name: frozenset(column["name"] for column in inspector.get_columns(table.name))
-            for table in (_RUNS, _TIERS, _PHASES)
+            for table in (RUNS, TIERS, PHASES, EVENTS, PROVENANCE)
         }
 
 
