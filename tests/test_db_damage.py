@@ -107,4 +107,4 @@ def test_check_on_postgres_says_there_is_no_file_check(cli: CliRunner, postgres_
     doc = json.loads(result.stdout)
     assert doc["integrity"] == {"checked": False, "mode": None, "ok": True, "problems": []}
     human = cli("db", "check", "--database-url", postgres_url)
-    assert "PostgreSQL checks its own pages" in human.stderr
+    assert "PostgreSQL checks its own pages" in human.stdout
