@@ -121,7 +121,6 @@ def test_no_secret_reaches_any_output_file_or_row(
     assert not scanner.hits(), scanner.hits()
 
 
-@pytest.mark.xfail(reason="defect 6 (branch settings) refuses such a key; passes after merge")
 def test_a_key_with_a_newline_is_refused_without_echoing_it(
     cli: CliRunner, fake_llm: FakeLlmServer, secret_url: str, workdir: Path
 ) -> None:
