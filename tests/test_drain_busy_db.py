@@ -125,3 +125,47 @@ def test_only_transient_errors_are_retried(backlog: Database) -> None:
         run_retrying(broken, what="read", sleep=lambda _s: None)
     assert calls == [1]
     assert not is_transient(raised.value)
+
+
+def test_a_connection_cut_while_recording_the_result_is_retried(
+    cli: CliRunner,
+    backlog: Database,
+    fake_llm: FakeLlmServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ending transaction (state, result, claim release, telemetry link) meets a cut
+    connection once, as pg_terminate_backend makes it: it is retried whole, not a crash."""
+    import autopack.drain.finish as finish_module
+
+    real_insert = finish_module._insert_result
+    cuts: list[int] = []
+
+    def cut_once(connection: sa.Connection, session_id: str, values: dict[str, object]) -> int:
+        if not cuts:
+            cuts.append(1)
+            raise sa.exc.OperationalError(
+                "INSERT INTO autopack_drain_results …",
+                {},
+                Exception("terminating connection due to administrator command"),
+            )
+        return real_insert(connection, session_id, values)
+
+    monkeypatch.setattr(finish_module, "_insert_result", cut_once)
+    add_run(backlog.engine, "run-a", 1)
+    fake_llm.default_reply = good_reply()
+    result = cli(
+        "drain",
+        "batch",
+        "--database-url",
+        backlog.target.url,
+        "--workspace",
+        "ws",
+        "--json",
+        "--batch-size",
+        "1",
+        env=fake_llm.env("anthropic"),
+    )
+    assert result.exit_code == 0, result.stderr
+    assert cuts == [1]
+    assert set(states(backlog.engine).values()) == {"COMPLETE"}
+    assert len(results(backlog.engine)) == 1

@@ -31,6 +31,7 @@ from autopack.db.models import (
     table_of,
     utc_now,
 )
+from autopack.db.retry import run_retrying
 from autopack.drain.attempt import PhaseOutcome
 from autopack.drain.claims import Claim, release_claim, return_phase
 from autopack.drain.sessions import SEQ_LOCK, next_seq
@@ -80,25 +81,42 @@ def finish_attempt(
     recovered, or the controller abandoned the attempt).
     """
     with SEQ_LOCK:
-        with engine.begin() as connection:
-            if claim is not None:
-                if not release_claim(connection, claim.run_id, claim.phase_id, claim.worker):
-                    return False
-                if give_back:
-                    return_phase(
-                        connection,
-                        claim.run_id,
-                        claim.phase_id,
-                        claim.previous_state,
-                        claim.previous_values,
-                    )
-                else:
-                    _set_final_state(connection, claim, outcome)
-                    move_run_state(connection, claim.run_id)
-            outcome.result_id = _insert_result(connection, session_id, outcome.result_values())
-            link_telemetry(connection, outcome.event_ids, outcome.result_id)
-        if on_recorded is not None:
+        # One transaction, retried as a whole when the DB is busy or the connection is cut
+        # (a cut rolls it all back; a retry after a commit that did land finds no claim).
+        recorded = run_retrying(
+            lambda: _record(engine, session_id, outcome, claim, give_back=give_back),
+            what="record the phase's result",
+        )
+        if recorded and on_recorded is not None:
             on_recorded(outcome)
+    return recorded
+
+
+def _record(
+    engine: Engine,
+    session_id: str,
+    outcome: PhaseOutcome,
+    claim: Claim | None,
+    *,
+    give_back: bool,
+) -> bool:
+    with engine.begin() as connection:
+        if claim is not None:
+            if not release_claim(connection, claim.run_id, claim.phase_id, claim.worker):
+                return False
+            if give_back:
+                return_phase(
+                    connection,
+                    claim.run_id,
+                    claim.phase_id,
+                    claim.previous_state,
+                    claim.previous_values,
+                )
+            else:
+                _set_final_state(connection, claim, outcome)
+                move_run_state(connection, claim.run_id)
+        outcome.result_id = _insert_result(connection, session_id, outcome.result_values())
+        link_telemetry(connection, outcome.event_ids, outcome.result_id)
     return True
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from autopack.db.models import DrainResult, table_of
+from autopack.db.retry import run_retrying
 from autopack.executor.git import GitError, commit_paths, inside_work_tree
 from autopack.executor.workspace import file_sha256
 
@@ -77,10 +78,14 @@ def commit_result(
     with _GIT_LOCK:
         sha = commit_paths(workspace, unchanged, commit_message(run_id, phase_id, session_id))
     commit = sha or NOT_COMMITTED
-    with engine.begin() as connection:
-        connection.execute(
-            sa.update(RESULTS).where(RESULTS.c.id == result_id).values(commit_sha=commit)
-        )
+
+    def note() -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.update(RESULTS).where(RESULTS.c.id == result_id).values(commit_sha=commit)
+            )
+
+    run_retrying(note, what="note the phase's commit")
     return commit
 
 
