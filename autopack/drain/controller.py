@@ -90,6 +90,9 @@ class _Flight:
     """This attempt's own claim token: a lease can only be released by the attempt holding it."""
     abandoning: bool = False
     """The controller asked it to stop but could not take the claim: its own outcome decides."""
+    returned: threading.Event = field(default_factory=threading.Event)
+    """Its thread is done: after its result was recorded it still commits the phase's files,
+    and the slot stays taken until then (the next phase's commit must not overtake it)."""
 
 
 @dataclass
@@ -109,6 +112,8 @@ class BatchController:
         default_factory=queue.Queue, init=False
     )
     _in_flight: dict[str, _Flight] = field(default_factory=dict, init=False)
+    _finishing: list[_Flight] = field(default_factory=list, init=False)
+    """Flights whose result is folded in but whose thread still commits their files."""
     _dry_entries: list[dict[str, Any]] = field(default_factory=list, init=False)
     _dry_keys: set[tuple[str, str]] = field(default_factory=set, init=False)
     _cooldown: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
@@ -139,7 +144,7 @@ class BatchController:
                 verdict = self._dispatch_one()
                 if verdict is Verdict.PICK:
                     continue
-                if not self._in_flight:
+                if not self._in_flight and not self._finishing:
                     if verdict is Verdict.WAIT and self._wait_for_claims():
                         time.sleep(self.options.poll_interval_s)
                         continue
@@ -167,7 +172,8 @@ class BatchController:
     def _dispatch_one(self) -> Verdict:
         """Start one phase if a slot, the limits and the backlog allow; say what happened."""
         limits = self.options.limits
-        if len(self._in_flight) >= max(1, self.options.workers):
+        self._finishing = [f for f in self._finishing if not f.returned.is_set()]
+        if len(self._in_flight) + len(self._finishing) >= max(1, self.options.workers):
             return Verdict.WAIT
         stop = self.state.session_stop(limits, self.state.elapsed_s)
         if stop is None and self.state.processed + len(self._in_flight) >= limits.batch_size:
@@ -263,10 +269,13 @@ class BatchController:
                 on_recorded=deliver,
             )
         except BaseException as exc:  # handed to the main thread, which decides
+            flight.returned.set()
             self._results.put((flight, None, exc))
         else:
-            if not delivered:
-                self._results.put((flight, outcome, None))
+            flight.returned.set()
+            # Delivered already: this wakes the main thread to use the freed slot (a message
+            # for a flight no longer in flight is discarded).
+            self._results.put((flight, None if delivered else outcome, None))
 
     def _collect(self, timeout: float) -> None:
         try:
@@ -274,8 +283,10 @@ class BatchController:
         except queue.Empty:
             return
         if self._in_flight.get(flight.candidate.key) is not flight:
-            return  # abandoned earlier: its late result is discarded
+            return  # abandoned earlier (its late result is discarded), or a wake-up
         del self._in_flight[flight.candidate.key]
+        if not flight.returned.is_set():
+            self._finishing.append(flight)
         self.progress.end(flight.candidate.key)
         key = (flight.candidate.run_id, flight.candidate.phase_id)
         if isinstance(error, ClaimRefused | PhaseNotFound):
