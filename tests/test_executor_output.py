@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -386,3 +387,16 @@ def test_markdown_file_with_inner_fences_followed_by_another_file() -> None:
         ReplyFile("docs/README.md", readme),
         ReplyFile("docs/conf.py", "project = 'x'\n"),
     ]
+
+
+def test_each_attempt_of_a_phase_in_a_session_keeps_its_own_transcripts(tmp_path: Path) -> None:
+    from autopack.executor.transcripts import TranscriptWriter
+
+    first = TranscriptWriter.for_phase(tmp_path, "s1", "run-a", "p1")
+    second = TranscriptWriter.for_phase(tmp_path, "s1", "run-a", "p1")
+    other_session = TranscriptWriter.for_phase(tmp_path, "s2", "run-a", "p1")
+    assert first.directory.name == "p1"
+    assert second.directory == first.directory.with_name("p1.2")
+    assert other_session.directory.name == "p1"
+    assert first.directory.is_dir()
+    assert second.directory.is_dir()

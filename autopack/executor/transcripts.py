@@ -1,7 +1,8 @@
 """Transcripts: the prompt and raw reply of every builder call, kept where the operator looks.
 
 `<workspace>/.autopack/logs/<session>/<run>/<phase>/attempt-N-prompt.md` and `…-reply.txt`
-(plus `…-call.json` with usage and attempts). `.autopack/` is git-ignored. Nothing secret is
+(plus `…-call.json` with usage and attempts); a phase attempted again in the same session
+writes into `<phase>.2/`, `<phase>.3/`, …. `.autopack/` is git-ignored. Nothing secret is
 written: the prompt holds the phase and workspace files, the reply what the model said, the
 metadata token counts and statuses (error texts are already scrubbed of keys by the client).
 """
@@ -26,6 +27,20 @@ def _safe(name: str) -> str:
     return cleaned[:100]
 
 
+def _fresh_directory(parent: Path, name: str) -> Path:
+    """`parent/name`, or `name.2`, `name.3`, … when a session attempts a phase again: each
+    drain attempt keeps its own transcripts instead of overwriting the last one's."""
+    number = 1
+    while True:
+        directory = parent / (name if number == 1 else f"{name}.{number}")
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        return directory
+
+
 @dataclass(frozen=True)
 class TranscriptWriter:
     directory: Path
@@ -34,8 +49,9 @@ class TranscriptWriter:
     def for_phase(
         cls, workspace: Path, session_id: str, run_id: str, phase_id: str
     ) -> TranscriptWriter:
-        directory = workspace / LOG_ROOT / _safe(session_id) / _safe(run_id) / _safe(phase_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        parent = workspace / LOG_ROOT / _safe(session_id) / _safe(run_id)
+        parent.mkdir(parents=True, exist_ok=True)
+        directory = _fresh_directory(parent, _safe(phase_id))
         ignore = workspace / LOG_ROOT.parent / ".gitignore"
         if not ignore.exists():
             # Transcripts are never untracked noise in the operator's repository.
