@@ -325,7 +325,12 @@ def _too_few(
         f"[STOP] only {clean_rows} clean samples for {which}{simulated}; a proposal needs at "
         f"least {min_samples} (--min-samples). Nothing was written.",
         hint="drain more phases (autopack telemetry analyze shows which cells to seed), or "
-        "lower --min-samples knowingly",
+        "lower --min-samples knowingly"
+        + (
+            ""
+            if filters.include_simulated
+            else "; rows of the demo's simulated model count only with --include-simulated"
+        ),
     )
 
 

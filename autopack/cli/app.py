@@ -66,12 +66,12 @@ ROOT_HELP: dict[str, str] = {
     "calibrate": "Propose, backtest and apply estimator coefficients.",
     "runs": "List runs, and show one run with its phases.",
     "phases": "Show one phase: its attempts, telemetry and transcripts.",
-    "telemetry": "Export, import, analyse and explain token telemetry.",
+    "telemetry": "Export, import, analyze and explain token telemetry.",
 }
 # Groups whose subcommands live in separate modules, loaded one at a time as well.
 LAZY_GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "telemetry": (
-        "Export, import, analyse and explain token telemetry.",
+        "Export, import, analyze and explain token telemetry.",
         {
             "export": ("autopack.cli.telemetry_io", "export_command"),
             "import": ("autopack.cli.telemetry_io", "import_command"),

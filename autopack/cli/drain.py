@@ -34,7 +34,7 @@ WorkspaceOption = Annotated[
     typer.Option(
         "--workspace",
         metavar="DIR",
-        help="The code the builder writes into (default: the current directory).",
+        help="The code the builder writes into.",
     ),
 ]
 NoTelemetryOption = Annotated[
@@ -62,7 +62,10 @@ AllowEmptyOption = Annotated[
 CoefficientsOption = Annotated[
     str | None,
     typer.Option(
-        "--coefficients", metavar="NAME", help="Built-in coefficient set (default: default)."
+        "--coefficients",
+        metavar="NAME",
+        help="A coefficient set: built in, or stored in the DB (default: the DB's active set, "
+        "else the built-in default).",
     ),
 ]
 CoefficientsFileOption = Annotated[
@@ -361,13 +364,18 @@ def batch(
     skip_run_prefix: Annotated[
         list[str] | None,
         typer.Option(
-            "--skip-run-prefix", metavar="PREFIX", help="Skip runs whose id starts so (repeatable)."
+            "--skip-run-prefix",
+            metavar="PREFIX",
+            help="Skip runs whose id starts with PREFIX (repeatable).",
         ),
     ] = None,
     batch_size: BatchSizeOption = 10,
     sample_first: Annotated[
         bool,
-        typer.Option("--sample-first/--no-sample-first", help="One phase per run before seconds."),
+        typer.Option(
+            "--sample-first/--no-sample-first",
+            help="Try one phase of every run before a second phase of any.",
+        ),
     ] = True,
     phase_timeout_seconds: PhaseTimeoutOption = 900.0,
     max_total_minutes: Annotated[
@@ -443,7 +451,8 @@ def batch(
 ) -> None:
     """Drain a backlog token-safely: sample-first triage, fingerprints, stop conditions.
 
-    Exit 0 when no phase failed, 1 when any failed or timed out, 2 refused, 130 interrupted.
+    Exit 0 when no phase failed, 1 when any failed or timed out, 2 refused, 130 interrupted
+    (143 on SIGTERM).
     e.g. autopack drain batch --db legacy --batch-size 10 --max-total-minutes 60
     """
     from autopack.db.lookup import require_known_runs

@@ -34,7 +34,8 @@ def list_command(
         ),
     ] = None,
     prefix: Annotated[
-        str | None, typer.Option("--prefix", metavar="TEXT", help="Only runs whose id starts so.")
+        str | None,
+        typer.Option("--prefix", metavar="TEXT", help="Only runs whose id starts with TEXT."),
     ] = None,
     limit: Annotated[
         int,

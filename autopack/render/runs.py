@@ -75,8 +75,9 @@ def show_run_list(listing: RunList) -> None:
     scope = [f"state {filters.state}"] if filters.state else []
     scope += [f"id starting {filters.prefix!r}"] if filters.prefix else []
     shown = len(listing.runs)
-    head = f"{shown:,} of {listing.matching:,} runs" if shown < listing.matching else ""
-    head = head or f"{shown:,} runs"
+    noun = "run" if listing.matching == 1 else "runs"
+    head = f"{shown:,} of {listing.matching:,} {noun}" if shown < listing.matching else ""
+    head = head or f"{shown:,} {noun}"
     if scope:
         head += f" ({', '.join(scope)})"
     out.print(f"{head}, newest first", soft_wrap=True)
