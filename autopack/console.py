@@ -223,14 +223,28 @@ def show_panel(
 ) -> None:
     """The panel every DB command shows on stderr before it acts (`db identity`, whose report
     it is, passes the report console)."""
+    console = out or stderr_console()
+    lines = _target_lines(panel.target)
+    counts = ", ".join(f"{name} {count:,}" for name, count in panel.counts.items())
+    rows = [*lines, ("rows", counts or "—")]
+    label_width = max(len(label) for label, _ in [*rows, ("warning", "")])
+    # A path or URL wider than the boxed panel allows is never broken or cut (it names the
+    # database, and is copied from here): the panel then goes without its box, each line
+    # whole, running past the edge if it must.
+    if max(len(value) for _, value in lines) + label_width + 6 > console.width:
+        console.print(f"[bold]{escape(title)}[/]")
+        for label, value in rows:
+            # Paths and URLs whole (soft wrap: never broken); the row counts wrap at spaces.
+            whole = label != "rows"
+            console.print(f"[bold]{label:<{label_width}}[/]  {escape(value)}", soft_wrap=whole)
+        for warning in panel.warnings:
+            console.print(f"[yellow]{'warning':<{label_width}}[/]  {escape(warning)}")
+        return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    # fold, never truncate: a path cut short by "…" would hide which database this is.
     grid.add_column(overflow="fold")
-    for label, value in _target_lines(panel.target):
+    for label, value in rows:
         grid.add_row(label, escape(value))
-    counts = ", ".join(f"{name} {count:,}" for name, count in panel.counts.items())
-    grid.add_row("rows", counts or "—")
     for warning in panel.warnings:
         grid.add_row("[yellow]warning[/]", escape(warning))
-    (out or stderr_console()).print(Panel(grid, title=title, title_align="left", expand=False))
+    console.print(Panel(grid, title=title, title_align="left", expand=False))
